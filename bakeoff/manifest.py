@@ -1,0 +1,100 @@
+"""The manifest: the one table every step after ingest reads.
+
+``manifest.parquet`` has one row per accepted image:
+
+=========  =======  ==============================================================
+column     type     meaning
+=========  =======  ==============================================================
+uri        str      where the image bytes are; relative URIs are relative to the
+                    manifest's own folder (ingest materialises images there, so the
+                    folder is self-contained and can move between machines/pods)
+label      str      class name after the label map
+split      str      ``train`` | ``val`` | ``test``
+sha256     str      hex digest of the file's bytes (content identity, cache key)
+width      int64    decoded width in pixels (after EXIF orientation)
+height     int64    decoded height in pixels (after EXIF orientation)
+group      str      near-duplicate group id; a group never straddles two splits
+source     str      where the image came from in the raw dump (for humans)
+=========  =======  ==============================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from bakeoff import storage
+from bakeoff.errors import BakeoffError
+
+MANIFEST_NAME = "manifest.parquet"
+REJECTED_NAME = "rejected.csv"
+CARD_JSON_NAME = "card.json"
+CARD_MD_NAME = "card.md"
+SPLITS = ("train", "val", "test")
+COLUMNS = {
+    "uri": "string",
+    "label": "string",
+    "split": "string",
+    "sha256": "string",
+    "width": "int64",
+    "height": "int64",
+    "group": "string",
+    "source": "string",
+}
+
+
+def manifest_uri(dataset_dir: str | os.PathLike) -> str:
+    """Accept either a dataset folder or the manifest file itself."""
+    text = str(dataset_dir)
+    return text if text.endswith(".parquet") else storage.join(text, MANIFEST_NAME)
+
+
+def validate(df: pd.DataFrame) -> pd.DataFrame:
+    """Check columns and values; return the frame with canonical dtypes."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise BakeoffError(f"manifest lacks columns {missing}; re-run `bakeoff ingest`")
+    bad_splits = sorted(set(df["split"].astype(str)) - set(SPLITS))
+    if bad_splits:
+        raise BakeoffError(f"manifest has unknown splits {bad_splits}; expected {list(SPLITS)}")
+    return df.astype(COLUMNS)
+
+
+def write_manifest(df: pd.DataFrame, dataset_dir: str | os.PathLike) -> str:
+    """Write ``manifest.parquet`` atomically, rows in a stable order (by sha256)."""
+    df = validate(df).sort_values("sha256", kind="stable").reset_index(drop=True)
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    uri = manifest_uri(dataset_dir)
+    storage.write_bytes(uri, buffer.getvalue())
+    return uri
+
+
+def read_manifest(dataset_dir: str | os.PathLike, resolve: bool = True) -> pd.DataFrame:
+    """Read a manifest; with ``resolve`` relative URIs become absolute (local path or s3://)."""
+    uri = manifest_uri(dataset_dir)
+    if not storage.exists(uri):
+        raise BakeoffError(f"no manifest at {uri}; run `bakeoff ingest SOURCE --out DIR` first")
+    df = validate(pd.read_parquet(io.BytesIO(storage.read_bytes(uri))))
+    if resolve:
+        base = uri.rsplit("/", 1)[0] if storage.is_s3(uri) else str(Path(uri).resolve().parent)
+        df["uri"] = [u if storage.is_s3(u) or os.path.isabs(u) else storage.join(base, u) for u in df["uri"]]
+    return df
+
+
+def class_names(df: pd.DataFrame) -> list[str]:
+    """Class names in the one order every model output uses: sorted."""
+    return sorted(df["label"].unique().tolist())
+
+
+def dataset_hash(df: pd.DataFrame) -> str:
+    """Content hash of the dataset: images, labels and splits, independent of paths and row order."""
+    rows = sorted(zip(df["sha256"], df["label"], df["split"]))
+    digest = hashlib.sha256()
+    for sha, label, split in rows:
+        digest.update(f"{sha}\t{label}\t{split}\n".encode())
+    return digest.hexdigest()

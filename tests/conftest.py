@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny real images, a real S3-compatible server on 127.0.0.1, the offline weights mirror.
+
+Each area's own fixtures live in its test folder's conftest (tests/ingest/, tests/models/, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_image(path: Path, size: tuple[int, int] = (32, 32), color: tuple[int, int, int] = (200, 30, 30),
+                fmt: str | None = None, seed: int = 0, mode: str = "RGB") -> Path:
+    """Write a small real image: a colour field with seeded noise and a diagonal bar, so images differ."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    base = np.empty((height, width, 3), dtype=np.float32)
+    base[:] = color
+    base += rng.normal(0, 25, size=base.shape)
+    for i in range(min(width, height)):
+        base[i, i] = (255 - np.array(color)) * 0.8
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def make_image():
+    """Factory: make_image(path, size=(w, h), color=(r, g, b), fmt=None, seed=0, mode='RGB') -> Path."""
+    return write_image
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """A real moto S3 server process thread on 127.0.0.1 with the AWS environment pointed at it.
+
+    Yields the endpoint URL; the bucket ``bakeoff-test`` exists.
+    """
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bakeoff-test")
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def weights_mirror(tmp_path_factory) -> str:
+    """A weights mirror with the real offline pretrained weights (MobileNetV2 ImageNet, VGG16 HED).
+
+    Uses BAKEOFF_WEIGHTS_URI when it already holds them (``make weights`` fills it), else imports
+    into a session temp folder with ``bakeoff.weights.import_weights``.
+    """
+    from bakeoff import weights
+
+    existing = os.environ.get("BAKEOFF_WEIGHTS_URI")
+    if existing and Path(existing, ".imported").exists():
+        return existing
+    mirror = tmp_path_factory.mktemp("weights-mirror")
+    for name in ("mobilenet_v2", "vgg16_hed"):
+        weights.import_weights(name, str(mirror))
+    return str(mirror)
