@@ -53,7 +53,7 @@ _register_all()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit with code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="bakeoff", standalone_mode=False)
     except BakeoffError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         return 2
@@ -62,14 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except _click_exceptions() as exc:  # usage errors arrive here in non-standalone mode
+        exc.show()
+        return exc.exit_code
     return 0
+
+
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """Typer >= 0.20 vendors click as typer._click; older versions use click itself. Catch both."""
+    import click
+
+    classes: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        classes.append(VendoredClickException)
+    except ImportError:
+        pass
+    return tuple(classes)
 
 
 if __name__ == "__main__":
