@@ -1,0 +1,297 @@
+"""Classifier heads trained on cached bottleneck features (fast: many heads per feature extraction).
+
+Two kinds, one artifact shape, so fine-tuning and evaluation never care which was picked:
+
+* ``dense``: the notebooks' head, ``Dense(hidden, relu) -> Dropout -> Dense(out)``; sigmoid with one unit for two
+  classes, softmax otherwise. Class weights balance skewed labels; early stopping watches the val split and
+  restores the best weights, so ``epochs`` is a ceiling, not a guess.
+* ``logreg``: a scikit-learn ``LogisticRegression`` baseline (standardised inputs, balanced class weights,
+  ``C`` picked on the val split). It is exported as ONE equivalent Keras ``Dense`` layer (the scaler folded into
+  the kernel), so ``head.keras`` gives the same probabilities as ``predict_proba``.
+
+Only the train and val splits are read here; the test split is left for ``bakeoff evaluate``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from bakeoff import storage
+from bakeoff.errors import BakeoffError
+
+FEATURES_NPZ = "features.npz"
+FEATURES_JSON = "features.json"
+HEAD_KERAS = "head.keras"
+HEAD_JSON = "head.json"
+HEAD_KINDS = ("dense", "logreg")
+LOGREG_C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+# ---------------------------------------------------------------------------------------------- small shared helpers
+def read_json(uri: str) -> dict:
+    """Read a JSON artifact from a local path or s3://, with a one-line error naming the step that makes it."""
+    if not storage.exists(uri):
+        raise BakeoffError(f"missing {uri}; run the step that writes it first (see `bakeoff --help`)")
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except json.JSONDecodeError as exc:
+        raise BakeoffError(f"{uri} is not valid JSON ({exc.msg}); re-run the step that wrote it") from exc
+
+
+def write_json(uri: str, data: dict) -> None:
+    """Write JSON atomically; numpy scalars are converted so callers need not care."""
+    storage.write_bytes(uri, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_keras(model, uri: str) -> None:
+    """Save a Keras model as ``.keras`` to a local path or s3:// atomically (Keras itself writes non-atomically)."""
+    with tempfile.TemporaryDirectory(prefix="bakeoff-save-") as tmp:
+        local = os.path.join(tmp, str(uri).rstrip("/").rsplit("/", 1)[-1])
+        model.save(local)
+        storage.upload(local, uri)
+
+
+def load_keras(uri: str):
+    """Load a ``.keras`` model from a local path or s3:// with plain ``keras.models.load_model`` (no custom objects)."""
+    import keras
+
+    if not storage.exists(uri):
+        raise BakeoffError(f"no model at {uri}; run the step that writes it first")
+    if not storage.is_s3(uri):
+        return keras.models.load_model(uri)
+    with tempfile.TemporaryDirectory(prefix="bakeoff-load-") as tmp:
+        local = storage.download(uri, os.path.join(tmp, uri.rsplit("/", 1)[-1]))
+        return keras.models.load_model(local)
+
+
+def keras_progress(total_epochs: int, description: str):
+    """A Keras callback that shows a rich progress bar over epochs with the latest loss/val numbers."""
+    import keras
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class _RichEpochs(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task(description, total=total_epochs, info="")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            self._progress.update(self._task, advance=1, info=info)
+
+        def on_train_end(self, logs=None):
+            self._progress.stop()
+
+    return _RichEpochs()
+
+
+def probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
+    """Model outputs -> one column per class: a binary head's [n, 1] sigmoid becomes [1 - p, p]."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    if n_classes == 2 and raw.shape[1] == 1:
+        return np.concatenate([1.0 - raw, raw], axis=1)
+    if raw.shape[1] != n_classes:
+        raise BakeoffError(f"model gives {raw.shape[1]} outputs but there are {n_classes} classes; "
+                           "was it trained on another dataset?")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------- features input
+def load_features(features_dir: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Read ``features.npz`` (no pickle) and ``features.json`` from a features folder."""
+    meta = read_json(storage.join(features_dir, FEATURES_JSON))
+    npz_uri = storage.join(features_dir, FEATURES_NPZ)
+    if not storage.exists(npz_uri):
+        raise BakeoffError(f"missing {npz_uri}; run `bakeoff features DATASET --out {features_dir}` first")
+    with np.load(io.BytesIO(storage.read_bytes(npz_uri)), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    missing = {"features", "split", "label"} - set(arrays)
+    if missing:
+        raise BakeoffError(f"{npz_uri} lacks arrays {sorted(missing)}; re-run `bakeoff features`")
+    return arrays, meta
+
+
+def _split_xy(arrays: dict[str, np.ndarray], classes: list[str], split: str) -> tuple[np.ndarray, np.ndarray]:
+    mask = arrays["split"] == split
+    x = np.asarray(arrays["features"][mask], dtype=np.float32)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[str(label)] for label in arrays["label"][mask]], dtype=np.int64)
+    return x, y
+
+
+# ---------------------------------------------------------------------------------------------- the head models
+def build_dense_head(feature_dim: int, n_classes: int, hidden: int = 256, dropout: float = 0.5):
+    """The notebooks' head as a small functional Keras model: features in, class probabilities out."""
+    import keras
+
+    inputs = keras.Input(shape=(feature_dim,), name="features")
+    x = keras.layers.Dense(hidden, activation="relu", name="head_hidden")(inputs)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = _output_layer(n_classes)(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def _output_layer(n_classes: int, dtype: str | None = None):
+    import keras
+
+    if n_classes == 2:
+        return keras.layers.Dense(1, activation="sigmoid", name="head_output", dtype=dtype)
+    return keras.layers.Dense(n_classes, activation="softmax", name="head_output", dtype=dtype)
+
+
+def loss_for(n_classes: int) -> str:
+    """Binary heads have one sigmoid unit; many-class heads softmax with integer labels."""
+    return "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Balanced class weights (scikit-learn's formula) for the classes present in ``y``."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    return {int(c): float(w) for c, w in zip(present, weights)}
+
+
+def _fit_dense(x_train, y_train, x_val, y_val, n_classes: int, *, epochs: int, learning_rate: float, hidden: int,
+               dropout: float, batch_size: int, patience: int) -> tuple[Any, dict]:
+    import keras
+
+    model = build_dense_head(x_train.shape[1], n_classes, hidden, dropout)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_for(n_classes), metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    history = model.fit(
+        x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size, shuffle=True,
+        class_weight=class_weights(y_train, n_classes), callbacks=[stop, keras_progress(epochs, "head (dense)")],
+        verbose=0,
+    )
+    hist = {k: [float(v) for v in history.history[k]] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    best_epoch = int(np.argmin(hist["val_loss"]))
+    extra = {"epochs_run": len(hist["loss"]), "best_epoch": best_epoch + 1,
+             "stopped_early": len(hist["loss"]) < epochs}
+    return model, {"history": hist, **extra}
+
+
+def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int) -> tuple[Any, dict]:
+    """Fit scikit-learn's LogisticRegression over a small C grid (picked by val log-loss), export as a Dense head."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_train)
+    xs_train, xs_val = scaler.transform(x_train), scaler.transform(x_val)
+    labels = list(range(n_classes))
+    search = []
+    best = None
+    for c in LOGREG_C_GRID:
+        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+        clf.fit(xs_train, y_train)
+        val_loss = float(log_loss(y_val, clf.predict_proba(xs_val), labels=labels))
+        search.append({"C": c, "val_loss": val_loss, "val_accuracy": float(accuracy_score(y_val, clf.predict(xs_val)))})
+        if best is None or val_loss < best[0]:
+            best = (val_loss, c, clf)
+    _, best_c, clf = best
+    if list(clf.classes_) != labels:
+        raise BakeoffError("the train split lacks some classes; logreg needs every class in train")
+    # Fold the standardisation into the linear layer: w' = w / scale, b' = b - sum(w * mean / scale).
+    scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
+    kernel = (clf.coef_ / scale).T.astype(np.float32)                       # [d, 1] binary, [d, k] multinomial
+    bias = (clf.intercept_ - (clf.coef_ * (scaler.mean_ / scale)).sum(axis=1)).astype(np.float32)
+    inputs = keras.Input(shape=(x_train.shape[1],), name="features")
+    out_layer = _output_layer(n_classes)
+    model = keras.Model(inputs, out_layer(inputs), name="head")
+    out_layer.set_weights([kernel, bias])
+    train_p, val_p = clf.predict_proba(xs_train), clf.predict_proba(xs_val)
+    hist = {
+        "loss": [float(log_loss(y_train, train_p, labels=labels))],
+        "accuracy": [float(accuracy_score(y_train, train_p.argmax(1)))],
+        "val_loss": [float(log_loss(y_val, val_p, labels=labels))],
+        "val_accuracy": [float(accuracy_score(y_val, val_p.argmax(1)))],
+    }
+    return model, {"history": hist, "C": best_c, "c_search": search, "epochs_run": 1, "best_epoch": 1,
+                   "stopped_early": False}
+
+
+# ---------------------------------------------------------------------------------------------- the step
+def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: int = 50, learning_rate: float = 1e-3,
+               hidden: int = 256, dropout: float = 0.5, batch_size: int = 32, patience: int = 5, seed: int = 0) -> dict:
+    """Train a head on the train split's cached features, early-stopped on val; write head.keras + head.json."""
+    import keras
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    if kind not in HEAD_KINDS:
+        raise BakeoffError(f"unknown head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    if epochs < 1 or batch_size < 1 or patience < 0 or not 0.0 <= dropout < 1.0 or hidden < 1 or learning_rate <= 0:
+        raise BakeoffError("need epochs >= 1, batch_size >= 1, patience >= 0, hidden >= 1, 0 <= dropout < 1, "
+                           "learning_rate > 0")
+    arrays, meta = load_features(features_dir)
+    classes = list(meta.get("classes") or sorted({str(v) for v in arrays["label"]}))
+    if len(classes) < 2:
+        raise BakeoffError(f"need at least two classes to train a head, found {classes}")
+    x_train, y_train = _split_xy(arrays, classes, "train")
+    x_val, y_val = _split_xy(arrays, classes, "val")
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise BakeoffError(f"features in {features_dir} need train and val rows (found {len(x_train)} train, "
+                           f"{len(x_val)} val); re-run `bakeoff ingest` with a val split")
+    if len(np.unique(y_train)) < 2:
+        raise BakeoffError("the train split holds a single class; a head cannot learn from that")
+
+    keras.utils.set_random_seed(seed)
+    if kind == "dense":
+        model, info = _fit_dense(x_train, y_train, x_val, y_val, len(classes), epochs=epochs,
+                                 learning_rate=learning_rate, hidden=hidden, dropout=dropout,
+                                 batch_size=batch_size, patience=patience)
+    else:
+        model, info = _fit_logreg(x_train, y_train, x_val, y_val, len(classes), seed=seed)
+
+    val_prob = probabilities(model.predict(x_val, batch_size=256, verbose=0), len(classes))
+    val_pred = val_prob.argmax(axis=1)
+    hyper = {"epochs": epochs, "learning_rate": learning_rate, "hidden": hidden, "dropout": dropout,
+             "batch_size": batch_size, "patience": patience, "seed": seed}
+    if kind == "logreg":
+        hyper = {"C": info["C"], "C_grid": list(LOGREG_C_GRID), "class_weight": "balanced", "seed": seed}
+    result = {
+        "kind": kind,
+        "hyperparameters": hyper,
+        "classes": classes,
+        "feature_dim": int(x_train.shape[1]),
+        "backbone": meta.get("backbone"),
+        "weights": meta.get("weights"),
+        "image_size": meta.get("image_size"),
+        "cut": meta.get("cut"),
+        "dataset_hash": meta.get("dataset_hash"),
+        "features_dir": str(features_dir),
+        "n_train": int(len(y_train)),
+        "n_val": int(len(y_val)),
+        "class_weights": {classes[i]: w for i, w in class_weights(y_train, len(classes)).items()},
+        "val_accuracy": float(accuracy_score(y_val, val_pred)),
+        "val_balanced_accuracy": float(balanced_accuracy_score(y_val, val_pred)),
+        "epochs_run": info["epochs_run"],
+        "best_epoch": info["best_epoch"],
+        "stopped_early": info["stopped_early"],
+        "history": info["history"],
+    }
+    if kind == "logreg":
+        result["c_search"] = info["c_search"]
+    save_keras(model, storage.join(out_dir, HEAD_KERAS))
+    write_json(storage.join(out_dir, HEAD_JSON), result)
+    return result
