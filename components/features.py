@@ -1,0 +1,23 @@
+"""features: one frozen backbone over the whole Dataset -> pooled bottleneck vectors (content-addressed cache)."""
+
+from kfp.dsl import Dataset, Input, Output
+
+
+def features(
+    dataset: Input[Dataset],
+    backbone: str,
+    weights: str,
+    image_size: int,
+    batch_size: int,
+    features: Output[Dataset],
+):
+    """``weights`` may be a per-backbone mapping; ``image_size`` 0 means the backbone's default size."""
+    import os
+
+    from bakeoff.features import extract_features
+
+    info = extract_features(dataset.path, features.path, backbone, weights, image_size=image_size or None,
+                            batch_size=batch_size, cache_uri=os.environ.get("BAKEOFF_FEATURE_CACHE") or None)
+    features.metadata.update({k: info.get(k) for k in ("backbone", "image_size", "feature_dim", "n_images",
+                                                       "images_per_s", "cache_hits", "cache_misses")})
+    features.metadata["weights"] = (info.get("weights") or {}).get("name")

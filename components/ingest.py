@@ -1,0 +1,34 @@
+"""ingest: raw dump (folder, archive, s3:// prefix) -> a self-contained Dataset folder (manifest + images)."""
+
+from kfp.dsl import Dataset, Output
+
+
+def ingest(
+    data_uri: str,
+    label_map_uri: str,
+    classes: str,
+    per_class: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    data_version: str,
+    dataset: Output[Dataset],
+):
+    """Cached in the pipeline: same URI + parameters + ``data_version`` -> the same Dataset, no re-ingest."""
+    import json
+
+    from bakeoff import ingest as core
+
+    card = core.ingest(
+        data_uri,
+        dataset.path,
+        label_map=label_map_uri or None,
+        classes=[c.strip() for c in classes.split(",") if c.strip()] or None,
+        per_class=per_class or None,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    dataset.metadata.update({k: card[k] for k in ("dataset_hash", "n_images", "classes") if k in card})
+    dataset.metadata["data_version"] = data_version
+    print(json.dumps({k: dataset.metadata[k] for k in dataset.metadata}, default=str))

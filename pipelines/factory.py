@@ -1,0 +1,125 @@
+"""The ONE pipeline factory: ``create_pipeline(settings) -> pipeline function``.
+
+DAG::
+
+    ingest (cached) -> open_run -> ParallelFor(backbones, parallelism=N) {
+        features (cached, GPU) -> train_head -> finetune (GPU) -> evaluate (+ MLflow candidate) }
+    -> select_and_register(Collected run ids, Collected metrics) -> leaderboard (Markdown)
+
+The run form's parameters and their defaults come from :class:`pipelines.settings.Parameters`;
+GPU pool, secrets, retries and parallelism from :class:`pipelines.settings.Settings` (compile time).
+The same function runs locally (kfp.local ignores the Kubernetes settings) and on a cluster.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, NamedTuple
+
+from pipelines.settings import Parameters, Settings
+
+CACHED_STEPS = ("ingest", "features")
+GPU_STEPS = ("features", "finetune")
+RETRIED_STEPS = ("ingest", "open_run", "features", "finetune", "evaluate", "select_and_register")
+MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register")
+# env var -> key in the operator's ConfigMap / Secrets (see docs/orchestration.md and infra/)
+CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "BAKEOFF_WEIGHTS_URI", "BAKEOFF_FEATURE_CACHE")
+S3_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_SECRET_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def _python_type(annotation):
+    """Map a pydantic field type onto what KFP accepts for a pipeline parameter."""
+    text = str(annotation)
+    if "list" in text:
+        return list
+    if annotation in (int, float, str, bool):
+        return annotation
+    return str  # Literal[...] choices become strings on the run form
+
+
+def _signature(defaults: Parameters, outputs) -> tuple[inspect.Signature, str]:
+    params, doc = [], ["Transfer-learning bake-off of pretrained backbones, tracked in MLflow.", "", "Args:"]
+    for name, field in Parameters.model_fields.items():
+        kind = _python_type(field.annotation)
+        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=getattr(defaults, name), annotation=kind))
+        doc.append(f"    {name}: {field.description or name.replace('_', ' ')}")
+    return inspect.Signature(params, return_annotation=outputs), "\n".join(doc)
+
+
+def _configure(task, step: str, settings: Settings):
+    """Caching, retries, resources and the Kubernetes settings of one task."""
+    from kfp import kubernetes
+
+    task.set_caching_options(enable_caching=step in CACHED_STEPS)
+    task.set_display_name(step.replace("_", "-"))
+    if step in RETRIED_STEPS and settings.retries:
+        task.set_retry(num_retries=settings.retries, backoff_duration=settings.retry_backoff, backoff_factor=2.0,
+                       backoff_max_duration="3600s")
+    task.set_cpu_request(settings.cpu_request)
+    if step in GPU_STEPS and settings.accelerator_limit:
+        task.set_memory_limit(settings.gpu_memory_limit)
+        task.set_accelerator_type(settings.accelerator_type)
+        task.set_accelerator_limit(settings.accelerator_limit)
+        for key, value in settings.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        kubernetes.add_toleration(task, key=settings.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+    else:
+        task.set_memory_limit(settings.memory_limit)
+    # Secrets and endpoints reach pods as environment variables, never as parameters.
+    kubernetes.use_config_map_as_env(task, settings.config_map, {k: k for k in CONFIG_MAP_ENV}, optional=True)
+    kubernetes.use_secret_as_env(task, settings.s3_secret, {k: k for k in S3_SECRET_ENV})
+    if step in MLFLOW_STEPS:
+        kubernetes.use_secret_as_env(task, settings.mlflow_secret, {k: k for k in MLFLOW_SECRET_ENV}, optional=True)
+    return task
+
+
+def create_pipeline(settings: Settings | None = None, defaults: Parameters | None = None) -> Callable:
+    """Build the bake-off pipeline function (decorated with ``dsl.pipeline``) for these settings."""
+    import components
+    from kfp import dsl
+
+    settings = settings or Settings()
+    defaults = defaults or Parameters()
+    cpu = components.load(settings.image)
+    gpu = components.load(settings.gpu_image) if settings.gpu_image else cpu
+
+    def step(name: str, **kwargs):
+        ops = gpu if name in GPU_STEPS else cpu
+        return _configure(getattr(ops, name)(**kwargs), name, settings)
+
+    Outputs = NamedTuple("Outputs", [("leaderboard", dsl.Markdown), ("decision", str)])
+
+    names = list(Parameters.model_fields)
+
+    def bakeoff(*args, **kwargs):
+        p = {**dict(zip(names, args)), **kwargs}  # KFP passes the parameter channels positionally
+        data = step("ingest", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"], classes=p["classes"],
+                    per_class=p["per_class"], val_fraction=p["val_fraction"], test_fraction=p["test_fraction"],
+                    seed=p["seed"], data_version=p["data_version"]).outputs["dataset"]
+        parent = step("open_run", dataset=data, experiment=p["experiment"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                      data_uri=p["data_uri"], backbones=p["backbones"], weights=p["weights"],
+                      image_size=p["image_size"], head_kind=p["head_kind"], finetune_epochs=p["finetune_epochs"],
+                      model_name=p["model_name"], gate_test=p["gate_test"], gate_alpha=p["gate_alpha"]).output
+        with dsl.ParallelFor(items=p["backbones"], parallelism=settings.parallelism, name="backbones") as backbone:
+            feats = step("features", dataset=data, backbone=backbone, weights=p["weights"],
+                         image_size=p["image_size"], batch_size=p["batch_size"]).outputs["features"]
+            head = step("train_head", features=feats, kind=p["head_kind"], epochs=p["head_epochs"],
+                        learning_rate=p["head_lr"], batch_size=p["batch_size"], seed=p["seed"]).outputs["head"]
+            model = step("finetune", dataset=data, head=head, blocks=p["finetune_blocks"],
+                         epochs=p["finetune_epochs"], learning_rate=p["finetune_lr"], batch_size=p["batch_size"],
+                         seed=p["seed"]).outputs["model"]
+            evaluation = step("evaluate", dataset=data, features=feats, head=head, model=model, parent_run_id=parent,
+                              model_name=p["model_name"], batch_size=p["batch_size"], seed=p["seed"])
+        select = step("select_and_register", dataset=data, parent_run_id=parent,
+                      candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
+                      candidate_metrics=dsl.Collected(evaluation.outputs["metrics"]),
+                      experiment=p["experiment"], model_name=p["model_name"], gate_test=p["gate_test"],
+                      gate_alpha=p["gate_alpha"])
+        return Outputs(leaderboard=select.outputs["leaderboard"], decision=select.outputs["Output"])
+
+    bakeoff.__signature__, bakeoff.__doc__ = _signature(defaults, Outputs)
+    bakeoff.__annotations__ = {**{n: q.annotation for n, q in bakeoff.__signature__.parameters.items()},
+                               "return": Outputs}
+    return dsl.pipeline(name=settings.pipeline_name, description=bakeoff.__doc__.splitlines()[0])(bakeoff)

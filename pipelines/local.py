@@ -1,0 +1,114 @@
+"""Run the bake-off pipeline on this machine through ``kfp.local`` (SubprocessRunner, no venv per task).
+
+The same pipeline function as on a cluster; kfp.local ignores the Kubernetes settings. Tasks run as
+child processes of this one, so they inherit its environment: the MLflow tracking URI (the embedded
+SQLite default unless MLFLOW_TRACKING_URI is set), the weights mirror, the feature cache, AWS_*.
+
+``python -m pipelines.local --config CONFIG_JSON --result RESULT_JSON`` is what ``bakeoff run`` starts
+in a child process whose output goes to the run's log file, so the terminal shows progress, not noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bakeoff import storage
+from bakeoff.errors import BakeoffError
+from pipelines.settings import RunConfig
+
+LOCAL_RETRIES = 0  # locally a failing step is a bug to show at once, not a flaky network to wait out
+
+
+def data_fingerprint(data_uri: str) -> str:
+    """A cheap identity of a raw dump (names, sizes, and mtimes of local files) to key ingest's cache.
+
+    Without it a changed folder under the same path would hit the cached ingest and train on stale data.
+    """
+    digest = hashlib.sha256()
+    if storage.is_s3(data_uri) or Path(data_uri).is_dir():
+        for item in storage.list_files(data_uri):
+            mtime = 0 if storage.is_s3(item.uri) else int(os.stat(item.uri).st_mtime)
+            digest.update(f"{item.relpath}\t{item.size}\t{mtime}\n".encode())
+    elif Path(data_uri).is_file():
+        stat = os.stat(data_uri)
+        digest.update(f"{Path(data_uri).resolve()}\t{stat.st_size}\t{int(stat.st_mtime)}".encode())
+    else:
+        raise BakeoffError(f"no data at {data_uri}; pass --data FOLDER|ARCHIVE|s3://PREFIX")
+    return digest.hexdigest()[:16]
+
+
+def prepare_environment(workdir: str | Path) -> dict[str, str]:
+    """Point every task at the same tracking store and feature cache (absolute paths: tasks may chdir)."""
+    from bakeoff import tracking
+
+    workdir = Path(workdir).resolve()
+    uri = tracking.configure()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ.setdefault("BAKEOFF_FEATURE_CACHE", str(workdir / "cache" / "features"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI", "BAKEOFF_FEATURE_CACHE")}
+
+
+def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
+    """Run the whole pipeline; returns leaderboard Markdown, the gate's decision and where things are."""
+    import warnings
+
+    from kfp import local
+
+    from pipelines.factory import create_pipeline
+
+    workdir = Path(workdir).resolve()
+    params = config.parameters.model_copy()
+    if not params.data_uri:
+        raise BakeoffError("no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set it in the config")
+    if not params.data_version:
+        params.data_version = data_fingerprint(params.data_uri)
+    env = prepare_environment(workdir)
+    settings = config.settings.model_copy(update={"retries": LOCAL_RETRIES})
+    pipeline = create_pipeline(settings, params)
+    root = workdir / "kfp"
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=True,
+               raise_on_error=True)
+    started = time.time()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        task = pipeline(**params.model_dump())
+    leaderboard = Path(task.outputs["leaderboard"].path).read_text()
+    return {
+        "decision": json.loads(task.outputs["decision"]),
+        "leaderboard": leaderboard,
+        "leaderboard_path": task.outputs["leaderboard"].path,
+        "seconds": round(time.time() - started, 1),
+        "tracking_uri": env["MLFLOW_TRACKING_URI"],
+        "pipeline_root": str(root),
+        "parameters": params.model_dump(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child-process entry of ``bakeoff run``: config JSON in, result JSON out, logs on stdout."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.local")
+    parser.add_argument("--config", required=True, help="RunConfig as JSON")
+    parser.add_argument("--result", required=True, help="where to write the result JSON")
+    parser.add_argument("--workdir", default=".bakeoff")
+    args = parser.parse_args(argv)
+    config = RunConfig.model_validate_json(Path(args.config).read_text())
+    try:
+        result = run_local(config, args.workdir)
+    except BakeoffError as exc:
+        result = {"error": str(exc)}
+    except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        result = {"error": str(exc), "failed": True}
+    storage.write_bytes(args.result, json.dumps(result, indent=2, default=str).encode())
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
