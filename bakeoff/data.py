@@ -1,0 +1,101 @@
+"""The one image reader every model step uses: tf.data over manifest rows.
+
+Why tf.data: decoding and resizing run in parallel threads and overlap with the model through prefetch, and the
+dataset streams batch by batch, so a dataset never has to fit in memory. Features, fine-tuning and evaluation all
+read through ``image_dataset`` so they see identical pixels (same decoder, same resize).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bakeoff import storage
+from bakeoff.errors import BakeoffError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import tensorflow as tf
+
+RESIZE_METHOD = "bilinear"  # part of the feature cache key: change it and cached vectors are recomputed
+
+
+def image_cache_dir() -> Path:
+    root = os.environ.get("BAKEOFF_IMAGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "images")
+    return Path(root)
+
+
+def _fetch_one(uri: str, sha256: str) -> str:
+    """Local copy of an s3:// image, named by its content hash and verified, so a cache entry is never stale."""
+    suffix = Path(uri.rsplit("/", 1)[-1]).suffix.lower()
+    local = image_cache_dir() / sha256[:2] / f"{sha256}{suffix}"
+    if local.exists():
+        return str(local)
+    data = storage.read_bytes(uri)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BakeoffError(f"{uri} changed since ingest (sha256 differs from the manifest); re-run `bakeoff ingest`")
+    storage.write_bytes(local, data)
+    return str(local)
+
+
+def local_paths(df: "pd.DataFrame") -> list[str]:
+    """Resolved manifest URIs as local paths, fetching s3:// images into the local content-addressed cache."""
+    uris = [str(u) for u in df["uri"]]
+    remote = [i for i, u in enumerate(uris) if storage.is_s3(u)]
+    if remote:
+        shas = [str(s) for s in df["sha256"]]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            fetched = list(pool.map(lambda i: _fetch_one(uris[i], shas[i]), remote))
+        for i, path in zip(remote, fetched):
+            uris[i] = path
+    return uris
+
+
+def decode_and_resize(path: "tf.Tensor", image_size: int) -> "tf.Tensor":
+    """File -> float32 [S, S, 3] RGB in 0..255 (grey and RGBA become RGB; GIFs use their first frame)."""
+    import tensorflow as tf
+
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
+    image = tf.image.resize(image, (image_size, image_size), method=RESIZE_METHOD, antialias=True)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    image.set_shape((image_size, image_size, 3))
+    return image
+
+
+def image_dataset(df: "pd.DataFrame", image_size: int, batch_size: int = 32, classes: list[str] | None = None,
+                  shuffle: bool = False, seed: int = 0) -> "tf.data.Dataset":
+    """Batches of float32 images [b, S, S, 3] in 0..255, or (images, label_index) when ``classes`` is given.
+
+    ``df`` holds manifest rows with resolved URIs (``manifest.read_manifest`` resolves them). Row order is kept
+    unless ``shuffle`` (seeded, reshuffled each epoch).
+    """
+    import tensorflow as tf
+
+    if len(df) == 0:
+        raise BakeoffError("no images to read (empty manifest selection)")
+    if image_size < 1 or batch_size < 1:
+        raise BakeoffError(f"image_size and batch_size must be positive, got {image_size}, {batch_size}")
+    paths = local_paths(df)
+    if classes is not None:
+        unknown = sorted(set(df["label"].astype(str)) - set(classes))
+        if unknown:
+            raise BakeoffError(f"labels {unknown} are not among the model's classes {classes}")
+        index = {name: i for i, name in enumerate(classes)}
+        labels = [index[str(label)] for label in df["label"]]
+        ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, dtype=tf.int32)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(paths)
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if classes is not None:
+        ds = ds.map(lambda p, y: (decode_and_resize(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+    else:
+        ds = ds.map(lambda p: decode_and_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
