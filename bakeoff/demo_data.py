@@ -1,0 +1,173 @@
+"""Demo data: real Fashion-MNIST images written as a messy, Animals-10-like raw dump.
+
+The machine is offline, so the source is Debian's ``dataset-fashion-mnist`` package (IDX files under
+/usr/share/datasets/fashion-mnist/). The dump imitates what ingest meets in the wild: class folders with
+Italian names and a ``translate.json`` label map to English, JPEG and PNG mixed, grey and RGB, some
+upscaled, plus deliberate trouble (zero-byte file, truncated JPEG, text named .jpg, .DS_Store, an image at
+the top level, one exact duplicate, one resized + re-encoded near-duplicate). Same seed, same files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bakeoff import storage
+from bakeoff.errors import BakeoffError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGES_FILE = "train-images-idx3-ubyte.gz"
+LABELS_FILE = "train-labels-idx1-ubyte.gz"
+INSTALL_HINT = "install it with `apt-get install -y dataset-fashion-mnist` (or `make apt-runtime`)"
+
+# Fashion-MNIST label index -> (folder name in the raw dump, English class name after the label map)
+CLASSES: list[tuple[str, str]] = [
+    ("maglietta", "tshirt"),
+    ("pantaloni", "trouser"),
+    ("pullover", "pullover"),
+    ("vestito", "dress"),
+    ("cappotto", "coat"),
+    ("sandalo", "sandal"),
+    ("camicia", "shirt"),
+    ("scarpa", "sneaker"),
+    ("borsa", "bag"),
+    ("stivaletto", "ankle_boot"),
+]
+RAW_DIR = "raw-img"
+LABEL_MAP_NAME = "translate.json"
+
+
+@dataclass
+class DemoResult:
+    """Where the dump is and what it holds."""
+
+    raw_dir: str
+    label_map: str
+    n_images: int
+    classes: list[str]
+    broken: list[str]
+
+
+def _read_idx(path: Path, offset: int) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") as handle:
+            return np.frombuffer(handle.read(), dtype=np.uint8, offset=offset)
+    except (OSError, EOFError) as exc:
+        raise BakeoffError(f"cannot read Fashion-MNIST file {path}: {exc}; reinstall dataset-fashion-mnist") from exc
+
+
+def load_fashion_mnist(data_dir: str | Path = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """The 60k training images (uint8 [n, 28, 28]) and labels from the Debian IDX files."""
+    data_dir = Path(data_dir)
+    images_path, labels_path = data_dir / IMAGES_FILE, data_dir / LABELS_FILE
+    if not images_path.exists() or not labels_path.exists():
+        raise BakeoffError(f"Fashion-MNIST not found in {data_dir}: {INSTALL_HINT}")
+    pixels = _read_idx(images_path, 16)
+    labels = _read_idx(labels_path, 8)
+    if pixels.size != labels.size * 28 * 28:
+        raise BakeoffError(f"Fashion-MNIST files in {data_dir} do not match; reinstall dataset-fashion-mnist")
+    return pixels.reshape(-1, 28, 28), labels
+
+
+def _resolve_classes(classes: list[str] | str | None) -> list[int]:
+    if classes is None:
+        return list(range(len(CLASSES)))
+    if isinstance(classes, str):
+        classes = [c for c in classes.split(",") if c.strip()]
+    lookup = {name: i for i, pair in enumerate(CLASSES) for name in pair}
+    unknown = [c for c in classes if c.strip() not in lookup]
+    if unknown:
+        names = ", ".join(f"{it}/{en}" for it, en in CLASSES)
+        raise BakeoffError(f"unknown demo classes {unknown}; choose from {names}")
+    picked = sorted({lookup[c.strip()] for c in classes})
+    if len(picked) < 2:
+        raise BakeoffError("--classes must name at least 2 demo classes")
+    return picked
+
+
+def _encode(img, fmt: str, **kwargs) -> bytes:  # noqa: ANN001 - PIL image
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _variant(pixels: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+    """One garment as the web would serve it: grey or tinted RGB, native or upscaled, JPEG or PNG."""
+    from PIL import Image
+
+    img = Image.fromarray(pixels, "L")
+    if rng.random() < 0.5:
+        tint = rng.uniform(0.6, 1.0, size=3)
+        rgb = np.clip(pixels[..., None].astype(np.float32) * tint + (1 - tint) * 40, 0, 255).astype(np.uint8)
+        img = Image.fromarray(rgb, "RGB")
+    if rng.random() < 0.3:
+        side = int(rng.choice([56, 64, 96]))
+        img = img.resize((side, side), Image.Resampling.BICUBIC)
+    if rng.random() < 0.5:
+        return _encode(img, "JPEG", quality=int(rng.integers(85, 96))), "jpeg"
+    return _encode(img, "PNG"), "png"
+
+
+def make_demo_data(out_dir: str, *, per_class: int = 200, classes: list[str] | str | None = None,
+                   seed: int = 0, data_dir: str | Path = FASHION_MNIST_DIR) -> DemoResult:
+    """Write ``out_dir/raw-img/<italian class>/<file>`` and ``out_dir/translate.json``; see the module doc."""
+    from PIL import Image
+
+    if per_class < 3:
+        raise BakeoffError(f"--per-class must be at least 3 (one image each for train/val/test), got {per_class}")
+    picked = _resolve_classes(classes)
+    pixels, labels = load_fashion_mnist(data_dir)
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    raw = out / RAW_DIR
+    if raw.exists() and any(raw.iterdir()):
+        if not (out / LABEL_MAP_NAME).exists():
+            raise BakeoffError(f"{raw} exists and was not made by demo-data; choose an empty --out folder")
+        shutil.rmtree(raw)  # our own earlier dump: replace it so a smaller --per-class leaves no stale files
+    written = 0
+    first_files: dict[str, tuple[Path, np.ndarray]] = {}
+    for index in picked:
+        folder = CLASSES[index][0]
+        available = np.flatnonzero(labels == index)
+        if per_class > available.size:
+            raise BakeoffError(f"--per-class {per_class} is more than the {available.size} images of {folder}")
+        chosen = np.sort(rng.choice(available, size=per_class, replace=False))
+        for row in chosen:
+            data, ext = _variant(pixels[row], rng)
+            name = f"{rng.bytes(8).hex()}.{ext}"
+            storage.write_bytes(raw / folder / name, data)
+            first_files.setdefault(folder, (raw / folder / name, pixels[row]))
+            written += 1
+
+    # Deliberate trouble, in the first two picked classes.
+    class_a, class_b = CLASSES[picked[0]][0], CLASSES[picked[1]][0]
+    path_a, pixels_a = first_files[class_a]
+    _path_b, pixels_b = first_files[class_b]
+    broken = {
+        raw / class_a / "vuoto.jpg": b"",
+        raw / class_a / "troncato.jpeg": _encode(Image.fromarray(pixels_a, "L").resize((64, 64)), "JPEG")[:400],
+        raw / class_b / "leggimi.jpg": b"This is not an image, it is a note someone saved with the wrong name.\n",
+        raw / ".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(64),
+        raw / class_b / ".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(64),
+        raw / "senza_cartella.png": _encode(Image.fromarray(pixels_b, "L"), "PNG"),
+    }
+    for path, data in broken.items():
+        storage.write_bytes(path, data)
+    # an exact copy under another name, and a resized JPEG-60 re-encode of the same garment
+    storage.write_bytes(raw / class_a / f"copia_{path_a.name}", path_a.read_bytes())
+    near = Image.fromarray(pixels_a, "L").convert("RGB").resize((56, 56), Image.Resampling.BICUBIC)
+    storage.write_bytes(raw / class_a / "quasi_uguale.jpg", _encode(near, "JPEG", quality=60))
+
+    label_map = {CLASSES[i][0]: CLASSES[i][1] for i in picked}
+    storage.write_bytes(out / LABEL_MAP_NAME, (json.dumps(label_map, indent=2) + "\n").encode())
+    return DemoResult(
+        raw_dir=str(raw), label_map=str(out / LABEL_MAP_NAME), n_images=written,
+        classes=[CLASSES[i][0] for i in picked],
+        broken=sorted(str(p.relative_to(out)) for p in broken),
+    )

@@ -1,0 +1,365 @@
+"""Ingest: turn a raw image dump into a clean, deduplicated, leak-free, deterministically split dataset folder.
+
+``ingest(SOURCE, DIR)`` reads every file once (folder, archive or s3:// prefix via ``bakeoff.sources``),
+decodes it fully (``bakeoff.images``), and writes into DIR:
+
+* ``images/<label>/<sha256>.<ext>``: each accepted image, named by the hash of its original bytes, so a
+  hostile archive member name can never pick a path and DIR is self-contained;
+* ``manifest.parquet`` (schema in ``bakeoff.manifest``; ``uri`` relative to DIR), ``rejected.csv``
+  (``uri,reason``), ``card.json`` and ``card.md``.
+
+Memory: the loop keeps one small row per image (strings, two ints and a 32-byte perceptual hash) and never
+a list of pixels or bytes; at most a handful of files are in flight in the decode pool at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from bakeoff import card as card_md
+from bakeoff import images, manifest, sources, splits, storage
+from bakeoff.errors import BakeoffError
+
+IMAGES_DIR = "images"
+_BAD_LABEL_CHARS = set('/\\\0:*?"<>|')
+
+
+@dataclass
+class IngestResult:
+    """What ``ingest`` wrote and how it went (``card`` is the content of card.json)."""
+
+    out_dir: str
+    manifest: str
+    rejected: str
+    card_json: str
+    card_md: str
+    n_images: int
+    n_rejected: int
+    counts: dict[str, dict[str, int]]
+    card: dict[str, Any] = field(repr=False)
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+
+def load_label_map(label_map: dict | str | os.PathLike | None) -> dict[str, str]:
+    """A label map from a dict or a JSON/YAML file (old name -> new name)."""
+    if label_map is None:
+        return {}
+    if isinstance(label_map, dict):
+        mapping = label_map
+        where = "label map"
+    else:
+        where = f"label map {label_map}"
+        try:
+            text = storage.read_bytes(label_map).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise BakeoffError(f"{where} is not UTF-8 text") from exc
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError:
+            import yaml
+
+            try:
+                mapping = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                at = f" (line {mark.line + 1})" if mark else ""
+                raise BakeoffError(f"{where} is neither valid JSON nor YAML{at}; write old: new pairs") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(k, (str, int)) and isinstance(v, (str, int))
+                                                for k, v in mapping.items()):
+        raise BakeoffError(f"{where} must be a mapping of old class name -> new class name (strings)")
+    result = {str(k): str(v) for k, v in mapping.items()}
+    for new in result.values():
+        check_label(new, where)
+    return result
+
+
+def check_label(label: str, where: str) -> str:
+    """Labels become folder names under images/: refuse ones that are not a single safe path part."""
+    if not label.strip() or label in (".", "..") or _BAD_LABEL_CHARS & set(label):
+        raise BakeoffError(f"{where}: class name {label!r} cannot be a folder name; use letters, digits, - or _")
+    return label
+
+
+def _parse_classes(classes: Iterable[str] | str | None) -> list[str] | None:
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        classes = classes.split(",")
+    wanted = sorted({c.strip() for c in classes if c and c.strip()})
+    if not wanted:
+        raise BakeoffError("--classes is empty; give class names separated by commas, e.g. --classes dog,horse")
+    return wanted
+
+
+@dataclass
+class _Accepted:
+    uri: str
+    label: str
+    sha256: str
+    width: int
+    height: int
+    source: str
+    phash: bytes
+
+
+def _process(item: sources.SourceItem, label: str, out_dir: Path, max_pixels: int) -> _Accepted | tuple[str, str]:
+    """Read, hash, decode and materialise one file; return its row or (origin, reason). Runs in a thread."""
+    try:
+        data = item.read()
+    except (OSError, BakeoffError) as exc:
+        return item.origin, f"unreadable: {' '.join(str(exc).split())[:160]}"
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        rgb, info = images.load_image(data, max_pixels=max_pixels)
+    except images.ImageRejected as exc:
+        return item.origin, exc.reason
+    rel = f"{IMAGES_DIR}/{label}/{sha}.{info.ext}"
+    target = out_dir / rel
+    if not target.exists():
+        payload = data if info.passthrough else images.to_png_bytes(rgb)
+        storage.write_bytes(target, payload)
+    phash = images.perceptual_hash(rgb)
+    return _Accepted(rel, label, sha, info.width, info.height, item.origin, phash)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class _Rate(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task):  # noqa: ANN001 - rich's own type
+            speed = task.finished_speed or task.speed
+            from rich.text import Text
+
+            return Text(f"{speed:,.0f} files/s" if speed else "", style="progress.data.speed")
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                    TimeElapsedColumn(), disable=not enabled, transient=False)
+
+
+def _count_files(source: str) -> int | None:
+    """Total for the progress bar where counting is cheap (a local folder)."""
+    if storage.is_s3(source) or not Path(source).is_dir():
+        return None
+    return sum(len(files) for _, _, files in os.walk(source))
+
+
+def ingest(
+    source: str,
+    out_dir: str,
+    *,
+    label_map: dict | str | None = None,
+    classes: list[str] | str | None = None,
+    per_class: int | None = None,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    labels_csv: str | None = None,
+    progress: bool = True,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    near_duplicate_distance: int = splits.NEAR_DUPLICATE_MAX_DISTANCE,
+) -> IngestResult:
+    """Structure + validate + dedupe + group near-duplicates + split ``source`` into the dataset folder ``out_dir``.
+
+    Bad files are rejected with a reason and never stop the run; only usage errors (missing source, bad
+    options, a class too small to split, fewer than two classes) raise :class:`BakeoffError`.
+    """
+    started = time.perf_counter()
+    source = str(source)
+    if storage.is_s3(str(out_dir)):
+        raise BakeoffError("--out must be a local folder (upload it afterwards, e.g. with storage.upload_tree)")
+    splits.check_fractions(val, test)
+    if max_pixels < 1:
+        raise BakeoffError(f"--max-pixels must be positive, got {max_pixels}")
+    if per_class is not None and per_class < 1:
+        raise BakeoffError(f"--per-class must be at least 1, got {per_class}")
+    mapping = load_label_map(label_map)
+    wanted = _parse_classes(classes)
+    csv_labels = sources.read_labels_csv(labels_csv) if labels_csv else None
+    if csv_labels is not None:
+        for value in set(csv_labels.values()):
+            check_label(value, f"labels CSV {labels_csv}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    accepted: list[_Accepted] = []
+    rejected: list[tuple[str, str]] = []
+    excluded: Counter[str] = Counter()
+    seen_labels: set[str] = set()
+    ignored = 0
+    files_seen = 0
+    workers = workers or min(4, os.cpu_count() or 1)
+    max_in_flight = workers * 4
+
+    def collect(future: Future) -> None:
+        result = future.result()
+        if isinstance(result, _Accepted):
+            accepted.append(result)
+        else:
+            rejected.append(result)
+
+    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        task = bar.add_task("ingest", total=_count_files(source))
+        in_flight: deque[Future] = deque()
+        for item in sources.iter_source(source, exclude=str(out)):
+            files_seen += 1
+            if item.relpath and sources.is_litter(item.relpath):
+                ignored += 1
+                bar.advance(task)
+                continue
+            if item.skip_reason:
+                rejected.append((item.origin, item.skip_reason))
+                bar.advance(task)
+                continue
+            if csv_labels is not None:
+                label = csv_labels.get(item.relpath)
+                why = "unlabelled: not listed in the labels CSV"
+            else:
+                label = sources.label_from_relpath(item.relpath)
+                why = "unlabelled: file at top level (put it in a class folder)"
+            if label is None:
+                rejected.append((item.origin, why))
+                bar.advance(task)
+                continue
+            seen_labels.add(label)
+            label = mapping.get(label, label)
+            if wanted is not None and label not in wanted:
+                excluded[label] += 1
+                bar.advance(task)
+                continue
+            in_flight.append(pool.submit(_process, item, label, out, max_pixels))
+            while len(in_flight) >= max_in_flight:
+                collect(in_flight.popleft())
+                bar.advance(task)
+        while in_flight:
+            collect(in_flight.popleft())
+            bar.advance(task)
+    decode_seconds = time.perf_counter() - started
+
+    df = pd.DataFrame([a.__dict__ for a in accepted],
+                      columns=["uri", "label", "sha256", "width", "height", "source", "phash"])
+    del accepted
+    df = df.sort_values(["sha256", "label", "source"], kind="stable").reset_index(drop=True)
+
+    # same bytes under two labels: nobody can say which is right, so no copy is used
+    labels_per_sha = df.groupby("sha256")["label"].agg(lambda s: sorted(set(s)))
+    conflicts = labels_per_sha[labels_per_sha.map(len) > 1]
+    if len(conflicts):
+        bad = df["sha256"].isin(conflicts.index)
+        for origin, sha in zip(df.loc[bad, "source"], df.loc[bad, "sha256"]):
+            rejected.append((origin, f"label-conflict: same content labelled {' and '.join(conflicts[sha])}"))
+        df = df[~bad]
+    # exact duplicates: keep the first copy (smallest source path), report the others
+    dup = df.duplicated("sha256", keep="first")
+    kept_source = df.drop_duplicates("sha256").set_index("sha256")["source"]
+    for origin, sha in zip(df.loc[dup, "source"], df.loc[dup, "sha256"]):
+        rejected.append((origin, f"duplicate-of: {kept_source[sha]}"))
+    n_duplicates = int(dup.sum())
+    df = df[~dup]
+
+    if wanted is not None:
+        missing = [c for c in wanted if c not in set(df["label"])]
+        if missing:
+            found = sorted(set(df["label"]) | set(excluded))
+            raise BakeoffError(f"--classes names {missing} but no usable image has that label; labels found: {found}")
+    before_cap = df["label"].value_counts()
+    df = splits.cap_per_class(df, per_class, seed)
+    after_cap = df["label"].value_counts()
+    capped = {k: int(before_cap[k] - after_cap.get(k, 0)) for k in sorted(before_cap.index)
+              if before_cap[k] > after_cap.get(k, 0)}
+
+    labels_left = sorted(set(df["label"]))
+    if len(labels_left) < 2:
+        hint = "check the folder layout (class folders with images inside), --label-map and --classes"
+        raise BakeoffError(f"need at least 2 classes to split, found {len(labels_left)} {labels_left}; {hint}")
+
+    df = df.sort_values("sha256", kind="stable").reset_index(drop=True)
+    df["group"] = splits.near_duplicate_groups(df["sha256"].tolist(), df["phash"].tolist(), near_duplicate_distance)
+    df["split"] = splits.assign_splits(df, val=val, test=test, seed=seed)
+    df = df.drop(columns="phash")
+
+    manifest_path = manifest.write_manifest(df[list(manifest.COLUMNS)], out)
+    _sweep_orphans(out, set(df["uri"]))
+
+    rejected.sort()
+    rejected_path = str(out / manifest.REJECTED_NAME)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["uri", "reason"])
+    writer.writerows(rejected)
+    storage.write_bytes(rejected_path, buffer.getvalue().encode())
+
+    group_sizes = df["group"].value_counts()
+    merged = group_sizes[group_sizes > 1]
+    counts = {label: {s: int(((df["label"] == label) & (df["split"] == s)).sum()) for s in manifest.SPLITS}
+              for label in labels_left}
+    for label in counts:
+        counts[label]["total"] = sum(counts[label][s] for s in manifest.SPLITS)
+    card = {
+        "source": source,
+        "seed": seed,
+        "fractions": {"train": round(1 - val - test, 6), "val": val, "test": test},
+        "label_map": mapping,
+        "label_map_unused": sorted(set(mapping) - seen_labels),
+        "classes": labels_left,
+        "per_class": per_class,
+        "max_pixels": max_pixels,
+        "n_images": int(len(df)),
+        "counts": counts,
+        "splits": {s: int((df["split"] == s).sum()) for s in manifest.SPLITS},
+        "files_seen": files_seen,
+        "ignored_litter": ignored,
+        "excluded_by_classes": dict(sorted(excluded.items())),
+        "capped_by_per_class": capped,
+        "n_rejected": len(rejected),
+        "rejected": dict(sorted(Counter(reason.split(":", 1)[0] for _, reason in rejected).items())),
+        "exact_duplicates": n_duplicates,
+        "near_duplicates": {
+            "hash": f"phash {images.PHASH_SIZE}x{images.PHASH_SIZE}",
+            "max_distance_bits": near_duplicate_distance,
+            "groups_merged": int(len(merged)),
+            "images_in_merged_groups": int(merged.sum()),
+        },
+        "dataset_hash": manifest.dataset_hash(df),
+    }
+    card_json = str(out / manifest.CARD_JSON_NAME)
+    storage.write_bytes(card_json, (json.dumps(card, indent=2, sort_keys=False) + "\n").encode())
+    card_md_path = str(out / manifest.CARD_MD_NAME)
+    storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
+    seconds = time.perf_counter() - started
+    decoded = len(df) + len(rejected)
+    return IngestResult(
+        out_dir=str(out), manifest=manifest_path, rejected=rejected_path, card_json=card_json, card_md=card_md_path,
+        n_images=int(len(df)), n_rejected=len(rejected), counts=counts, card=card, seconds=seconds,
+        images_per_s=decoded / decode_seconds if decode_seconds > 0 else 0.0,
+    )
+
+
+def _sweep_orphans(out: Path, keep: set[str]) -> None:
+    """Remove images a previous run (other options, other data) left behind, so DIR matches the manifest."""
+    root = out / IMAGES_DIR
+    if not root.is_dir():
+        return
+    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.relative_to(out).as_posix() not in keep:
+                path.unlink()
+        if dirpath != str(root) and not os.listdir(dirpath):
+            os.rmdir(dirpath)
