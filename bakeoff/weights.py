@@ -176,7 +176,7 @@ def resolve_weights(backbone: str, spec: str = "imagenet", sha256: str | None = 
                                f"(looked in {looked or 'no mirror: $' + MIRROR_ENV + ' is unset'})")
         return ResolvedWeights(requested, "imagenet", None, None, True, "keras", None,
                                "keras.applications ImageNet download (needs internet)")
-    where = ", ".join(looked) if looked else f"no mirror (set ${MIRROR_ENV} or --mirror)"
+    where = ", ".join(looked) if looked else f"no mirror (set ${MIRROR_ENV} to a weights mirror; `bakeoff weights import` fills one)"
     raise BakeoffError(f"weights {spec!r} for {bb.name} not found; looked in: {where}")
 
 

@@ -1,0 +1,221 @@
+"""Frozen backbone -> one pooled bottleneck vector per image, with a content-addressed cache.
+
+Why a cache: heads are cheap and many, the forward pass is the expensive part. Vectors are stored per image under
+a key made of everything that changes them (backbone, weights identity, image size, cut point, preprocessing,
+resize method) and looked up by the image's sha256, so a rerun on unchanged data does zero forward passes and an
+edited or added image (new sha256) is computed fresh, never served a stale vector. Images are re-hashed when read,
+so a file edited in place behind the manifest's back is caught rather than served from the cache.
+
+Cache layout (a folder or s3:// prefix; default ``$BAKEOFF_CACHE_URI`` or ``~/.cache/bakeoff/features``)::
+
+    <cache>/<key>/key.json                what the key stands for (for humans)
+    <cache>/<key>/shards/<id>.npz         arrays sha256 (U64), features (float32 [n, d]); no pickle
+
+Each run adds one shard with the vectors it computed; shards are immutable, written atomically, and several runs
+may add shards concurrently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bakeoff import manifest, storage
+from bakeoff.errors import BakeoffError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bakeoff.weights import ResolvedWeights
+
+FEATURES_NPZ = "features.npz"
+FEATURES_JSON = "features.json"
+CACHE_ENV = "BAKEOFF_CACHE_URI"
+CACHE_FORMAT = 1  # bump when the stored vectors' meaning changes
+
+
+def default_cache_uri() -> str:
+    return os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "features")
+
+
+def cache_key(backbone: str, weights: "ResolvedWeights", image_size: int, cut: str | None) -> tuple[str, dict]:
+    """Hash of everything that changes a vector, and the readable dict it hashes."""
+    from bakeoff.backbones import get_backbone
+    from bakeoff.data import RESIZE_METHOD
+
+    bb = get_backbone(backbone)
+    parts = {
+        "format": CACHE_FORMAT, "backbone": bb.name, "application": bb.application,
+        "weights": weights.identity(), "image_size": int(image_size), "cut": cut,
+        "preprocessing": "torch" if weights.preprocessing == "torch" else bb.preprocess_mode,
+        "bn_epsilon": weights.bn_epsilon, "resize": RESIZE_METHOD, "pooling": "avg",
+    }
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:32], parts
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _load_npz(uri: str) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+class FeatureCache:
+    """Per-image vectors under one key; reads every shard once, adds one shard per write."""
+
+    def __init__(self, root: str, key: str, key_parts: dict):
+        self.dir = storage.join(root, key)
+        self.key = key
+        self.key_parts = key_parts
+
+    def load(self) -> dict[str, np.ndarray]:
+        shards = storage.join(self.dir, "shards")
+        if not storage.is_s3(shards) and not os.path.isdir(shards):
+            return {}
+        vectors: dict[str, np.ndarray] = {}
+        for item in storage.list_files(shards):
+            if not item.relpath.endswith(".npz"):
+                continue
+            try:
+                arrays = _load_npz(item.uri)
+            except (ValueError, OSError, KeyError) as exc:  # a corrupt shard is skipped, its images recomputed
+                import warnings
+
+                warnings.warn(f"skipping unreadable feature cache shard {item.uri}: {exc}", stacklevel=2)
+                continue
+            for sha, vec in zip(arrays["sha256"], arrays["features"]):
+                vectors[str(sha)] = vec
+        return vectors
+
+    def add(self, shas: list[str], features: np.ndarray) -> str | None:
+        if not shas:
+            return None
+        shard_id = hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()[:24]
+        uri = storage.join(self.dir, "shards", f"{shard_id}.npz")
+        storage.write_bytes(uri, _npz_bytes(sha256=np.asarray(shas, dtype="<U64"),
+                                            features=np.asarray(features, dtype=np.float32)))
+        key_uri = storage.join(self.dir, "key.json")
+        if not storage.exists(key_uri):
+            storage.write_bytes(key_uri, (json.dumps(self.key_parts, indent=2) + "\n").encode())
+        return uri
+
+
+def verify_local_hashes(df) -> None:
+    """Re-hash local image files: an image edited after ingest must not be served its old cached vector."""
+    for uri, sha in zip(df["uri"], df["sha256"]):
+        if storage.is_s3(uri):
+            continue  # bakeoff.data verifies s3 images when it fetches them
+        digest = hashlib.sha256()
+        try:
+            with open(uri, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise BakeoffError(f"cannot read image {uri}: {exc.strerror}") from exc
+        if digest.hexdigest() != sha:
+            raise BakeoffError(f"{uri} changed since ingest (sha256 differs from the manifest); re-run `bakeoff ingest`")
+
+
+def compute_vectors(model, df, image_size: int, batch_size: int, description: str = "features") -> np.ndarray:
+    """Run the frozen extractor over manifest rows, with a rich progress bar that shows images/s."""
+    import tensorflow as tf
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from bakeoff.data import image_dataset
+
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=False)
+    out = []
+    start = time.perf_counter()
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[ips]:>7.1f} img/s"), TimeRemainingColumn()]
+    with Progress(*columns, transient=True, disable=os.environ.get("BAKEOFF_NO_PROGRESS") == "1") as progress:
+        task = progress.add_task(description, total=len(df), ips=0.0)
+        done = 0
+        for batch in image_dataset(df, image_size, batch_size=batch_size):
+            out.append(infer(batch).numpy())
+            done += int(batch.shape[0])
+            progress.update(task, advance=int(batch.shape[0]), ips=done / max(time.perf_counter() - start, 1e-9))
+    return np.concatenate(out).astype(np.float32)
+
+
+def extract_features(dataset_dir: str, out_dir: str, backbone: str, weights: str = "imagenet", *,
+                     image_size: int | None = None, cut: str | None = None, batch_size: int = 32,
+                     cache_uri: str | None = None, weights_sha256: str | None = None) -> dict:
+    """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned)."""
+    from bakeoff.backbones import build_feature_extractor, get_backbone
+    from bakeoff.weights import resolve_weights
+
+    started = time.perf_counter()
+    bb = get_backbone(backbone)
+    size = int(image_size or bb.default_size)
+    if size < bb.min_size:
+        raise BakeoffError(f"{bb.name} needs --image-size >= {bb.min_size}, got {size}")
+    cut = cut or bb.cut_layer
+    resolved = resolve_weights(bb.name, weights, sha256=weights_sha256)
+    df = manifest.read_manifest(dataset_dir)
+    if len(df) == 0:
+        raise BakeoffError(f"manifest in {dataset_dir} has no images")
+    verify_local_hashes(df)
+    key, key_parts = cache_key(bb.name, resolved, size, cut)
+    cache = FeatureCache(cache_uri or default_cache_uri(), key, key_parts)
+    cached = cache.load()
+    shas = [str(s) for s in df["sha256"]]
+    miss_mask = np.array([s not in cached for s in shas])
+    misses = df[miss_mask].drop_duplicates("sha256")
+    computed: dict[str, np.ndarray] = {}
+    forward_seconds = 0.0
+    feature_dim = None
+    if len(misses):
+        model = build_feature_extractor(bb, resolved, size, cut)
+        feature_dim = int(model.output.shape[-1])
+        t0 = time.perf_counter()
+        vectors = compute_vectors(model, misses, size, batch_size, description=f"{bb.name} features")
+        forward_seconds = time.perf_counter() - t0
+        miss_shas = [str(s) for s in misses["sha256"]]
+        computed = dict(zip(miss_shas, vectors))
+        cache.add(miss_shas, vectors)
+    table = np.stack([computed[s] if s in computed else cached[s] for s in shas]).astype(np.float32)
+    feature_dim = feature_dim or int(table.shape[1])
+    storage.write_bytes(storage.join(out_dir, FEATURES_NPZ), _npz_bytes(
+        sha256=np.asarray(shas, dtype="<U64"),
+        split=np.asarray(df["split"].astype(str).tolist(), dtype="<U5"),
+        label=np.asarray(df["label"].astype(str).tolist(), dtype=str),
+        features=table,
+    ))
+    elapsed = time.perf_counter() - started
+    info = {
+        "backbone": bb.name,
+        "weights": {**resolved.to_json(), "preprocessing": resolved.preprocessing, "bn_epsilon": resolved.bn_epsilon},
+        "image_size": size,
+        "cut": cut,
+        "feature_dim": feature_dim,
+        "n_images": len(df),
+        "images_per_s": round(len(misses) / forward_seconds, 2) if forward_seconds else round(len(df) / elapsed, 2),
+        "cache_hits": int(len(df) - miss_mask.sum()),
+        "cache_misses": int(len(misses)),
+        "forward_images": int(len(misses)),
+        "seconds": round(elapsed, 3),
+        "dataset_hash": manifest.dataset_hash(df),
+        "classes": manifest.class_names(df),
+        "cache_key": key,
+        "cache_uri": cache.dir,
+    }
+    storage.write_bytes(storage.join(out_dir, FEATURES_JSON), (json.dumps(info, indent=2) + "\n").encode())
+    return info
+
+
+def load_features(out_dir: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a features folder back (arrays, features.json) without pickle."""
+    arrays = _load_npz(storage.join(out_dir, FEATURES_NPZ))
+    info = json.loads(storage.read_bytes(storage.join(out_dir, FEATURES_JSON)))
+    return arrays, info
