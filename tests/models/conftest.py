@@ -5,6 +5,7 @@ Shared by the backbone/features and the heads/finetune/evaluate tests: add fixtu
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -14,12 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import write_image
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def build_tiny_dataset(root: Path, per_class: int = 6, size: tuple[int, int] = (40, 36),
+def build_tiny_dataset(write_image, root: Path, per_class: int = 6, size: tuple[int, int] = (40, 36),
                        classes: dict[str, tuple[int, int, int]] | None = None) -> Path:
     """A dataset folder as ingest writes it: images/<label>/<sha>.png + manifest.parquet (relative URIs).
 
@@ -44,15 +44,15 @@ def build_tiny_dataset(root: Path, per_class: int = 6, size: tuple[int, int] = (
 
 
 @pytest.fixture
-def tiny_dataset(tmp_path) -> Path:
+def tiny_dataset(tmp_path, make_image) -> Path:
     """A 12-image, 2-class (cat/dog) dataset folder with manifest.parquet and real PNG files."""
-    return build_tiny_dataset(tmp_path / "dataset")
+    return build_tiny_dataset(make_image, tmp_path / "dataset")
 
 
 @pytest.fixture
-def make_tiny_dataset():
+def make_tiny_dataset(make_image):
     """Factory: make_tiny_dataset(root, per_class=6, size=(40, 36), classes={label: rgb}) -> Path."""
-    return build_tiny_dataset
+    return functools.partial(build_tiny_dataset, make_image)
 
 
 def _idx(path: Path) -> np.ndarray:
