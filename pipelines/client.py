@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def validate_cron(cron: str) -> str:
 
 def _upload(client, package: str, config: RunConfig, version: str | None) -> tuple[str, str]:
     name = config.settings.pipeline_name
-    version = version or f"{name}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
+    version = version or f"{name}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     pipeline_id = client.get_pipeline_id(name)
     if pipeline_id is None:
         pipeline_id = client.upload_pipeline(package, pipeline_name=name,

@@ -7,8 +7,8 @@ Every request is recorded so tests assert what the client really sent.
 
 from __future__ import annotations
 
-import cgi
-import io
+import email.parser
+import email.policy
 import json
 import threading
 import uuid
@@ -123,6 +123,8 @@ class FakeKFP:
         if pid not in self.pipelines:
             return 404, {"error": f"pipeline {pid} not found", "code": 5}
         name = req.query["name"][0]
+        if any(v["pipeline_id"] == pid and v["display_name"] == name for v in self.versions.values()):
+            return 409, {"error": f"version {name} exists", "code": 6}
         version = {"pipeline_id": pid, "pipeline_version_id": str(uuid.uuid4()), "display_name": name,
                    "name": name, "created_at": NOW}
         self.versions[version["pipeline_version_id"]] = version
@@ -142,10 +144,10 @@ def _handler_for(api: FakeKFP):
             if ctype.startswith("application/json") and body:
                 req.json = json.loads(body)
             elif ctype.startswith("multipart/form-data"):
-                _, opts = cgi.parse_header(ctype)
-                form = cgi.FieldStorage(fp=io.BytesIO(body), environ={"REQUEST_METHOD": "POST"},
-                                        headers={"content-type": ctype, "content-length": str(len(body))})
-                req.files = {k: form[k].file.read() for k in form.keys() if form[k].filename}
+                message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                    f"Content-Type: {ctype}\r\n\r\n".encode() + body)
+                req.files = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                             for part in message.iter_parts() if part.get_filename()}
             api.requests.append(req)
             try:
                 status, payload = api.handle(req)

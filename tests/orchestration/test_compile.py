@@ -1,0 +1,140 @@
+"""`bakeoff compile`: the IR parsed back into KFP's protobufs carries the DAG, GPU, retry, cache and secret settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kfp_ir import parse_compiled
+
+from bakeoff.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU_IMAGE, GPU_IMAGE = "registry.example.com/bakeoff:0.1.0", "registry.example.com/bakeoff:0.1.0-cuda"
+SECRET = "s3cr3t-value-that-must-never-be-compiled"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    mp.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    try:
+        code = main(["compile", "--out", str(out), "--config", str(ROOT / "configs" / "demo.yaml"),
+                     "--image", CPU_IMAGE, "--gpu-image", GPU_IMAGE, "--parallelism", "3"])
+    finally:
+        mp.undo()
+    assert code == 0
+    spec, k8s = parse_compiled(out)
+    return out, spec, k8s
+
+
+def _executor(spec, task_component: str):
+    return spec.deployment_spec.executors[f"exec-{task_component}"]
+
+
+def _container(spec, name):
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(spec.deployment_spec)["executors"][f"exec-{name}"]["container"]
+
+
+def test_dag_fans_out_over_backbones_and_collects(compiled):
+    _, spec, _ = compiled
+    root = spec.root.dag.tasks
+    assert set(root) == {"ingest", "open-run", "for-loop-1", "select-and-register"}
+    loop = root["for-loop-1"]
+    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--backbones"
+    assert loop.iterator_policy.parallelism_limit == 3
+    body = spec.components["comp-for-loop-1"].dag.tasks
+    assert set(body) == {"features", "train-head", "finetune", "evaluate"}
+    assert list(body["finetune"].dependent_tasks) == ["train-head"]
+    select = root["select-and-register"].inputs
+    assert select.parameters["candidate_run_ids"].task_output_parameter.producer_task == "for-loop-1"
+    assert select.artifacts["candidate_metrics"].task_output_artifact.producer_task == "for-loop-1"
+    assert select.parameters["parent_run_id"].task_output_parameter.producer_task == "open-run"
+    # the pipeline's own outputs: the leaderboard Markdown and the decision
+    outputs = spec.root.output_definitions
+    assert outputs.artifacts["leaderboard"].artifact_type.schema_title == "system.Markdown"
+    assert "decision" in outputs.parameters
+
+
+def test_run_form_parameters_have_the_config_defaults(compiled):
+    _, spec, _ = compiled
+    params = spec.root.input_definitions.parameters
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["parameters"]
+    for name in ("data_uri", "backbones", "weights", "image_size", "head_epochs", "finetune_epochs",
+                 "finetune_lr", "finetune_blocks", "model_name", "gate_test", "gate_alpha", "per_class"):
+        assert name in params, name
+    assert list(params["backbones"].default_value.list_value.values[i].string_value for i in range(2)) == \
+        demo["backbones"][:2]
+    assert params["image_size"].default_value.number_value == demo["image_size"]
+    assert params["weights"].default_value.string_value == demo["weights"]
+    assert not any(word in name.lower() for name in params for word in ("secret", "password", "token", "key"))
+
+
+def test_gpu_only_on_features_and_finetune(compiled):
+    _, spec, k8s = compiled
+    for name in ("features", "finetune"):
+        container = _container(spec, name)
+        assert container["image"] == GPU_IMAGE
+        assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert container["resources"]["accelerator"]["resourceCount"] == "1"
+        config = k8s[f"exec-{name}"]
+        assert dict(config.node_selector.labels) == {"bakeoff.io/pool": "gpu"}
+        [toleration] = config.tolerations
+        assert (toleration.key, toleration.operator, toleration.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
+    for name in ("ingest", "open-run", "train-head", "evaluate", "select-and-register"):
+        container = _container(spec, name)
+        assert container["image"] == CPU_IMAGE
+        assert "accelerator" not in container["resources"]
+        assert container["resources"]["resourceCpuRequest"] == "1"
+        assert not k8s[f"exec-{name}"].node_selector.labels
+        assert not k8s[f"exec-{name}"].tolerations
+
+
+def test_caching_and_retries(compiled):
+    _, spec, _ = compiled
+    tasks = {**spec.root.dag.tasks, **spec.components["comp-for-loop-1"].dag.tasks}
+    cached = {name for name, task in tasks.items() if task.caching_options.enable_cache}
+    assert cached == {"ingest", "features"}
+    retried = {name for name, task in tasks.items() if task.retry_policy.max_retry_count == 3}
+    assert retried == {"ingest", "open-run", "features", "finetune", "evaluate", "select-and-register"}
+    assert tasks["evaluate"].retry_policy.backoff_factor == 2.0
+    assert tasks["evaluate"].retry_policy.backoff_duration.seconds == 30
+
+
+def test_secrets_arrive_as_env_from_kubernetes_secrets(compiled):
+    out, spec, k8s = compiled
+    assert SECRET not in out.read_text()
+    for name in ("ingest", "open-run", "features", "train-head", "finetune", "evaluate", "select-and-register"):
+        secrets = {s.secret_name: {e.env_var for e in s.key_to_env} for s in k8s[f"exec-{name}"].secret_as_env}
+        assert secrets["bakeoff-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register")
+        assert ("bakeoff-mlflow" in secrets) == talks_to_mlflow
+        if talks_to_mlflow:
+            assert secrets["bakeoff-mlflow"] == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+        [config_map] = k8s[f"exec-{name}"].config_map_as_env
+        assert config_map.config_map_name == "bakeoff-config"
+        assert {e.env_var for e in config_map.key_to_env} >= {"MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"}
+
+
+def test_components_are_lightweight_without_runtime_installs(compiled):
+    out, spec, _ = compiled
+    text = out.read_text()
+    assert "pip install" not in text
+    for name in ("ingest", "features", "evaluate", "select-and-register"):
+        container = _container(spec, name)
+        assert "kfp.dsl.executor_main" in " ".join(container["command"])
+
+
+def test_bad_config_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parameters:\n  gate_test: coinflip\n")
+    assert main(["compile", "--out", str(tmp_path / "p.yaml"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config") and "gate_test" in err and "\n" not in err
+    assert not (tmp_path / "p.yaml").exists()
