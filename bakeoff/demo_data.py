@@ -62,9 +62,9 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
         raise BakeoffError(f"cannot read Fashion-MNIST file {path}: {exc}; reinstall dataset-fashion-mnist") from exc
 
 
-def load_fashion_mnist(data_dir: str | Path = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist(data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The 60k training images (uint8 [n, 28, 28]) and labels from the Debian IDX files."""
-    data_dir = Path(data_dir)
+    data_dir = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
     images_path, labels_path = data_dir / IMAGES_FILE, data_dir / LABELS_FILE
     if not images_path.exists() or not labels_path.exists():
         raise BakeoffError(f"Fashion-MNIST not found in {data_dir}: {INSTALL_HINT}")
@@ -115,7 +115,7 @@ def _variant(pixels: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
 
 
 def make_demo_data(out_dir: str, *, per_class: int = 200, classes: list[str] | str | None = None,
-                   seed: int = 0, data_dir: str | Path = FASHION_MNIST_DIR) -> DemoResult:
+                   seed: int = 0, data_dir: str | Path | None = None) -> DemoResult:
     """Write ``out_dir/raw-img/<italian class>/<file>`` and ``out_dir/translate.json``; see the module doc."""
     from PIL import Image
 
