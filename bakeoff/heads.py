@@ -172,7 +172,7 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
 
 
 def _fit_dense(x_train, y_train, x_val, y_val, n_classes: int, *, epochs: int, learning_rate: float, hidden: int,
-               dropout: float, batch_size: int, patience: int) -> tuple[Any, dict]:
+               dropout: float, batch_size: int, patience: int, weights: dict[int, float] | None) -> tuple[Any, dict]:
     import keras
 
     model = build_dense_head(x_train.shape[1], n_classes, hidden, dropout)
@@ -180,7 +180,7 @@ def _fit_dense(x_train, y_train, x_val, y_val, n_classes: int, *, epochs: int, l
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     history = model.fit(
         x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size, shuffle=True,
-        class_weight=class_weights(y_train, n_classes), callbacks=[stop, keras_progress(epochs, "head (dense)")],
+        class_weight=weights, callbacks=[stop, keras_progress(epochs, "head (dense)")],
         verbose=0,
     )
     hist = {k: [float(v) for v in history.history[k]] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
@@ -190,7 +190,7 @@ def _fit_dense(x_train, y_train, x_val, y_val, n_classes: int, *, epochs: int, l
     return model, {"history": hist, **extra}
 
 
-def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int) -> tuple[Any, dict]:
+def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, balanced: bool) -> tuple[Any, dict]:
     """Fit scikit-learn's LogisticRegression over a small C grid (picked by val log-loss), export as a Dense head."""
     import keras
     from sklearn.linear_model import LogisticRegression
@@ -203,7 +203,7 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int) ->
     search = []
     best = None
     for c in LOGREG_C_GRID:
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+        clf = LogisticRegression(C=c, class_weight="balanced" if balanced else None, max_iter=2000, random_state=seed)
         clf.fit(xs_train, y_train)
         val_loss = float(log_loss(y_val, clf.predict_proba(xs_val), labels=labels))
         search.append({"C": c, "val_loss": val_loss, "val_accuracy": float(accuracy_score(y_val, clf.predict(xs_val)))})
@@ -233,8 +233,13 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int) ->
 
 # ---------------------------------------------------------------------------------------------- the step
 def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: int = 50, learning_rate: float = 1e-3,
-               hidden: int = 256, dropout: float = 0.5, batch_size: int = 32, patience: int = 5, seed: int = 0) -> dict:
-    """Train a head on the train split's cached features, early-stopped on val; write head.keras + head.json."""
+               hidden: int = 256, dropout: float = 0.5, batch_size: int = 32, patience: int = 5, seed: int = 0,
+               balance_classes: bool = True) -> dict:
+    """Train a head on the train split's cached features, early-stopped on val; write head.keras + head.json.
+
+    ``balance_classes`` weights each class inversely to its train frequency (scikit-learn's "balanced"), so a
+    rare class is not simply ignored; turn it off only to see what imbalance does.
+    """
     import keras
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -256,19 +261,20 @@ def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: 
         raise BakeoffError("the train split holds a single class; a head cannot learn from that")
 
     keras.utils.set_random_seed(seed)
+    weights = class_weights(y_train, len(classes)) if balance_classes else None
     if kind == "dense":
         model, info = _fit_dense(x_train, y_train, x_val, y_val, len(classes), epochs=epochs,
                                  learning_rate=learning_rate, hidden=hidden, dropout=dropout,
-                                 batch_size=batch_size, patience=patience)
+                                 batch_size=batch_size, patience=patience, weights=weights)
     else:
-        model, info = _fit_logreg(x_train, y_train, x_val, y_val, len(classes), seed=seed)
+        model, info = _fit_logreg(x_train, y_train, x_val, y_val, len(classes), seed=seed, balanced=balance_classes)
 
     val_prob = probabilities(model.predict(x_val, batch_size=256, verbose=0), len(classes))
     val_pred = val_prob.argmax(axis=1)
     hyper = {"epochs": epochs, "learning_rate": learning_rate, "hidden": hidden, "dropout": dropout,
-             "batch_size": batch_size, "patience": patience, "seed": seed}
+             "batch_size": batch_size, "patience": patience, "seed": seed, "balance_classes": balance_classes}
     if kind == "logreg":
-        hyper = {"C": info["C"], "C_grid": list(LOGREG_C_GRID), "class_weight": "balanced", "seed": seed}
+        hyper = {"C": info["C"], "C_grid": list(LOGREG_C_GRID), "balance_classes": balance_classes, "seed": seed}
     result = {
         "kind": kind,
         "hyperparameters": hyper,
@@ -282,7 +288,7 @@ def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: 
         "features_dir": str(features_dir),
         "n_train": int(len(y_train)),
         "n_val": int(len(y_val)),
-        "class_weights": {classes[i]: w for i, w in class_weights(y_train, len(classes)).items()},
+        "class_weights": {classes[i]: w for i, w in weights.items()} if weights else None,
         "val_accuracy": float(accuracy_score(y_val, val_pred)),
         "val_balanced_accuracy": float(balanced_accuracy_score(y_val, val_pred)),
         "epochs_run": info["epochs_run"],

@@ -72,3 +72,103 @@ def fashion_mnist_subset():
     x_test, y_test = _idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
     n_train, n_test = int(os.environ.get("BAKEOFF_FMNIST_TRAIN", 600)), int(os.environ.get("BAKEOFF_FMNIST_TEST", 300))
     return x_train[:n_train], y_train[:n_train], x_test[:n_test], y_test[:n_test]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Heads / fine-tuning / evaluation fixtures (owner: heads/finetune/evaluate). Names start with `hfe_` so they never
+# clash with the backbone/features fixtures above.
+def _hfe_write_dataset(root, images, labels, splits):
+    """A real dataset folder: PNG files under images/<label>/<sha256>.png plus manifest.parquet (relative uris)."""
+    import hashlib
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from bakeoff import manifest
+
+    rows = []
+    for pixels, label, split in zip(images, labels, splits):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"images/{label}/{sha}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        rows.append({"uri": rel, "label": label, "split": split, "sha256": sha, "width": pixels.shape[1],
+                     "height": pixels.shape[0], "group": sha, "source": f"{label}/{sha[:8]}.png"})
+    manifest.write_manifest(pd.DataFrame(rows), root)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def hfe_faces_dataset(tmp_path_factory) -> str:
+    """Binary dataset of real photos: scikit-image's LFW subset, faces vs non-faces (grey 25x25 PNGs).
+
+    Per class 16 train, 8 val, 8 test images (64 in all).
+    """
+    from skimage import data as skdata
+
+    pixels = (skdata.lfw_subset() * 255).round().astype(np.uint8)  # 100 faces then 100 non-faces
+    rng = np.random.default_rng(3)
+    images, labels, splits = [], [], []
+    for label, block in (("face", pixels[:100]), ("other", pixels[100:])):
+        chosen = rng.permutation(len(block))[:32]
+        for i, k in enumerate(chosen):
+            images.append(block[k])
+            labels.append(label)
+            splits.append("train" if i < 16 else "val" if i < 24 else "test")
+    return _hfe_write_dataset(tmp_path_factory.mktemp("hfe-faces"), images, labels, splits)
+
+
+@pytest.fixture(scope="session")
+def hfe_digits_dataset(tmp_path_factory) -> str:
+    """Three-class dataset of real scans: scikit-learn's handwritten digits 0/1/2 (8x8 grey, upscaled to 32 px)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(n_class=3)
+    rng = np.random.default_rng(5)
+    images, labels, splits = [], [], []
+    for cls in range(3):
+        idx = rng.permutation(np.flatnonzero(digits.target == cls))[:20]
+        for i, k in enumerate(idx):
+            img = (digits.images[k] / 16.0 * 255).round().astype(np.uint8)
+            images.append(np.kron(img, np.ones((4, 4), dtype=np.uint8)))
+            labels.append(f"digit{cls}")
+            splits.append("train" if i < 10 else "val" if i < 14 else "test")
+    return _hfe_write_dataset(tmp_path_factory.mktemp("hfe-digits"), images, labels, splits)
+
+
+@pytest.fixture(scope="session")
+def hfe_mirror_env(weights_mirror):
+    """Point BAKEOFF_WEIGHTS_URI at the real imported weights for the whole session (imagenet -> mirror copy)."""
+    old = os.environ.get("BAKEOFF_WEIGHTS_URI")
+    os.environ["BAKEOFF_WEIGHTS_URI"] = weights_mirror
+    yield weights_mirror
+    if old is None:
+        os.environ.pop("BAKEOFF_WEIGHTS_URI", None)
+    else:
+        os.environ["BAKEOFF_WEIGHTS_URI"] = old
+
+
+@pytest.fixture(scope="session")
+def hfe_faces_features(hfe_faces_dataset, hfe_mirror_env, tmp_path_factory) -> str:
+    """Real MobileNetV2 (imported ImageNet weights) features of the faces dataset at 64 px."""
+    from bakeoff.features import extract_features
+
+    out = tmp_path_factory.mktemp("hfe-faces-features")
+    cache = tmp_path_factory.mktemp("hfe-feature-cache")
+    extract_features(hfe_faces_dataset, str(out), "mobilenet_v2", "imagenet", image_size=64, batch_size=32,
+                     cache_uri=str(cache))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def hfe_faces_head(hfe_faces_features, tmp_path_factory) -> str:
+    """A dense head trained on the faces features (small, few epochs)."""
+    from bakeoff.heads import train_head
+
+    out = tmp_path_factory.mktemp("hfe-faces-head")
+    train_head(hfe_faces_features, str(out), epochs=15, hidden=32, patience=3)
+    return str(out)

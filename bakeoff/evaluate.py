@@ -1,0 +1,203 @@
+"""Evaluation of a finished model on the frozen TEST split only: metrics, a bootstrap CI, latency, size, plots.
+
+Every number comes from scikit-learn (accuracy, balanced accuracy, macro precision/recall/F1, ROC-AUC, confusion
+matrix, classification report), so there is no hand-written metric to get wrong. ``predictions.parquet`` keeps one
+row per test image (sha256, label, predicted, correct, prob_<class>...): the promotion gate's paired test
+(McNemar / paired bootstrap, ``bakeoff.stats``) compares two models image by image from it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+
+from bakeoff import manifest, storage
+from bakeoff.errors import BakeoffError
+from bakeoff.heads import load_keras, probabilities, read_json, write_json
+
+MODEL_KERAS = "model.keras"
+MODEL_JSON = "model.json"
+METRICS_JSON = "metrics.json"
+REPORT_JSON = "classification_report.json"
+PREDICTIONS = "predictions.parquet"
+CONFUSION_PNG = "confusion_matrix.png"
+ROC_PNG = "roc.png"
+
+
+def prob_column(name: str) -> str:
+    return f"prob_{name}"
+
+
+def predict_split(model, classes: list[str], image_size: int, dataset_dir: str, split: str = "test",
+                  batch_size: int = 32) -> pd.DataFrame:
+    """Run ``model`` over one split of a dataset; one row per image in manifest order."""
+    from bakeoff.data import image_dataset
+
+    df = manifest.read_manifest(dataset_dir)
+    rows = df[df["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise BakeoffError(f"the dataset at {dataset_dir} has no {split!r} images")
+    unknown = sorted(set(rows["label"]) - set(classes))
+    if unknown:
+        raise BakeoffError(f"{split} labels {unknown} are not among the model's classes {classes}; "
+                           "evaluate on the dataset the model was trained on")
+    raw = model.predict(image_dataset(rows, image_size, batch_size=batch_size), verbose=0)
+    probs = probabilities(raw, len(classes))
+    if len(probs) != len(rows):
+        raise BakeoffError(f"got {len(probs)} predictions for {len(rows)} {split} images")
+    predicted = [classes[i] for i in probs.argmax(axis=1)]
+    out = pd.DataFrame({
+        "sha256": rows["sha256"].astype(str),
+        "label": rows["label"].astype(str),
+        "predicted": predicted,
+    })
+    out["correct"] = out["label"] == out["predicted"]
+    for k, name in enumerate(classes):
+        out[prob_column(name)] = probs[:, k]
+    return out
+
+
+def bootstrap_ci(correct: np.ndarray, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the accuracy (resample images with replacement; seeded, so reproducible)."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if correct.size == 0 or n_bootstrap < 1:
+        raise BakeoffError("bootstrap needs at least one prediction and n_bootstrap >= 1")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, correct.size, size=(n_bootstrap, correct.size))
+    means = correct[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def roc_auc(y_true: np.ndarray, probs: np.ndarray, n_classes: int) -> float | None:
+    """Binary ROC-AUC on the positive class's probability; macro one-vs-rest for many classes.
+
+    None when undefined (a class missing from the test split), rather than a misleading number.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < n_classes:
+        return None
+    if n_classes == 2:
+        return float(roc_auc_score(y_true, probs[:, 1]))
+    normalised = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows can miss 1.0 by a hair
+    return float(roc_auc_score(y_true, normalised, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], *, n_bootstrap: int = 1000,
+                    seed: int = 0) -> tuple[dict, dict, np.ndarray]:
+    """All scikit-learn metrics for integer labels and class probabilities -> (metrics, report, confusion)."""
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
+                                 precision_recall_fscore_support)
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    y_pred = probs.argmax(axis=1)
+    labels = list(range(len(classes)))
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro",
+                                                               zero_division=0)
+    low, high = bootstrap_ci(y_true == y_pred, n_bootstrap=n_bootstrap, seed=seed)
+    auc = roc_auc(y_true, probs, len(classes))
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "precision_macro": float(precision),
+        "recall_macro": float(recall),
+        "f1_macro": float(f1),
+        "roc_auc": auc,
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "ci_level": 0.95,
+        "n_bootstrap": n_bootstrap,
+        "n_test": int(len(y_true)),
+        "classes": list(classes),
+    }
+    if auc is None:
+        metrics["roc_auc_note"] = "undefined: some class has no test image"
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(classes), output_dict=True,
+                                   zero_division=0)
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    return metrics, report, matrix
+
+
+def measure_latency(model, image: np.ndarray, warmup: int = 3, repeats: int = 10) -> float:
+    """Per-image latency in ms: batch of one, median of ``repeats`` timed calls after ``warmup`` untimed ones."""
+    batch = np.asarray(image, dtype=np.float32)[None, ...]
+    for _ in range(warmup):
+        model.predict_on_batch(batch)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_on_batch(batch)
+        timings.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(timings))
+
+
+def _size_mb(uri: str) -> float:
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        size = storage.s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"]
+    else:
+        size = os.path.getsize(uri)
+    return round(size / 1e6, 3)
+
+
+def _first_image(dataset_dir: str, image_size: int) -> np.ndarray:
+    from bakeoff.data import image_dataset
+
+    rows = manifest.read_manifest(dataset_dir)
+    rows = rows[rows["split"] == "test"].head(1)
+    for batch in image_dataset(rows, image_size, batch_size=1).take(1):
+        return np.asarray(batch)[0]
+    raise BakeoffError("no test image to time")
+
+
+def evaluate(model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int = 32, n_bootstrap: int = 1000,
+             seed: int = 0) -> dict:
+    """Score model_dir/model.keras on the test split; write metrics, report, predictions and plots to out_dir."""
+    from bakeoff import plots
+
+    if batch_size < 1 or n_bootstrap < 1:
+        raise BakeoffError("need batch_size >= 1 and n_bootstrap >= 1")
+    info = read_json(storage.join(model_dir, MODEL_JSON))
+    classes = list(info.get("classes") or [])
+    image_size = info.get("image_size")
+    if len(classes) < 2 or not image_size:
+        raise BakeoffError(f"{storage.join(model_dir, MODEL_JSON)} lacks classes/image_size; re-run `bakeoff finetune`")
+    model_uri = storage.join(model_dir, MODEL_KERAS)
+    model = load_keras(model_uri)
+
+    preds = predict_split(model, classes, int(image_size), dataset_dir, "test", batch_size)
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = preds["label"].map(index).to_numpy()
+    probs = preds[[prob_column(c) for c in classes]].to_numpy()
+    metrics, report, matrix = compute_metrics(y_true, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
+
+    df = manifest.read_manifest(dataset_dir, resolve=False)
+    metrics.update({
+        "latency_ms_per_image": round(measure_latency(model, _first_image(dataset_dir, int(image_size))), 3),
+        "model_size_mb": _size_mb(model_uri),
+        "backbone": info.get("backbone"),
+        "weights": info.get("weights"),
+        "image_size": int(image_size),
+        "cut": info.get("cut"),
+        "finetuned": bool(info.get("finetuned", False)),
+        "head_kind": info.get("head_kind"),
+        "dataset_hash": manifest.dataset_hash(df),
+        "confusion_matrix": matrix.tolist(),
+    })
+    buffer = io.BytesIO()
+    preds.to_parquet(buffer, index=False)
+    storage.write_bytes(storage.join(out_dir, PREDICTIONS), buffer.getvalue())
+    write_json(storage.join(out_dir, REPORT_JSON), report)
+    storage.write_bytes(storage.join(out_dir, CONFUSION_PNG), plots.confusion_matrix_png(matrix, classes))
+    storage.write_bytes(storage.join(out_dir, ROC_PNG), plots.roc_png(y_true, probs, classes))
+    write_json(storage.join(out_dir, METRICS_JSON), metrics)
+    return metrics

@@ -1,0 +1,208 @@
+"""Fine-tuning: the pretrained backbone plus the trained head, with only the top blocks allowed to move.
+
+Why each choice:
+
+* Start from the trained head (``bakeoff train-head``), not a random one: a random head's large gradients would
+  wreck the pretrained features in the first steps.
+* Unfreeze only the last N blocks of the registry's fine-tune boundary (``backbones.finetune_layers``); the lower
+  blocks hold generic edges/textures worth keeping bit-for-bit.
+* EVERY BatchNorm layer stays frozen (``trainable=False``, which in Keras 3 also means inference mode): with small
+  batches the batch statistics are noise, and updating them destroys what the head was trained on.
+* A very low learning rate (1e-5) on a cosine schedule, early stopping on val with best-weights restore.
+* Augmentation (flip, rotation, zoom) sits before the in-model preprocessing; Keras' Random* layers are no-ops at
+  inference, so the saved model serves clean pixels.
+* Mixed precision (``mixed_float16``, output layer in float32) only when a GPU is visible; the saved model is
+  rebuilt in float32 so it serves on any CPU, and loads with plain ``keras.models.load_model``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from bakeoff import manifest, storage
+from bakeoff.errors import BakeoffError
+from bakeoff.heads import (HEAD_JSON, HEAD_KERAS, class_weights, keras_progress, load_keras, loss_for, read_json,
+                           save_keras, write_json)
+
+MODEL_KERAS = "model.keras"
+MODEL_JSON = "model.json"
+MIXED_PRECISION_MODES = ("auto", "on", "off")
+
+
+def gpu_visible() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def use_mixed_precision(mode: str) -> bool:
+    """``auto``: mixed_float16 only with a GPU (on CPU float16 is slower, not faster); ``on``/``off`` force it."""
+    if mode not in MIXED_PRECISION_MODES:
+        raise BakeoffError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_MODES)}, got {mode!r}")
+    return mode == "on" or (mode == "auto" and gpu_visible())
+
+
+def augmentation_layers(seed: int = 0) -> list:
+    """Flip, small rotation and zoom: active only when training, identity at inference."""
+    import keras
+
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"),
+        keras.layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1, name="augment_rotation"),
+        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2, name="augment_zoom"),
+    ]
+
+
+def _clone_head_layers(head) -> list:
+    """Fresh copies of the head's layers (dtype from the current policy; output in float32), weights copied over."""
+    import keras
+
+    layers = [layer for layer in head.layers if not isinstance(layer, keras.layers.InputLayer)]
+    clones = []
+    for i, layer in enumerate(layers):
+        config = layer.get_config()
+        config["dtype"] = "float32" if i == len(layers) - 1 else None  # None: the global (maybe mixed) policy
+        clones.append((type(layer).from_config(config), layer))
+    return clones
+
+
+def assemble(head_info: dict, head, *, blocks: int, augment: bool, seed: int = 0) -> tuple[Any, list[str]]:
+    """Build image -> [augmentation] -> feature extractor -> head, and set what may train.
+
+    Returns the model and the names of the backbone layers left trainable (never a BatchNorm).
+    """
+    import keras
+
+    from bakeoff.backbones import build_feature_extractor, finetune_layers, get_backbone
+    from bakeoff.weights import resolve_weights
+
+    bb = get_backbone(head_info["backbone"])
+    weights_info = head_info.get("weights") or {}
+    resolved = resolve_weights(bb.name, weights_info.get("spec", "imagenet"), sha256=weights_info.get("sha256"))
+    if resolved.sha256 and weights_info.get("sha256") and resolved.sha256 != weights_info["sha256"]:
+        raise BakeoffError(f"weights for {bb.name} changed since the features were made; re-run `bakeoff features`")
+    size = int(head_info.get("image_size") or bb.default_size)
+    extractor = build_feature_extractor(bb, resolved, size, head_info.get("cut"))
+    if extractor.output.shape[-1] != head.input.shape[-1]:
+        raise BakeoffError(f"head expects {head.input.shape[-1]} features but {bb.name} gives "
+                           f"{extractor.output.shape[-1]}; train the head on this backbone's features")
+
+    # Freeze everything in the extractor, then open the chosen blocks of the nested "backbone" minus BatchNorm.
+    # Keras 3's `trainable` setter recurses into sublayers, so open the containers first, then close the leaves.
+    base = extractor.get_layer("backbone")
+    extractor.trainable = True
+    for layer in extractor.layers:
+        if layer is not base:
+            layer.trainable = False  # preprocessing (incl. the frozen RGB->BGR conv) and pooling
+    for layer in base.layers:
+        layer.trainable = False
+    unfrozen = []
+    for layer in finetune_layers(bb, base, blocks):
+        if isinstance(layer, keras.layers.BatchNormalization) or not layer.weights:
+            continue
+        layer.trainable = True
+        unfrozen.append(layer.name)
+    for layer in base.layers:  # belt and braces: whatever a block list says, BatchNorm never trains
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+    inputs = keras.Input((size, size, 3), name="image", dtype="float32")
+    x = inputs
+    if augment:
+        for layer in augmentation_layers(seed):
+            x = layer(x)
+    x = extractor(x)
+    for clone, original in _clone_head_layers(head):
+        x = clone(x)
+        clone.set_weights(original.get_weights())
+    return keras.Model(inputs, x, name=f"{bb.name}_classifier"), unfrozen
+
+
+def _datasets(dataset_dir: str, classes: list[str], size: int, batch_size: int, seed: int):
+    from bakeoff.data import image_dataset
+
+    df = manifest.read_manifest(dataset_dir)
+    unknown = sorted(set(df["label"]) - set(classes))
+    if unknown:
+        raise BakeoffError(f"dataset labels {unknown} are not among the head's classes {classes}; "
+                           "train the head on this dataset's features")
+    train, val = df[df["split"] == "train"], df[df["split"] == "val"]
+    if train.empty or val.empty:
+        raise BakeoffError(f"fine-tuning needs train and val images (found {len(train)} train, {len(val)} val)")
+    index = {c: i for i, c in enumerate(classes)}
+    y_train = train["label"].map(index).to_numpy()
+    return (image_dataset(train, size, batch_size, classes=classes, shuffle=True, seed=seed),
+            image_dataset(val, size, batch_size, classes=classes), y_train, len(train), len(val))
+
+
+def finetune(dataset_dir: str, head_dir: str, out_dir: str, *, blocks: int = 1, epochs: int = 5,
+             learning_rate: float = 1e-5, batch_size: int = 32, patience: int = 2, augment: bool = True,
+             seed: int = 0, mixed_precision: str = "auto") -> dict:
+    """Fine-tune backbone + head on the train split (val for early stopping); write model.keras + model.json."""
+    import keras
+
+    if epochs < 0 or batch_size < 1 or patience < 0 or blocks < 0 or learning_rate <= 0:
+        raise BakeoffError("need epochs >= 0, batch_size >= 1, patience >= 0, blocks >= 0, learning_rate > 0")
+    head_info = read_json(storage.join(head_dir, HEAD_JSON))
+    for key in ("backbone", "classes"):
+        if not head_info.get(key):
+            raise BakeoffError(f"{storage.join(head_dir, HEAD_JSON)} lacks {key!r}; re-run `bakeoff train-head`")
+    head = load_keras(storage.join(head_dir, HEAD_KERAS))
+    classes = list(head_info["classes"])
+    mixed = use_mixed_precision(mixed_precision) and epochs > 0
+    previous_policy = keras.mixed_precision.global_policy()
+
+    keras.utils.set_random_seed(seed)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    extra: dict[str, Any] = {}
+    try:
+        keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+        model, unfrozen = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)
+        size = int(model.input.shape[1])
+        if epochs > 0:
+            train_ds, val_ds, y_train, n_train, n_val = _datasets(dataset_dir, classes, size, batch_size, seed)
+            steps = max(1, math.ceil(n_train / batch_size)) * epochs
+            schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.0)
+            model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_for(len(classes)),
+                          metrics=["accuracy"])
+            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+            fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
+                            class_weight=class_weights(y_train, len(classes)),
+                            callbacks=[stop, keras_progress(epochs, f"finetune {head_info['backbone']}")])
+            history = {k: [float(v) for v in fit.history[k]] for k in history}
+            best = int(np.argmin(history["val_loss"]))
+            extra = {"n_train": n_train, "n_val": n_val, "epochs_run": len(history["loss"]), "best_epoch": best + 1,
+                     "stopped_early": len(history["loss"]) < epochs, "val_accuracy": history["val_accuracy"][best]}
+        if mixed:  # serve in float32: same architecture, float32 policy, the trained (float32) variables copied over
+            trained = model.get_weights()
+            keras.mixed_precision.set_global_policy("float32")
+            model, _ = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)
+            model.set_weights(trained)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    result = {
+        "backbone": head_info["backbone"],
+        "weights": head_info.get("weights"),
+        "image_size": size,
+        "cut": head_info.get("cut"),
+        "classes": classes,
+        "head_kind": head_info.get("kind"),
+        "head_dir": str(head_dir),
+        "dataset_hash": manifest.dataset_hash(manifest.read_manifest(dataset_dir, resolve=False)),
+        "unfrozen_layers": unfrozen,
+        "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
+        "hyperparameters": {"blocks": blocks, "epochs": epochs, "learning_rate": learning_rate,
+                            "lr_schedule": "cosine", "optimizer": "adam", "batch_size": batch_size,
+                            "patience": patience, "augment": augment, "seed": seed},
+        "mixed_precision": mixed,
+        "finetuned": epochs > 0,
+        "history": history,
+        **extra,
+    }
+    save_keras(model, storage.join(out_dir, MODEL_KERAS))
+    write_json(storage.join(out_dir, MODEL_JSON), result)
+    return result
