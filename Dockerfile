@@ -1,0 +1,63 @@
+# The one bakeoff image: every KFP component runs in it (lightweight components with
+# install_kfp_package=False run `python3 -m kfp.dsl.executor_main`), and it carries the `bakeoff` CLI.
+#
+# Build with `make image` (infra/image/build.sh) or any OCI builder:
+#   CPU : --build-arg BASE_IMAGE=python:3.11-slim-bookworm        --build-arg TF_PACKAGE=tensorflow-cpu==2.21.0
+#   CUDA: --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu  --build-arg TF_PACKAGE=tensorflow==2.21.0
+#   here: --build-arg BASE_IMAGE=localhost/bakeoff-base:bookworm  (debootstrap base, built by build.sh)
+# The base must provide Python 3.11 as `python3` with the venv module.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+# TensorFlow is chosen per base: tensorflow-cpu on CPU bases; on the CUDA base, the base's own
+# `tensorflow` (already installed with its CUDA libraries, so pip finds it satisfied).
+ARG TF_PACKAGE=tensorflow-cpu==2.21.0
+
+LABEL org.opencontainers.image.title="bakeoff" \
+      org.opencontainers.image.description="Transfer-learning bake-off: KFP components and the bakeoff CLI" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# A venv that also sees the base's site-packages, so the CUDA base's TensorFlow is reused, not
+# reinstalled. `python3` on PATH is the venv's: KFP's component command calls plain `python3`.
+ENV VIRTUAL_ENV=/opt/bakeoff \
+    PATH=/opt/bakeoff/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    LANG=C.UTF-8
+
+RUN python3 -m venv --system-site-packages "$VIRTUAL_ENV" \
+ && python3 -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"
+
+# Dependencies first, in their own layers: code changes do not reinstall TensorFlow.
+WORKDIR /src
+COPY pyproject.toml infra/image/requirements.py ./
+RUN pip install "$TF_PACKAGE" \
+ && python3 requirements.py pyproject.toml > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && rm -f /tmp/requirements.txt
+
+# The project itself (no deps: they are all above; a missing one fails `pip check` right here).
+COPY README.md ./
+COPY bakeoff ./bakeoff
+COPY components ./components
+COPY pipelines ./pipelines
+RUN pip install --no-deps . \
+ && pip check \
+ && rm -rf /src/build /src/*.egg-info \
+ && python3 -c "import bakeoff, kfp.dsl.executor_main, tensorflow as tf, keras; print('bakeoff', bakeoff.__version__, 'tf', tf.__version__)" \
+ && bakeoff --help >/dev/null
+
+# Non-root, numeric uid so Kubernetes' runAsNonRoot can verify it. HOME holds Keras and Matplotlib
+# caches; /tmp and HOME are the only places a component writes outside its KFP artifact paths.
+RUN (useradd --uid 1000 --create-home --home-dir /home/bakeoff --shell /bin/bash bakeoff \
+     || adduser --uid 1000 --home /home/bakeoff --disabled-password --gecos "" bakeoff)
+ENV HOME=/home/bakeoff \
+    KERAS_HOME=/home/bakeoff/.keras \
+    MPLCONFIGDIR=/home/bakeoff/.config/matplotlib
+USER 1000:1000
+WORKDIR /home/bakeoff
+
+CMD ["bakeoff", "--help"]
