@@ -39,6 +39,11 @@ RUN pip install "$TF_PACKAGE" \
  && pip install -r /tmp/requirements.txt \
  && rm -f /tmp/requirements.txt
 
+# Extras for the image's second job, the team's MLflow tracking server (infra/k8s/base/tracking):
+# the PostgreSQL driver. Empty the ARG to leave it out.
+ARG EXTRA_PACKAGES="psycopg2-binary==2.9.13"
+RUN if [ -n "$EXTRA_PACKAGES" ]; then pip install $EXTRA_PACKAGES; fi
+
 # The project itself (no deps: they are all above; a missing one fails `pip check` right here).
 COPY README.md ./
 COPY bakeoff ./bakeoff
@@ -51,9 +56,12 @@ RUN pip install --no-deps . \
  && bakeoff --help >/dev/null
 
 # Non-root, numeric uid so Kubernetes' runAsNonRoot can verify it. HOME holds Keras and Matplotlib
-# caches; /tmp and HOME are the only places a component writes outside its KFP artifact paths.
+# caches. KFP's executor maps an output artifact s3://B/K (gs://, minio://) to the local path /s3/B/K
+# (/gcs, /minio), which the launcher then uploads: those roots must be writable by a non-root user.
 RUN (useradd --uid 1000 --create-home --home-dir /home/bakeoff --shell /bin/bash bakeoff \
-     || adduser --uid 1000 --home /home/bakeoff --disabled-password --gecos "" bakeoff)
+     || adduser --uid 1000 --home /home/bakeoff --disabled-password --gecos "" bakeoff) \
+ && mkdir -p /s3 /gcs /minio \
+ && chmod 1777 /s3 /gcs /minio
 ENV HOME=/home/bakeoff \
     KERAS_HOME=/home/bakeoff/.keras \
     MPLCONFIGDIR=/home/bakeoff/.config/matplotlib
