@@ -1,0 +1,172 @@
+"""Features: output contract, cache hit / miss / edited / added image, s3 cache, CLI, and real pretrained signal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bakeoff import manifest, storage
+from bakeoff.errors import BakeoffError
+from bakeoff.features import extract_features, load_features
+
+
+@pytest.fixture
+def mirror_env(weights_mirror, monkeypatch):
+    monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
+    monkeypatch.setenv("BAKEOFF_NO_PROGRESS", "1")
+    return weights_mirror
+
+
+def test_features_contract_and_cache_hit(tiny_dataset, tmp_path, mirror_env):
+    cache = str(tmp_path / "cache")
+    first = extract_features(str(tiny_dataset), str(tmp_path / "f1"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    arrays, info = load_features(str(tmp_path / "f1"))
+    df = manifest.read_manifest(tiny_dataset)
+    assert info == first
+    assert arrays["features"].shape == (12, 1280) and arrays["features"].dtype == np.float32
+    assert arrays["sha256"].tolist() == df["sha256"].tolist()
+    assert arrays["split"].tolist() == df["split"].tolist() and arrays["label"].tolist() == df["label"].tolist()
+    assert info["weights"]["pretrained"] is True and info["weights"]["sha256"]
+    assert (info["backbone"], info["image_size"], info["cut"], info["feature_dim"]) == ("mobilenet_v2", 32, None, 1280)
+    assert info["classes"] == ["cat", "dog"] and info["dataset_hash"] == manifest.dataset_hash(df)
+    assert (info["cache_hits"], info["cache_misses"]) == (0, 12) and info["images_per_s"] > 0
+    assert not np.allclose(arrays["features"][0], arrays["features"][-1])
+
+    again = extract_features(str(tiny_dataset), str(tmp_path / "f2"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    assert (again["cache_hits"], again["cache_misses"], again["forward_images"]) == (12, 0, 0)
+    np.testing.assert_array_equal(load_features(str(tmp_path / "f2"))[0]["features"], arrays["features"])
+
+
+def test_cache_never_builds_the_model_on_a_full_hit(tiny_dataset, tmp_path, mirror_env, monkeypatch):
+    cache = str(tmp_path / "cache")
+    extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    import bakeoff.backbones
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a full cache hit must not build or run the backbone")
+
+    monkeypatch.setattr(bakeoff.backbones, "build_feature_extractor", forbidden)
+    info = extract_features(str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    assert info["cache_misses"] == 0
+
+
+def _replace_image(dataset: Path, row: int, make_image, seed: int) -> str:
+    """Edit one image the way re-ingest would see it: new bytes, new sha256 in the manifest."""
+    df = manifest.read_manifest(dataset, resolve=False)
+    path = dataset / df.loc[row, "uri"]
+    make_image(path, size=(40, 36), color=(10, 250, 10), seed=seed, fmt="PNG")
+    df.loc[row, "sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest.write_manifest(df, dataset)
+    return df.loc[row, "sha256"]
+
+
+def test_edited_and_added_images_are_recomputed(tiny_dataset, tmp_path, mirror_env, make_image):
+    cache = str(tmp_path / "cache")
+    extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    old = load_features(str(tmp_path / "a"))[0]
+    new_sha = _replace_image(tiny_dataset, 0, make_image, seed=777)
+    info = extract_features(str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    assert (info["cache_hits"], info["cache_misses"]) == (11, 1)
+    new = load_features(str(tmp_path / "b"))[0]
+    row = new["sha256"].tolist().index(new_sha)
+    assert new_sha not in old["sha256"].tolist()
+    assert not any(np.allclose(new["features"][row], vec) for vec in old["features"])  # not served stale
+    # an added image: one more miss, the rest hit
+    df = manifest.read_manifest(tiny_dataset, resolve=False)
+    extra = make_image(tiny_dataset / "images" / "dog" / "extra.png", size=(40, 36), seed=4242, fmt="PNG")
+    added = {**df.iloc[0].to_dict(), "uri": "images/dog/extra.png", "label": "dog",
+             "sha256": hashlib.sha256(extra.read_bytes()).hexdigest(), "group": "extra"}
+    manifest.write_manifest(pd.concat([df, pd.DataFrame([added])], ignore_index=True), tiny_dataset)
+    info = extract_features(str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    assert (info["n_images"], info["cache_hits"], info["cache_misses"]) == (13, 12, 1)
+
+
+def test_image_edited_behind_the_manifest_is_refused(tiny_dataset, tmp_path, mirror_env, make_image):
+    cache = str(tmp_path / "cache")
+    extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    df = manifest.read_manifest(tiny_dataset)
+    make_image(Path(df["uri"].iloc[3]), size=(40, 36), seed=555, fmt="PNG")
+    with pytest.raises(BakeoffError, match="changed since ingest"):
+        extract_features(str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=cache)
+
+
+def test_key_changes_with_size_weights_and_cut(tiny_dataset, tmp_path, mirror_env):
+    cache = str(tmp_path / "cache")
+    base = extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    bigger = extract_features(str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=40, cache_uri=cache)
+    rand = extract_features(str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", "none", image_size=32,
+                            cache_uri=cache)
+    cut = extract_features(str(tiny_dataset), str(tmp_path / "d"), "mobilenet_v2", image_size=32,
+                           cut="block_13_expand_relu", cache_uri=cache)
+    assert len({base["cache_key"], bigger["cache_key"], rand["cache_key"], cut["cache_key"]}) == 4
+    assert all(i["cache_misses"] == 12 for i in (bigger, rand, cut))
+    assert rand["weights"]["pretrained"] is False and cut["feature_dim"] == 576
+
+
+def test_s3_cache_and_s3_output(tiny_dataset, tmp_path, mirror_env, s3_server):
+    cache = "s3://bakeoff-test/feature-cache"
+    first = extract_features(str(tiny_dataset), "s3://bakeoff-test/out/f1", "mobilenet_v2", image_size=32,
+                             cache_uri=cache)
+    assert first["cache_misses"] == 12 and first["cache_uri"].startswith(cache)
+    assert any(f.relpath.endswith(".npz") for f in storage.list_files(cache))
+    again = extract_features(str(tiny_dataset), str(tmp_path / "f2"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    assert (again["cache_hits"], again["cache_misses"]) == (12, 0)
+    remote, info = load_features("s3://bakeoff-test/out/f1")
+    np.testing.assert_array_equal(remote["features"], load_features(str(tmp_path / "f2"))[0]["features"])
+    assert info["n_images"] == 12
+
+
+def test_cli_features_and_errors(tiny_dataset, tmp_path, mirror_env, capsys):
+    from bakeoff.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["features", str(tiny_dataset), "--out", str(out), "--backbone", "vgg16", "--weights", "hed",
+                 "--image-size", "32", "--cache", str(tmp_path / "cache")])
+    assert code == 0 and "12 images" in capsys.readouterr().out
+    assert json.loads((out / "features.json").read_text())["weights"]["name"] == "hed"
+    assert main(["features", str(tiny_dataset), "--out", str(out), "--backbone", "alexnet"]) == 2
+    assert "unknown backbone 'alexnet'" in capsys.readouterr().err
+    assert main(["features", str(tmp_path / "nothing"), "--out", str(out), "--weights", "none"]) == 2
+    assert "no manifest" in capsys.readouterr().err
+
+
+def _fashion_dataset(root: Path, x_train, y_train, x_test, y_test) -> Path:
+    from PIL import Image
+
+    rows = []
+    for split, xs, ys in (("train", x_train, y_train), ("test", x_test, y_test)):
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            path = root / "images" / str(y) / f"{split}{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x, "L").save(path)
+            rows.append({"uri": path.relative_to(root).as_posix(), "label": str(y), "split": split,
+                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "width": 28, "height": 28,
+                         "group": f"{split}{i}", "source": path.name})
+    manifest.write_manifest(pd.DataFrame(rows), root)
+    return root
+
+
+def test_imported_weights_beat_random_weights_on_fashion_mnist(fashion_mnist_subset, tmp_path, mirror_env):
+    """Real pretrained signal: logistic regression on frozen features, imported ImageNet vs random init."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    dataset = _fashion_dataset(tmp_path / "fmnist", *fashion_mnist_subset)
+    scores = {}
+    for spec in ("imagenet", "none"):
+        extract_features(str(dataset), str(tmp_path / spec), "mobilenet_v2", spec, image_size=64, batch_size=64,
+                         cache_uri=str(tmp_path / "cache"))
+        arrays, _ = load_features(str(tmp_path / spec))
+        train, test = arrays["split"] == "train", arrays["split"] == "test"
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+        clf.fit(arrays["features"][train], arrays["label"][train])
+        scores[spec] = accuracy_score(arrays["label"][test], clf.predict(arrays["features"][test]))
+    assert scores["imagenet"] > 0.6, scores  # chance is 0.1
+    assert scores["imagenet"] > scores["none"] + 0.1, scores
