@@ -20,8 +20,12 @@ def to_markdown(card: dict[str, Any]) -> str:
         f"- files seen: {card['files_seen']}; OS litter / hidden files ignored: {card['ignored_litter']}; "
         f"rejected: {card['n_rejected']}",
         f"- exact duplicates dropped: {card['exact_duplicates']}; near-duplicate groups merged: "
-        f"{card['near_duplicates']['groups_merged']} ({card['near_duplicates']['images_in_merged_groups']} images)",
+        f"{card['near_duplicates']['groups_merged']} ({card['near_duplicates']['images_in_merged_groups']} images; "
+        f"each group stays in one split)",
     ]
+    if card["near_duplicates"].get("groups_with_mixed_labels"):
+        lines.append(f"- near-duplicate groups whose images carry different labels (check them): "
+                     f"{card['near_duplicates']['groups_with_mixed_labels']}")
     if card.get("excluded_by_classes"):
         excluded = ", ".join(f"{k} {v}" for k, v in card["excluded_by_classes"].items())
         lines.append(f"- excluded by --classes: {excluded}")

@@ -33,7 +33,7 @@ from bakeoff import images, manifest, sources, splits, storage
 from bakeoff.errors import BakeoffError
 
 IMAGES_DIR = "images"
-_BAD_LABEL_CHARS = set('/\\\0:*?"<>|')
+_BAD_LABEL_CHARS = set("/\\\0")
 
 
 @dataclass
@@ -89,7 +89,7 @@ def load_label_map(label_map: dict | str | os.PathLike | None) -> dict[str, str]
 def check_label(label: str, where: str) -> str:
     """Labels become folder names under images/: refuse ones that are not a single safe path part."""
     if not label.strip() or label in (".", "..") or _BAD_LABEL_CHARS & set(label):
-        raise BakeoffError(f"{where}: class name {label!r} cannot be a folder name; use letters, digits, - or _")
+        raise BakeoffError(f"{where}: class name {label!r} cannot be a folder name; it must not be empty, '.', '..' or contain '/' or '\\'")
     return label
 
 
@@ -136,6 +136,7 @@ def _process(item: sources.SourceItem, label: str, out_dir: Path, max_pixels: in
 
 
 def _progress(enabled: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     class _Rate(TextColumn):
@@ -149,7 +150,8 @@ def _progress(enabled: bool):
             return Text(f"{speed:,.0f} files/s" if speed else "", style="progress.data.speed")
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                    TimeElapsedColumn(), disable=not enabled, transient=False)
+                    TimeElapsedColumn(), disable=not enabled, transient=False,
+                    console=Console(stderr=True))
 
 
 def _count_files(source: str) -> int | None:
@@ -272,6 +274,10 @@ def ingest(
         rejected.append((origin, f"duplicate-of: {kept_source[sha]}"))
     n_duplicates = int(dup.sum())
     df = df[~dup]
+    # written now, so a run that stops on a usage error below still shows what was wrong with the files
+    rejected.sort()
+    rejected_path = _write_rejected(out, rejected)
+    hint = f" ({len(rejected)} files rejected, see {rejected_path})" if rejected else ""
 
     if wanted is not None:
         missing = [c for c in wanted if c not in set(df["label"])]
@@ -286,8 +292,8 @@ def ingest(
 
     labels_left = sorted(set(df["label"]))
     if len(labels_left) < 2:
-        hint = "check the folder layout (class folders with images inside), --label-map and --classes"
-        raise BakeoffError(f"need at least 2 classes to split, found {len(labels_left)} {labels_left}; {hint}")
+        raise BakeoffError(f"need at least 2 classes to split, found {len(labels_left)} {labels_left}; "
+                           f"check the folder layout (class folders with images inside), --label-map and --classes{hint}")
 
     df = df.sort_values("sha256", kind="stable").reset_index(drop=True)
     df["group"] = splits.near_duplicate_groups(df["sha256"].tolist(), df["phash"].tolist(), near_duplicate_distance)
@@ -297,16 +303,9 @@ def ingest(
     manifest_path = manifest.write_manifest(df[list(manifest.COLUMNS)], out)
     _sweep_orphans(out, set(df["uri"]))
 
-    rejected.sort()
-    rejected_path = str(out / manifest.REJECTED_NAME)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["uri", "reason"])
-    writer.writerows(rejected)
-    storage.write_bytes(rejected_path, buffer.getvalue().encode())
-
     group_sizes = df["group"].value_counts()
     merged = group_sizes[group_sizes > 1]
+    mixed = int((df.groupby("group")["label"].nunique() > 1).sum())
     counts = {label: {s: int(((df["label"] == label) & (df["split"] == s)).sum()) for s in manifest.SPLITS}
               for label in labels_left}
     for label in counts:
@@ -335,6 +334,7 @@ def ingest(
             "max_distance_bits": near_duplicate_distance,
             "groups_merged": int(len(merged)),
             "images_in_merged_groups": int(merged.sum()),
+            "groups_with_mixed_labels": mixed,
         },
         "dataset_hash": manifest.dataset_hash(df),
     }
@@ -343,12 +343,21 @@ def ingest(
     card_md_path = str(out / manifest.CARD_MD_NAME)
     storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
     seconds = time.perf_counter() - started
-    decoded = len(df) + len(rejected)
     return IngestResult(
         out_dir=str(out), manifest=manifest_path, rejected=rejected_path, card_json=card_json, card_md=card_md_path,
         n_images=int(len(df)), n_rejected=len(rejected), counts=counts, card=card, seconds=seconds,
-        images_per_s=decoded / decode_seconds if decode_seconds > 0 else 0.0,
+        images_per_s=files_seen / decode_seconds if decode_seconds > 0 else 0.0,
     )
+
+
+def _write_rejected(out: Path, rejected: list[tuple[str, str]]) -> str:
+    path = str(out / manifest.REJECTED_NAME)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["uri", "reason"])
+    writer.writerows(rejected)
+    storage.write_bytes(path, buffer.getvalue().encode())
+    return path
 
 
 def _sweep_orphans(out: Path, keep: set[str]) -> None:

@@ -331,3 +331,31 @@ def test_no_pixels_or_bytes_are_kept_after_each_file(tmp_path, make_dump, monkey
     from bakeoff.ingest import _Accepted
 
     assert set(_Accepted.__dataclass_fields__) == {"uri", "label", "sha256", "width", "height", "source", "phash"}
+
+
+def test_a_dump_with_only_bad_files_fails_with_a_pointer_to_rejected_csv(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "cane").mkdir(parents=True)
+    (raw / "cane" / "a.jpg").write_bytes(b"")
+    (raw / "gatto").mkdir()
+    (raw / "gatto" / "b.jpg").write_text("text")
+    with pytest.raises(BakeoffError) as info:
+        ingest(str(raw), str(tmp_path / "ds"), progress=False)
+    message = str(info.value)
+    assert "need at least 2 classes to split, found 0 []" in message
+    assert f"2 files rejected, see {tmp_path / 'ds' / 'rejected.csv'}" in message
+    assert _reasons(tmp_path / "ds") == {"a.jpg": "zero-byte", "b.jpg": "not-an-image"}
+
+
+def test_near_duplicates_under_different_labels_stay_together_and_are_flagged(tmp_path, make_dump):
+    raw = tmp_path / "raw"
+    make_dump(raw, {"gatto": 4, "cane": 4})
+    chelsea = photo("chelsea")
+    (raw / "gatto" / "chelsea.png").write_bytes(encode(chelsea))
+    (raw / "cane" / "chelsea_small.jpg").write_bytes(encode(chelsea.resize((150, 100)), "JPEG", quality=60))
+    result = ingest(str(raw), str(tmp_path / "ds"), progress=False)
+    df = read(tmp_path / "ds")
+    cats = df[df["source"].str.contains("chelsea")]
+    assert len(cats) == 2 and cats["group"].nunique() == 1 and cats["split"].nunique() == 1
+    assert result.card["near_duplicates"]["groups_with_mixed_labels"] == 1
+    assert "different labels (check them): 1" in (tmp_path / "ds" / "card.md").read_text()
