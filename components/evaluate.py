@@ -3,7 +3,7 @@
 Also fills KFP's own artifacts so the KFP UI draws the confusion matrix and the ROC curve.
 """
 
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 
 def evaluate(
@@ -11,7 +11,7 @@ def evaluate(
     features: Input[Dataset],
     head: Input[Model],
     model: Input[Model],
-    parent_run_id: str,
+    parent_run: Input[Artifact],
     model_name: str,
     batch_size: int,
     seed: int,
@@ -29,6 +29,8 @@ def evaluate(
     from bakeoff.evaluate import evaluate as core
 
     tracking.configure()
+    with open(parent_run.path) as handle:  # open_run's artifact: see components/open_run.py for why not a parameter
+        parent_run_id = handle.read().strip()
     result = core(model.path, dataset.path, report.path, batch_size=batch_size, seed=seed)
     run_id = tracking.log_candidate(parent_run_id, features_dir=features.path, head_dir=head.path,
                                     model_dir=model.path, eval_dir=report.path, model_name=model_name)

@@ -30,6 +30,10 @@ def select_and_register(
                                           gate=registry.GateConfig(test=gate_test, alpha=gate_alpha))
     board = tracking.leaderboard(experiment, parent_run_id=parent_run_id)
     tracking.finish_pipeline_run(parent_run_id, board, result)
+    shown = [c for c in ("backbone", "weights", "pretrained", "image_size", "test_accuracy", "test_f1_macro",
+                         "test_roc_auc", "latency_ms_per_image", "model_size_mb", "model_version", "run_id")
+             if c in board.columns]
+    board = board[shown]
 
     verdict = "promoted to champion" if result.get("promoted") else "not promoted"
     text = (f"# Bake-off leaderboard\n\n{board.to_markdown(index=False)}\n\n"
@@ -37,6 +41,7 @@ def select_and_register(
             f"{result.get('reason')}\n")
     with open(leaderboard.path, "w") as handle:
         handle.write(text)
+    leaderboard.metadata["rows"] = json.loads(board.to_json(orient="records"))
     decision.metadata.update({k: v for k, v in result.items() if v is not None})
     decision.log_metric("promoted", float(bool(result.get("promoted"))))
     if result.get("p_value") is not None:

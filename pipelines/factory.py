@@ -23,7 +23,7 @@ GPU_STEPS = ("features", "finetune")
 RETRIED_STEPS = ("ingest", "open_run", "features", "finetune", "evaluate", "select_and_register")
 MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register")
 # env var -> key in the operator's ConfigMap / Secrets (see docs/orchestration.md and infra/)
-CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "BAKEOFF_WEIGHTS_URI", "BAKEOFF_FEATURE_CACHE")
+CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "BAKEOFF_WEIGHTS_URI", "BAKEOFF_CACHE_URI")
 S3_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 MLFLOW_SECRET_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
@@ -98,10 +98,10 @@ def create_pipeline(settings: Settings | None = None, defaults: Parameters | Non
         data = step("ingest", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"], classes=p["classes"],
                     per_class=p["per_class"], val_fraction=p["val_fraction"], test_fraction=p["test_fraction"],
                     seed=p["seed"], data_version=p["data_version"]).outputs["dataset"]
-        parent = step("open_run", dataset=data, experiment=p["experiment"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        opened = step("open_run", dataset=data, experiment=p["experiment"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                       data_uri=p["data_uri"], backbones=p["backbones"], weights=p["weights"],
                       image_size=p["image_size"], head_kind=p["head_kind"], finetune_epochs=p["finetune_epochs"],
-                      model_name=p["model_name"], gate_test=p["gate_test"], gate_alpha=p["gate_alpha"]).output
+                      model_name=p["model_name"], gate_test=p["gate_test"], gate_alpha=p["gate_alpha"])
         with dsl.ParallelFor(items=p["backbones"], parallelism=settings.parallelism, name="backbones") as backbone:
             feats = step("features", dataset=data, backbone=backbone, weights=p["weights"],
                          image_size=p["image_size"], batch_size=p["batch_size"]).outputs["features"]
@@ -110,9 +110,10 @@ def create_pipeline(settings: Settings | None = None, defaults: Parameters | Non
             model = step("finetune", dataset=data, head=head, blocks=p["finetune_blocks"],
                          epochs=p["finetune_epochs"], learning_rate=p["finetune_lr"], batch_size=p["batch_size"],
                          seed=p["seed"]).outputs["model"]
-            evaluation = step("evaluate", dataset=data, features=feats, head=head, model=model, parent_run_id=parent,
+            evaluation = step("evaluate", dataset=data, features=feats, head=head, model=model,
+                              parent_run=opened.outputs["parent_run"],
                               model_name=p["model_name"], batch_size=p["batch_size"], seed=p["seed"])
-        select = step("select_and_register", dataset=data, parent_run_id=parent,
+        select = step("select_and_register", dataset=data, parent_run_id=opened.outputs["Output"],
                       candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
                       candidate_metrics=dsl.Collected(evaluation.outputs["metrics"]),
                       experiment=p["experiment"], model_name=p["model_name"], gate_test=p["gate_test"],

@@ -2,7 +2,7 @@
 
 The same pipeline function as on a cluster; kfp.local ignores the Kubernetes settings. Tasks run as
 child processes of this one, so they inherit its environment: the MLflow tracking URI (the embedded
-SQLite default unless MLFLOW_TRACKING_URI is set), the weights mirror, the feature cache, AWS_*.
+SQLite default unless MLFLOW_TRACKING_URI is set), the weights mirror, the feature cache ($BAKEOFF_CACHE_URI), AWS_*.
 
 ``python -m pipelines.local --config CONFIG_JSON --result RESULT_JSON`` is what ``bakeoff run`` starts
 in a child process whose output goes to the run's log file, so the terminal shows progress, not noise.
@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from bakeoff import storage
@@ -50,15 +52,13 @@ def prepare_environment(workdir: str | Path) -> dict[str, str]:
     workdir = Path(workdir).resolve()
     uri = tracking.configure()
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.environ.setdefault("BAKEOFF_FEATURE_CACHE", str(workdir / "cache" / "features"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI", "BAKEOFF_FEATURE_CACHE")}
+    os.environ.setdefault("BAKEOFF_NO_PROGRESS", "1")  # task output goes to a log file: no progress bars there
+    return {"MLFLOW_TRACKING_URI": uri}
 
 
 def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
     """Run the whole pipeline; returns leaderboard Markdown, the gate's decision and where things are."""
-    import warnings
-
     from kfp import local
 
     from pipelines.factory import create_pipeline
@@ -82,6 +82,7 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
         task = pipeline(**params.model_dump())
     leaderboard = Path(task.outputs["leaderboard"].path).read_text()
     return {
+        "rows": task.outputs["leaderboard"].metadata.get("rows", []),
         "decision": json.loads(task.outputs["decision"]),
         "leaderboard": leaderboard,
         "leaderboard_path": task.outputs["leaderboard"].path,
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", required=True, help="where to write the result JSON")
     parser.add_argument("--workdir", default=".bakeoff")
     args = parser.parse_args(argv)
+    # kfp.local logs cache hits outside its own logging context: make them visible to `bakeoff run`
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s - %(levelname)s - %(message)s")
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     config = RunConfig.model_validate_json(Path(args.config).read_text())
     try:
         result = run_local(config, args.workdir)

@@ -69,9 +69,17 @@ _HIT = re.compile(r"Task '?([\w.-]+)'? cache hit")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+_PER_BACKBONE = {"features", "train-head", "finetune", "evaluate"}
+
+
+def _running(started: dict[str, list[float]]) -> str:
+    return ", ".join(f"{name} x{len(t)}" if len(t) > 1 else name for name, t in started.items() if t)
+
+
 def _follow(proc: subprocess.Popen, log: Path, console) -> list[str]:
     """Show one line per task event while the pipeline child runs; returns the names of failed tasks."""
-    started: dict[str, float] = {}
+    started: dict[str, list[float]] = {}  # per task name: start times (ParallelFor branches share a name)
+    seen: dict[str, int] = {}
     failed: list[str] = []
     position = 0
     with console.status("starting the pipeline...") as status:
@@ -85,17 +93,20 @@ def _follow(proc: subprocess.Popen, log: Path, console) -> list[str]:
                 if m := _HIT.search(line):
                     console.print(f"  [cyan]cached[/]  {m.group(1)}")
                 elif m := _EXEC.search(line):
-                    started[m.group(1)] = time.time()
-                    status.update(f"running {', '.join(t for t in started)}")
+                    started.setdefault(m.group(1), []).append(time.time())
+                    status.update(f"running {_running(started)}")
                 elif m := _DONE.search(line):
                     name, state = m.group(1), m.group(2)
-                    took = time.time() - started.pop(name, time.time())
+                    times = started.get(name) or [time.time()]
+                    took = time.time() - times.pop(0)
+                    seen[name] = seen.get(name, 0) + 1
+                    label = f"{name} #{seen[name]}" if name in _PER_BACKBONE else name
                     if state == "SUCCESS":
-                        console.print(f"  [green]done[/]    {name} ({took:.0f} s)")
+                        console.print(f"  [green]done[/]    {label} ({took:.0f} s)")
                     else:
-                        failed.append(name)
-                        console.print(f"  [red]failed[/]  {name} ({took:.0f} s)")
-                    status.update(f"running {', '.join(started) or '...'}")
+                        failed.append(label)
+                        console.print(f"  [red]failed[/]  {label} ({took:.0f} s)")
+                    status.update(f"running {_running(started) or '...'}")
             if finished:
                 return failed
             time.sleep(0.5)
@@ -123,7 +134,6 @@ def run(
     Example: bakeoff run --config configs/demo.yaml --backbones mobilenet_v2,vgg16 --finetune-epochs 1
     """
     from rich.console import Console
-    from rich.markdown import Markdown
 
     cfg = _config(config, **_overrides(data, label_map, classes, per_class, seed, backbones, weights, image_size,
                                        head_kind, head_epochs, head_lr, finetune_epochs, finetune_lr, finetune_blocks,
@@ -155,7 +165,7 @@ def run(
         where = f"task '{failed[0]}' failed" if failed else "the pipeline failed"
         reason = _last_error(log) if failed or result.get("failed") else result["error"]
         raise BakeoffError(f"{where}: {reason} (full log: {log})")
-    console.print(Markdown(result["leaderboard"]))
+    console.print(_table(result["rows"]))
     decision = result["decision"]
     verdict = "[green]PROMOTED to champion[/]" if decision.get("promoted") else "[yellow]not promoted[/]"
     console.print(f"\n[bold]gate[/] ({decision.get('test')}): {verdict}: {decision.get('reason')}")
@@ -165,12 +175,27 @@ def run(
     console.print(f"compare the runs: {tracking.ui_command(result['tracking_uri'])}")
 
 
+def _table(rows: list[dict]):
+    """The leaderboard as a compact terminal table (the full one is the Markdown artifact and in MLflow)."""
+    from rich.table import Table
+
+    table = Table(title="leaderboard (test split)")
+    columns = [c for c in ("backbone", "weights", "pretrained", "image_size", "test_accuracy", "test_f1_macro",
+                           "latency_ms_per_image", "model_size_mb", "model_version") if rows and c in rows[0]]
+    for column in columns:
+        table.add_column(column.replace("_", " ").replace("test ", ""), justify="left" if column in
+                         ("backbone", "weights") else "right")
+    for row in rows:
+        table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    return table
+
+
 def _last_error(log: Path) -> str:
     """The last exception line a task printed (BakeoffError/Traceback tail), for a one-line summary."""
     lines = [_ANSI.sub("", line).strip() for line in log.read_text(errors="replace").splitlines()]
     for line in reversed(lines):
-        if re.match(r"^([\w.]+(Error|Exception)|bakeoff\.errors\.BakeoffError):", line):
-            return line[:300]
+        if re.match(r"^[\w.]+(Error|Exception):", line):
+            return line.removeprefix("bakeoff.errors.")[:300]
     return "see the log"
 
 
