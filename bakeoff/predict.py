@@ -1,0 +1,208 @@
+"""Batch prediction from a registered model, and the pyfunc wrapper that makes MLflow predict class names.
+
+``KerasImageClassifier`` is the MLflow pyfunc flavour every candidate is logged with: its artifacts are
+the Keras ``model.keras`` (raw RGB 0..255 in, probabilities out) and ``model.json`` (classes, image size),
+so ``mlflow.pyfunc.load_model("models:/NAME@champion").predict(images)`` returns a DataFrame with the
+class NAME, its probability and every class's probability, and ``load_keras_model`` returns the very
+same Keras model for fine-grained use. The class is pickled by reference: loading needs ``bakeoff``
+importable (it is, in the bakeoff image and venv).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from bakeoff import storage
+from bakeoff.errors import BakeoffError
+
+BATCH = 32
+
+
+def class_probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
+    """Model output -> [n, n_classes] probabilities (a 1-unit sigmoid head means P(classes[1]))."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    if raw.shape[1] == 1 and n_classes == 2:
+        return np.concatenate([1.0 - raw, raw], axis=1)
+    if raw.shape[1] != n_classes:
+        raise BakeoffError(f"model outputs {raw.shape[1]} values but model.json lists {n_classes} classes")
+    return raw
+
+
+class KerasImageClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc: float32 images [n, S, S, 3] in 0..255 -> label, probability, prob_<class> columns."""
+
+    def load_context(self, context) -> None:
+        import keras
+
+        self.keras_model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
+        info = json.loads(Path(context.artifacts["model_json"]).read_text())
+        self.classes = list(info["classes"])
+        self.image_size = int(info["image_size"])
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        x = np.asarray(model_input, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        probs = class_probabilities(self.keras_model.predict(x, batch_size=BATCH, verbose=0), len(self.classes))
+        best = probs.argmax(axis=1)
+        out = pd.DataFrame({"label": [self.classes[i] for i in best],
+                            "probability": probs[np.arange(len(best)), best]})
+        for j, name in enumerate(self.classes):
+            out[f"prob_{name}"] = probs[:, j]
+        return out
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements for the logged model (passing them skips MLflow's slow inference)."""
+    import keras
+
+    reqs = [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}",
+            f"pandas=={pd.__version__}"]
+    try:
+        from importlib.metadata import version
+
+        reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")
+    except Exception:
+        pass
+    return reqs
+
+
+def _model_artifact(model_uri: str, name: str, dst: str) -> str:
+    import mlflow.artifacts
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/{name}",
+                                               dst_path=dst)
+
+
+def load_keras_model(model_uri: str):
+    """The Keras model behind a logged/registered bakeoff model (e.g. ``models:/NAME@champion``)."""
+    import tempfile
+
+    import keras
+
+    from bakeoff import tracking
+
+    tracking._ensure_configured()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = _model_artifact(model_uri, "model.keras", tmp)
+        except Exception as exc:
+            raise BakeoffError(f"cannot load {model_uri}: {str(exc).splitlines()[0][:200]}") from exc
+        return keras.models.load_model(path, compile=False)
+
+
+def model_info(model_uri: str) -> dict:
+    """``model.json`` (classes, image_size, backbone, weights) of a logged/registered bakeoff model."""
+    import tempfile
+
+    from bakeoff import tracking
+
+    tracking._ensure_configured()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = _model_artifact(model_uri, "model.json", tmp)
+        except Exception as exc:
+            raise BakeoffError(f"cannot read model.json of {model_uri}: {str(exc).splitlines()[0][:200]}") from exc
+        return json.loads(Path(path).read_text())
+
+
+def load_pyfunc(model_uri: str):
+    from bakeoff import tracking
+
+    tracking._ensure_configured()
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:
+        raise BakeoffError(f"cannot load {model_uri}: {str(exc).splitlines()[0][:200]}; "
+                           "check the name/alias with `bakeoff compare` or the MLflow UI") from exc
+
+
+def _input_size(model) -> int:
+    schema = model.metadata.get_input_schema()
+    shape = schema.inputs[0].shape if schema is not None else None
+    if not shape or len(shape) != 4:
+        raise BakeoffError("the model has no image signature [-1, S, S, 3]; was it logged by bakeoff?")
+    return int(shape[1])
+
+
+def _iter_images(source: str):
+    """Yield (path, RGB PIL image or None, reason) for every file of a folder, archive or s3:// prefix.
+
+    Uses ingest's reader and decoder, so prediction sees images exactly as training did (EXIF
+    orientation, mode conversion, decompression-bomb guard) and rejects the same files for the same reasons.
+    """
+    from bakeoff import images, sources
+
+    for item in sources.iter_source(source):
+        if sources.is_litter(item.relpath):
+            continue
+        if item.skip_reason:
+            yield item.relpath, None, item.skip_reason
+            continue
+        try:
+            image, _ = images.load_image(item.read())
+        except images.ImageRejected as exc:
+            yield item.relpath, None, exc.reason
+            continue
+        except Exception as exc:  # one unreadable file must not stop the batch
+            yield item.relpath, None, f"unreadable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+            continue
+        yield item.relpath, image, ""
+
+
+def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.DataFrame:
+    """Predict every image of ``source`` with ``model_uri``; write a CSV (path, predicted, probability, error).
+
+    Bad files become rows with an ``error`` reason and empty prediction, never a crash.
+    """
+    from rich.progress import Progress
+
+    model = load_pyfunc(model_uri)
+    size = _input_size(model)
+    rows: list[dict] = []
+    batch_paths: list[str] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        preds = model.predict(np.stack(batch).astype(np.float32))
+        for path, (_, pred) in zip(batch_paths, preds.iterrows()):
+            row = {"path": path, "predicted": pred["label"], "probability": float(pred["probability"]), "error": ""}
+            row.update({k: float(v) for k, v in pred.items() if str(k).startswith("prob_")})
+            rows.append(row)
+        batch.clear()
+        batch_paths.clear()
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("predicting", total=None)
+        for path, image, reason in _iter_images(source):
+            progress.advance(task)
+            if image is None:
+                rows.append({"path": path, "predicted": "", "probability": float("nan"), "error": reason})
+                continue
+            from PIL import Image
+
+            resized = image.convert("RGB").resize((size, size), Image.BILINEAR)
+            batch.append(np.asarray(resized, dtype=np.float32))
+            batch_paths.append(path)
+            if len(batch) >= BATCH:
+                flush()
+        flush()
+    if not rows:
+        raise BakeoffError(f"no files found in {source}")
+    df = pd.DataFrame(rows).sort_values("path", kind="stable").reset_index(drop=True)
+    if out:
+        buffer = io.StringIO()
+        df.to_csv(buffer, index=False)
+        storage.write_bytes(out if storage.is_s3(out) else os.path.abspath(out), buffer.getvalue().encode())
+    return df

@@ -1,0 +1,340 @@
+"""The promotion gate: the alias ``champion`` moves only when a challenger is really better.
+
+Every candidate is already a version of one registered model (``tracking.log_candidate``). Here:
+
+1. the run's best candidate (test accuracy, ties by macro F1) is the challenger;
+2. a candidate trained from random weights (``--weights none``) is never promoted;
+3. with no champion yet the challenger becomes champion; otherwise the CURRENT champion is re-evaluated
+   on this run's test split (``bakeoff.evaluate.predict_split``) and both models' per-image correctness is
+   compared with a paired one-sided test (McNemar exact / mid-p, or paired bootstrap). The challenger
+   wins only if ``delta > min_delta`` and ``p < alpha``; otherwise it gets the alias ``challenger``;
+4. the decision and its numbers are logged as tags and a markdown report on the parent run.
+
+Concurrency: two pipelines may finish at once. The whole of step 3 runs under a registry-wide mutex: a
+registered model named ``<name>.lock`` created with ``create_registered_model``, which fails atomically
+for the second caller (a UNIQUE constraint in SQLite and PostgreSQL alike). Under the lock the champion
+is re-read and the comparison runs against whoever is champion NOW, so the later pipeline compares
+against the earlier one's winner and a worse model can never overwrite a better champion. A crashed
+holder's lock expires after ``lock_ttl_s`` (timestamp tag) and is then broken by the next caller.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from bakeoff import manifest, stats, tracking
+from bakeoff.errors import BakeoffError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LOCK_SUFFIX = ".lock"
+LOCK_OWNER_TAG = "bakeoff.lock_owner"
+LOCK_EXPIRES_TAG = "bakeoff.lock_expires"
+
+
+@dataclass
+class GateConfig:
+    """How sure the gate must be: which paired test, its significance level, the minimum accuracy gain."""
+
+    test: str = "mcnemar"        # "mcnemar" (exact), "mcnemar-midp" or "bootstrap"
+    alpha: float = 0.05
+    min_delta: float = 0.0       # challenger accuracy - champion accuracy must exceed this
+    n_bootstrap: int = 2000
+    lock_timeout_s: float = 900.0
+    lock_ttl_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if self.test not in stats.TESTS:
+            raise BakeoffError(f"unknown gate test {self.test!r}; choose one of {', '.join(stats.TESTS)}")
+        if not 0.0 < self.alpha < 1.0:
+            raise BakeoffError(f"alpha must be between 0 and 1 (got {self.alpha})")
+
+
+# ---------------------------------------------------------------------------------------- the lock
+
+@contextmanager
+def registry_lock(model_name: str, *, timeout_s: float = 900.0, ttl_s: float = 1800.0) -> Iterator[str]:
+    """Hold the registry-wide mutex for ``model_name``; yields the holder token.
+
+    The mutex is the existence of the registered model ``<model_name>.lock``: creating a registered
+    model is an INSERT under a unique constraint, so exactly one of several concurrent creators succeeds
+    against any MLflow backend (SQLite, PostgreSQL, via the REST server or directly).
+    """
+    from mlflow.exceptions import MlflowException
+
+    c = tracking.client()
+    name = f"{model_name}{LOCK_SUFFIX}"
+    token = f"{socket.gethostname()}:{uuid.uuid4().hex}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            c.create_registered_model(
+                name, tags={LOCK_OWNER_TAG: token, LOCK_EXPIRES_TAG: f"{time.time() + ttl_s:.3f}"},
+                description=f"bakeoff promotion lock for {model_name}: held while a pipeline moves its aliases. "
+                            "Safe to delete only if no pipeline is promoting; it expires by itself.")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            _break_if_stale(c, name)
+            if time.monotonic() > deadline:
+                raise BakeoffError(f"registry lock {name!r} is held by another pipeline for over {timeout_s:.0f}s; "
+                                   "retry later, or delete that registered model if its pipeline died") from exc
+            time.sleep(0.2 + random.random() * 0.4)
+    try:
+        yield token
+    finally:
+        _release(c, name, token)
+
+
+def _lock_tags(c, name: str) -> dict | None:
+    try:
+        return dict(c.get_registered_model(name).tags)
+    except Exception:
+        return None
+
+
+def _break_if_stale(c, name: str) -> None:
+    tags = _lock_tags(c, name)
+    if tags is None:
+        return
+    try:
+        expires = float(tags.get(LOCK_EXPIRES_TAG, "0"))
+    except ValueError:
+        expires = 0.0
+    if time.time() <= expires:
+        return
+    # re-read right before deleting so a lock taken over meanwhile (new owner) is left alone
+    again = _lock_tags(c, name)
+    if again is not None and again.get(LOCK_OWNER_TAG) == tags.get(LOCK_OWNER_TAG):
+        try:
+            c.delete_registered_model(name)
+        except Exception:
+            pass
+
+
+def _release(c, name: str, token: str) -> None:
+    tags = _lock_tags(c, name)
+    if tags is not None and tags.get(LOCK_OWNER_TAG) == token:
+        c.delete_registered_model(name)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+def _metric(run, key: str) -> float:
+    value = run.data.metrics.get(key)
+    return float(value) if value is not None else float("-inf")
+
+
+def pick_challenger(runs: list) -> object:
+    """Best test accuracy, ties broken by macro F1, then by earlier run id for determinism."""
+    if not runs:
+        raise BakeoffError("no candidate runs to choose a challenger from")
+    return max(runs, key=lambda r: (_metric(r, "test_accuracy"), _metric(r, "test_f1_macro"), r.info.run_id))
+
+
+def _champion(c, model_name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def _predict_split(model, classes: list[str], image_size: int, dataset_dir: str) -> pd.DataFrame:
+    """Test-split predictions through the evaluate step's own function (one definition of "correct")."""
+    from bakeoff.evaluate import predict_split
+
+    return predict_split(model, classes, image_size, dataset_dir, split="test")
+
+
+def _model_predictions(model_uri: str, dataset_dir: str) -> pd.DataFrame:
+    from bakeoff.predict import load_keras_model, model_info
+
+    info = model_info(model_uri)
+    model = load_keras_model(model_uri)
+    return _predict_split(model, list(info["classes"]), int(info["image_size"]), dataset_dir)
+
+
+def _challenger_predictions(run, dataset_dir: str, dataset_hash: str) -> pd.DataFrame:
+    """The challenger's logged test predictions when they are of this dataset, else a fresh prediction."""
+    import mlflow.artifacts
+
+    if run.data.tags.get("bakeoff.dataset_hash") == dataset_hash:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                           artifact_path="evaluation/predictions.parquet",
+                                                           dst_path=tmp)
+                return pd.read_parquet(path)
+            except Exception:
+                pass  # fall through: predict again
+    return _model_predictions(run.data.tags["bakeoff.model_uri"], dataset_dir)
+
+
+def _paired(challenger: pd.DataFrame, champion: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    a = challenger[["sha256", "correct"]].drop_duplicates("sha256")
+    b = champion[["sha256", "correct"]].drop_duplicates("sha256")
+    both = a.merge(b, on="sha256", suffixes=("_challenger", "_champion"), how="inner")
+    if len(both) != len(a) or len(both) != len(b):
+        raise BakeoffError(f"challenger and champion were scored on different test images ({len(a)} vs {len(b)}, "
+                           f"{len(both)} shared); re-run evaluate on this dataset")
+    return both["correct_challenger"].astype(bool), both["correct_champion"].astype(bool)
+
+
+def _report(decision: dict) -> str:
+    lines = [f"# Promotion gate: {decision['model_name']}", "",
+             f"**{'PROMOTED' if decision['promoted'] else 'NOT promoted'}**: {decision['reason']}", "",
+             "| field | value |", "|---|---|"]
+    for key in ("challenger_run_id", "challenger_backbone", "challenger_version", "champion_version_before",
+                "champion_version_after", "test", "alpha", "min_delta", "n", "accuracy_challenger",
+                "accuracy_champion", "delta", "challenger_only", "champion_only", "p_value", "dataset_hash"):
+        value = decision.get(key)
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        lines.append(f"| {key} | {'' if value is None else value} |")
+    lines += ["", "The champion was re-evaluated on the same test split as the challenger; the test is paired "
+              "and one-sided (H1: the challenger is more accurate). `challenger_only` / `champion_only` count the "
+              "images only that model classifies correctly."]
+    return "\n".join(lines) + "\n"
+
+
+def _log_decision(run_id: str, decision: dict) -> None:
+    c = tracking.client()
+    for key in ("promoted", "reason", "challenger_run_id", "challenger_version", "champion_version_before",
+                "champion_version_after", "p_value", "delta", "test", "alpha"):
+        value = decision.get(key)
+        c.set_tag(run_id, f"bakeoff.gate.{key}", "" if value is None else tracking.redact(str(value))[:5000])
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "gate_report.md").write_text(_report(decision))
+        Path(tmp, "gate_decision.json").write_text(json.dumps(decision, indent=2, default=str))
+        c.log_artifact(run_id, str(Path(tmp, "gate_report.md")))
+        c.log_artifact(run_id, str(Path(tmp, "gate_decision.json")))
+
+
+# ---------------------------------------------------------------------------------------- the gate
+
+def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: GateConfig) -> dict:
+    """Apply the gate to one candidate run and move an alias; returns the decision dict (not logged)."""
+    c = tracking.client()
+    tags = challenger_run.data.tags
+    version = tags.get("bakeoff.model_version")
+    if not version:
+        raise BakeoffError(f"run {challenger_run.info.run_id} has no registered model version; "
+                           "was it logged with tracking.log_candidate?")
+    if tags.get("bakeoff.model_name", model_name) != model_name:
+        raise BakeoffError(f"run {challenger_run.info.run_id} is a version of {tags['bakeoff.model_name']!r}, "
+                           f"not {model_name!r}; pass --model-name {tags['bakeoff.model_name']}")
+    pretrained = tags.get("bakeoff.weights_pretrained", "true") == "true"
+    dataset_hash = manifest.dataset_hash(manifest.read_manifest(dataset_dir, resolve=False))
+    decision: dict = {
+        "promoted": False, "reason": "", "model_name": model_name,
+        "challenger_run_id": challenger_run.info.run_id, "challenger_version": version,
+        "challenger_backbone": tags.get("bakeoff.backbone", ""),
+        "champion_version_before": None, "champion_version_after": None,
+        "p_value": None, "delta": None, "test": gate.test, "alpha": gate.alpha, "min_delta": gate.min_delta,
+        "dataset_hash": dataset_hash,
+    }
+    with registry_lock(model_name, timeout_s=gate.lock_timeout_s, ttl_s=gate.lock_ttl_s):
+        champion = _champion(c, model_name)  # re-read under the lock: whoever is champion NOW
+        decision["champion_version_before"] = champion.version if champion else None
+        if not pretrained:
+            decision["reason"] = "trained from random weights (--weights none): never promoted"
+        elif champion is None:
+            decision.update(promoted=True, reason="no champion yet")
+        elif str(champion.version) == str(version):
+            decision["reason"] = "the challenger already is the champion"
+        else:
+            chal = _challenger_predictions(challenger_run, dataset_dir, dataset_hash)
+            champ = _model_predictions(f"models:/{model_name}/{champion.version}", dataset_dir)
+            a, b = _paired(chal, champ)
+            result = stats.paired_test(a.to_numpy(), b.to_numpy(), test=gate.test, n_bootstrap=gate.n_bootstrap)
+            decision.update(result.as_dict())
+            if result.delta <= gate.min_delta:
+                decision["reason"] = (f"not better than champion v{champion.version}: accuracy delta "
+                                      f"{result.delta:+.4f} <= min_delta {gate.min_delta}")
+            elif result.p_value >= gate.alpha:
+                decision["reason"] = (f"better than champion v{champion.version} by {result.delta:+.4f} but not "
+                                      f"significantly ({gate.test} p={result.p_value:.4g} >= alpha {gate.alpha})")
+            else:
+                decision.update(promoted=True, reason=(
+                    f"beats champion v{champion.version} by {result.delta:+.4f} accuracy on the same "
+                    f"{result.n} test images ({gate.test} p={result.p_value:.4g} < alpha {gate.alpha})"))
+        if decision["promoted"]:
+            c.set_registered_model_alias(model_name, CHAMPION, version)
+            c.set_model_version_tag(model_name, version, "gate", "promoted")
+        else:
+            c.set_registered_model_alias(model_name, CHALLENGER, version)
+            c.set_model_version_tag(model_name, version, "gate", "challenger")
+        after = _champion(c, model_name)
+        decision["champion_version_after"] = after.version if after else None
+    return decision
+
+
+def select_and_register(parent_run_id: str, candidate_run_ids: list[str], *, model_name: str, dataset_dir: str,
+                        gate: GateConfig | None = None) -> dict:
+    """Pick the run's challenger, gate it against the current champion, log the decision on the parent run."""
+    gate = gate or GateConfig()
+    c = tracking.client()
+    runs = [c.get_run(run_id) for run_id in candidate_run_ids]
+    challenger = pick_challenger(runs)
+    decision = gate_challenger(challenger, model_name=model_name, dataset_dir=dataset_dir, gate=gate)
+    _log_decision(parent_run_id, decision)
+    return decision
+
+
+def promote(run_id: str, *, model_name: str | None = None, dataset_dir: str | None = None,
+            gate: GateConfig | None = None) -> dict:
+    """The gate by hand: ``run_id`` is a pipeline (parent) run or one candidate run.
+
+    The model name and dataset default to what the run recorded (``bakeoff.model_name`` tag, parent's
+    ``bakeoff.dataset_uri``).
+    """
+    gate = gate or GateConfig()
+    c = tracking.client()
+    try:
+        run = c.get_run(run_id)
+    except Exception as exc:
+        raise BakeoffError(f"no MLflow run {run_id!r} at {tracking._ensure_configured()}") from exc
+    if run.data.tags.get(tracking.KIND_TAG) == "pipeline":
+        parent = run
+        children = c.search_runs([run.info.experiment_id],
+                                 filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1000)
+        if not children:
+            raise BakeoffError(f"pipeline run {run_id} has no candidate runs")
+        challenger = pick_challenger(children)
+    else:
+        challenger = run
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        parent = c.get_run(parent_id) if parent_id else run
+    model_name = model_name or challenger.data.tags.get("bakeoff.model_name")
+    if not model_name:
+        raise BakeoffError(f"run {challenger.info.run_id} names no registered model; pass --model-name")
+    dataset_dir = dataset_dir or parent.data.tags.get("bakeoff.dataset_uri")
+    if not dataset_dir:
+        raise BakeoffError(f"run {parent.info.run_id} does not record its dataset; pass --dataset DIR")
+    decision = gate_challenger(challenger, model_name=model_name, dataset_dir=dataset_dir, gate=gate)
+    _log_decision(parent.info.run_id, decision)
+    return decision
+
+
+def decision_dict(decision: dict) -> dict:
+    """JSON-safe copy of a decision."""
+    return json.loads(json.dumps(decision, default=str))
+
+
+__all__ = ["GateConfig", "select_and_register", "promote", "registry_lock", "pick_challenger"]

@@ -1,0 +1,192 @@
+"""Helpers for tracking/registry tests: a real `mlflow server` process whose artifacts go to a real moto S3
+server process, a tiny real image dataset, and small REAL Keras models that honour the model folder contract.
+
+The models are exact "redness" classifiers: GlobalAveragePooling -> Dense(softmax) with hand-set weights, so
+a model with threshold ``t`` calls an image red when its mean red channel exceeds ``t``. The test images have
+known red values, so each model's test accuracy, and which images two models disagree on, are known
+beforehand: that is what lets the gate tests assert decisions in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+VENV_BIN = Path(sys.executable).parent
+IMAGE_SIZE = 32
+CLASSES = ["blue", "red"]
+S3_KEY_ID = "AKIAMOTOTESTKEY00001"
+S3_SECRET = "moto-test-secret-3f9a1c7e5b"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    s3_endpoint: str
+    bucket: str
+    prefix: str
+    workdir: Path
+
+    def s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
+                            aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+
+    def s3_keys(self) -> list[str]:
+        keys = []
+        for page in self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} server exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.25)
+    raise RuntimeError(f"{url} did not come up in {timeout}s: {log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+def _write_colour(path: Path, red: float, seed: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
+    pixels[..., 0] = red
+    pixels[..., 1] = 60.0
+    pixels[..., 2] = 90.0
+    pixels += rng.normal(0, 4, size=pixels.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, format="PNG")
+
+
+def make_dataset(root: Path, n_test: int = 100) -> Path:
+    """A bakeoff dataset folder: manifest.parquet + images/<label>/<sha>.png, labels by red channel (>=128)."""
+    import hashlib
+
+    from bakeoff import manifest
+
+    rows = []
+    reds = {"train": np.linspace(5, 250, 10), "val": np.linspace(8, 247, 10), "test": np.linspace(2, 253, n_test)}
+    seed = 0
+    for split, values in reds.items():
+        for red in values:
+            seed += 1
+            label = "red" if red >= 128 else "blue"
+            tmp = root / "tmp.png"
+            _write_colour(tmp, float(red), seed)
+            data = tmp.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            rel = f"images/{label}/{sha}.png"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            tmp.replace(root / rel)
+            rows.append({"uri": rel, "label": label, "split": split, "sha256": sha, "width": IMAGE_SIZE,
+                         "height": IMAGE_SIZE, "group": sha[:12], "source": f"raw/{label}/{seed}.png"})
+    manifest.write_manifest(pd.DataFrame(rows), root)
+    (root / "card.md").write_text("# Dataset card\n\nRed vs blue colour fields for tracking tests.\n")
+    (root / "card.json").write_text(json.dumps({"n_images": len(rows), "classes": CLASSES}))
+    return root
+
+
+def red_values(n_test: int = 100) -> np.ndarray:
+    return np.linspace(2, 253, n_test)
+
+
+def expected_accuracy(threshold: float) -> float:
+    reds = red_values()
+    return float(np.mean((reds >= 128) == (reds > threshold)))
+
+
+def threshold_model(threshold: float):
+    """A real Keras model: mean red channel > threshold -> 'red' (softmax over [blue, red])."""
+    import keras
+
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="head")(pooled)
+    model = keras.Model(inputs, outputs)
+    k = 0.5
+    kernel = np.zeros((3, 2), dtype=np.float32)
+    kernel[0, 1] = k
+    bias = np.array([0.0, -k * threshold], dtype=np.float32)
+    model.get_layer("head").set_weights([kernel, bias])
+    return model
+
+
+@dataclass
+class Candidate:
+    root: Path
+    threshold: float
+    pretrained: bool
+
+    @property
+    def dirs(self) -> dict:
+        return {f"{k}_dir": str(self.root / k) for k in ("features", "head", "model", "eval")}
+
+
+def build_candidate(root: Path, dataset_dir: Path, threshold: float, *, pretrained: bool = True,
+                    backbone: str = "mobilenet_v2") -> Candidate:
+    """Write features/, head/, model/ (model.keras + model.json) and run the REAL evaluate step into eval/."""
+    from bakeoff.evaluate import evaluate
+
+    weights = {"spec": "imagenet" if pretrained else "none", "name": "imagenet" if pretrained else "none",
+               "sha256": ("ab" * 32) if pretrained else None, "pretrained": pretrained,
+               "source": "test mirror" if pretrained else "random init"}
+    for sub in ("features", "head", "model", "eval"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "features" / "features.json").write_text(json.dumps({
+        "backbone": backbone, "weights": weights, "image_size": IMAGE_SIZE, "cut": None, "feature_dim": 3,
+        "n_images": 120, "images_per_s": 812.5, "cache_hits": 0, "cache_misses": 120, "classes": CLASSES}))
+    (root / "head" / "head.json").write_text(json.dumps({
+        "kind": "dense", "hyperparameters": {"epochs": 3, "learning_rate": 0.001, "hidden": 8, "dropout": 0.5},
+        "classes": CLASSES, "backbone": backbone, "weights": weights, "image_size": IMAGE_SIZE,
+        "history": {"loss": [0.9, 0.6, 0.4], "accuracy": [0.5, 0.7, 0.9], "val_loss": [0.8, 0.6, 0.5],
+                    "val_accuracy": [0.6, 0.7, 0.8]}}))
+    threshold_model(threshold).save(root / "model" / "model.keras")
+    (root / "model" / "model.json").write_text(json.dumps({
+        "backbone": backbone, "weights": weights, "image_size": IMAGE_SIZE, "cut": None, "classes": CLASSES,
+        "unfrozen_layers": ["head"], "hyperparameters": {"blocks": 1, "epochs": 2, "learning_rate": 1e-5},
+        "history": {"loss": [0.5, 0.45], "accuracy": [0.85, 0.88], "val_loss": [0.5, 0.48],
+                    "val_accuracy": [0.8, 0.82]}, "finetuned": True, "threshold": threshold}))
+    evaluate(str(root / "model"), str(dataset_dir), str(root / "eval"), n_bootstrap=100)
+    return Candidate(root, threshold, pretrained)
+
+
