@@ -187,6 +187,8 @@ def ingest(
     if storage.is_s3(str(out_dir)):
         raise BakeoffError("--out must be a local folder (upload it afterwards, e.g. with storage.upload_tree)")
     splits.check_fractions(val, test)
+    if not storage.is_s3(source) and Path(source).resolve() == Path(out_dir).resolve():
+        raise BakeoffError("--out must not be the source folder: write the dataset to a new folder, e.g. --out data")
     if max_pixels < 1:
         raise BakeoffError(f"--max-pixels must be positive, got {max_pixels}")
     if per_class is not None and per_class < 1:

@@ -61,13 +61,19 @@ def test_ingest_cli_too_small_class_and_missing_source(tmp_path, make_dump, caps
     assert main(["ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "ds"), "--no-progress"]) == 2
     assert "source not found" in _error_line(capsys)
     assert main(["ingest", str(tmp_path / "raw"), "--no-progress"]) == 2  # --out is required (click usage error)
+    capsys.readouterr()
+    assert main(["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "raw"), "--no-progress"]) == 2
+    assert "--out must not be the source folder" in _error_line(capsys)
 
 
 def test_ingest_progress_bar_runs(tmp_path, make_dump, capsys):
     make_dump(tmp_path / "raw", {"cane": 3, "gatto": 3})
     assert main(["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "ds")]) == 0
     captured = capsys.readouterr()
-    assert "files/s" in captured.out + captured.err
+    assert "6/6" in captured.err and "files/s" in captured.err  # the bar goes to stderr, stdout stays clean
+    assert "6/6" not in captured.out
+    assert main(["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+    assert "6/6" not in capsys.readouterr().err
 
 
 def test_help_teaches(capsys):
