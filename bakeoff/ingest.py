@@ -128,10 +128,13 @@ def _process(item: sources.SourceItem, label: str, out_dir: Path, max_pixels: in
         return item.origin, exc.reason
     rel = f"{IMAGES_DIR}/{label}/{sha}.{info.ext}"
     target = out_dir / rel
-    if not target.exists():
-        payload = data if info.passthrough else images.to_png_bytes(rgb)
-        storage.write_bytes(target, payload)
-    phash = images.perceptual_hash(rgb)
+    try:  # a decoded image that still cannot be hashed or re-encoded is bad data, not a reason to stop
+        phash = images.perceptual_hash(rgb)
+        payload = None if target.exists() else data if info.passthrough else images.to_png_bytes(rgb)
+    except Exception as exc:
+        return item.origin, f"corrupt: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
+    if payload is not None:
+        storage.write_bytes(target, payload)  # disk errors do stop the run: they are not the file's fault
     return _Accepted(rel, label, sha, info.width, info.height, item.origin, phash)
 
 
@@ -154,11 +157,16 @@ def _progress(enabled: bool):
                     console=Console(stderr=True))
 
 
-def _count_files(source: str) -> int | None:
-    """Total for the progress bar where counting is cheap (a local folder)."""
+def _count_files(source: str, out: Path) -> int | None:
+    """Total for the progress bar where counting is cheap (a local folder, minus DIR if it sits inside)."""
     if storage.is_s3(source) or not Path(source).is_dir():
         return None
-    return sum(len(files) for _, _, files in os.walk(source))
+    skip = out.resolve()
+    total = 0
+    for dirpath, dirnames, files in os.walk(source):
+        dirnames[:] = [d for d in dirnames if Path(dirpath, d).resolve() != skip]
+        total += len(files)
+    return total
 
 
 def ingest(
@@ -219,7 +227,7 @@ def ingest(
             rejected.append(result)
 
     with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-        task = bar.add_task("ingest", total=_count_files(source))
+        task = bar.add_task("ingest", total=_count_files(source, out))
         in_flight: deque[Future] = deque()
         for item in sources.iter_source(source, exclude=str(out)):
             files_seen += 1
@@ -255,6 +263,8 @@ def ingest(
             collect(in_flight.popleft())
             bar.advance(task)
     decode_seconds = time.perf_counter() - started
+    if files_seen == 0:
+        raise BakeoffError(f"no files found in {source}; check the path (an s3:// prefix is case-sensitive)")
 
     df = pd.DataFrame([a.__dict__ for a in accepted],
                       columns=["uri", "label", "sha256", "width", "height", "source", "phash"])

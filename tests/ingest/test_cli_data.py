@@ -60,6 +60,9 @@ def test_ingest_cli_too_small_class_and_missing_source(tmp_path, make_dump, caps
     assert "class 'gatto' has only 1 image(s)" in _error_line(capsys)
     assert main(["ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "ds"), "--no-progress"]) == 2
     assert "source not found" in _error_line(capsys)
+    (tmp_path / "empty").mkdir()
+    assert main(["ingest", str(tmp_path / "empty"), "--out", str(tmp_path / "ds"), "--no-progress"]) == 2
+    assert "no files found in" in _error_line(capsys)
     assert main(["ingest", str(tmp_path / "raw"), "--no-progress"]) == 2  # --out is required (click usage error)
     capsys.readouterr()
     assert main(["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "raw"), "--no-progress"]) == 2
