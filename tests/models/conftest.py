@@ -172,3 +172,17 @@ def hfe_faces_head(hfe_faces_features, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("hfe-faces-head")
     train_head(hfe_faces_features, str(out), epochs=15, hidden=32, patience=3)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def hfe_faces_finetuned(hfe_faces_dataset, hfe_faces_head, tmp_path_factory) -> tuple[str, str]:
+    """(assembled, finetuned) model folders: the same head on MobileNetV2, before (epochs=0) and after 2 epochs
+    with the top 2 blocks unfrozen and a learning rate high enough that one step visibly moves the weights."""
+    from bakeoff.finetune import finetune
+
+    before = tmp_path_factory.mktemp("hfe-model-before")
+    after = tmp_path_factory.mktemp("hfe-model-after")
+    finetune(hfe_faces_dataset, hfe_faces_head, str(before), epochs=0, blocks=2)
+    finetune(hfe_faces_dataset, hfe_faces_head, str(after), epochs=2, blocks=2, learning_rate=1e-4, batch_size=16,
+             patience=2)
+    return str(before), str(after)

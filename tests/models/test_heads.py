@@ -62,7 +62,7 @@ def test_dense_head_multiclass_learns_and_never_touches_test(tmp_path):
     import keras
 
     features = _digits_features(tmp_path / "f")
-    info = train_head(features, str(tmp_path / "h"), epochs=40, hidden=32, patience=4)
+    info = train_head(features, str(tmp_path / "h"), epochs=15, hidden=32, patience=3, batch_size=64)
     assert info["kind"] == "dense" and info["classes"] == ["digit0", "digit1", "digit2"]
     assert info["val_accuracy"] > 0.9  # 3 digit classes from raw pixels are easy
     # NaN test rows would have made the loss NaN had they been read
@@ -79,7 +79,7 @@ def test_dense_head_multiclass_learns_and_never_touches_test(tmp_path):
 def test_binary_head_has_one_sigmoid_unit(tmp_path):
     import keras
 
-    info = train_head(_faces_features(tmp_path / "f"), str(tmp_path / "h"), epochs=30, hidden=16, patience=4)
+    info = train_head(_faces_features(tmp_path / "f"), str(tmp_path / "h"), epochs=15, hidden=16, patience=4)
     model = keras.models.load_model(tmp_path / "h" / "head.keras")
     assert model.output.shape[-1] == 1 and model.layers[-1].get_config()["activation"] == "sigmoid"
     assert info["val_accuracy"] > 0.7  # faces vs non-faces from raw pixels; chance is 0.5
@@ -107,8 +107,8 @@ def test_early_stopping_restores_the_best_val_epoch(tmp_path):
 
 def test_class_weights_rescue_the_minority_class(tmp_path):
     features = _faces_features(tmp_path / "f", n_other_train=8)  # 80 faces vs 8 non-faces in train
-    weighted = train_head(features, str(tmp_path / "w"), epochs=60, hidden=16, patience=5)
-    plain = train_head(features, str(tmp_path / "p"), epochs=60, hidden=16, patience=5, balance_classes=False)
+    weighted = train_head(features, str(tmp_path / "w"), epochs=25, hidden=16, patience=5)
+    plain = train_head(features, str(tmp_path / "p"), epochs=25, hidden=16, patience=5, balance_classes=False)
     # scikit-learn's balanced weights: n / (k * count)
     assert weighted["class_weights"] == pytest.approx({"face": 88 / (2 * 80), "other": 88 / (2 * 8)})
     assert plain["class_weights"] is None
@@ -164,3 +164,16 @@ def test_probabilities_shapes():
     np.testing.assert_allclose(probabilities(soft, 3), soft)
     with pytest.raises(BakeoffError, match="3 outputs but there are 4 classes"):
         probabilities(soft, 4)
+
+
+def test_cli_train_head(tmp_path, capsys):
+    from bakeoff.cli import main
+
+    assert main(["train-head", "--help"]) == 0
+    assert "early-stops on the val split" in capsys.readouterr().out
+    features = _digits_features(tmp_path / "f")
+    assert main(["train-head", features, "--out", str(tmp_path / "h"), "--kind", "logreg"]) == 0
+    assert "logreg head on pixels features" in capsys.readouterr().out
+    assert json.loads((tmp_path / "h" / "head.json").read_text())["kind"] == "logreg"
+    assert main(["train-head", features, "--out", str(tmp_path / "h"), "--kind", "svm"]) == 2
+    assert "error: unknown head kind 'svm'" in capsys.readouterr().err

@@ -1,0 +1,137 @@
+"""Fine-tuning on real photos with the real imported MobileNetV2 weights at 64 px.
+
+The central promise: only the chosen top blocks (minus BatchNorm) and the head move; every other weight, and every
+BatchNorm's gamma/beta/moving mean/moving variance, is bit-identical before and after.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bakeoff.errors import BakeoffError
+
+
+@functools.lru_cache(maxsize=4)
+def _load(folder: str):
+    """Load once per folder (a MobileNetV2 .keras takes seconds to deserialise on a busy 2-core box)."""
+    import keras
+
+    return keras.models.load_model(Path(folder) / "model.keras")  # plain load: no custom objects
+
+
+def _backbone(model):
+    extractor = next(layer for layer in model.layers if layer.name.endswith("_features"))
+    return extractor.get_layer("backbone")
+
+
+def test_finetune_moves_only_the_unfrozen_blocks_and_never_batchnorm(hfe_faces_finetuned):
+    import keras
+
+    before_dir, after_dir = hfe_faces_finetuned
+    info = json.loads((Path(after_dir) / "model.json").read_text())
+    unfrozen = set(info["unfrozen_layers"])
+    assert info["finetuned"] and info["hyperparameters"]["blocks"] == 2
+    assert unfrozen and all(name.startswith(("block_16", "Conv_1")) for name in unfrozen)
+
+    before, after = _backbone(_load(before_dir)), _backbone(_load(after_dir))
+    n_bn = n_frozen = 0
+    for old, new in zip(before.layers, after.layers):
+        old_w, new_w = old.get_weights(), new.get_weights()
+        if not old_w:
+            continue
+        assert old.name == new.name
+        same = all(np.array_equal(a, b) for a, b in zip(old_w, new_w))
+        if isinstance(old, keras.layers.BatchNormalization):
+            assert old.name not in unfrozen
+            assert same, f"BatchNorm {old.name} changed (gamma/beta/moving stats must stay put)"
+            assert not new.trainable
+            n_bn += 1
+        elif old.name in unfrozen:
+            assert not same, f"unfrozen layer {old.name} did not move"
+        else:
+            assert same, f"frozen layer {old.name} changed"
+            n_frozen += 1
+    assert n_bn == 52 and n_frozen > 40  # MobileNetV2 has 52 BatchNorm layers; the lower blocks stay frozen
+    # the head trained too
+    head_before = _load(before_dir).get_layer("head_output").get_weights()[0]
+    head_after = _load(after_dir).get_layer("head_output").get_weights()[0]
+    assert not np.array_equal(head_before, head_after)
+
+
+def test_assembled_model_is_backbone_plus_the_trained_head(hfe_faces_finetuned, hfe_faces_head):
+    import keras
+
+    before_dir, _ = hfe_faces_finetuned
+    head = keras.models.load_model(Path(hfe_faces_head) / "head.keras")
+    model = _load(before_dir)
+    for name in ("head_hidden", "head_output"):
+        for a, b in zip(head.get_layer(name).get_weights(), model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    info = json.loads((Path(before_dir) / "model.json").read_text())
+    assert info["finetuned"] is False and info["history"]["loss"] == []
+    assert info["image_size"] == 64 and info["classes"] == ["face", "other"]
+
+
+def test_saved_model_takes_raw_pixels_and_serves_deterministically(hfe_faces_finetuned, hfe_faces_dataset):
+    from bakeoff import manifest
+    from bakeoff.data import image_dataset
+
+    _, after_dir = hfe_faces_finetuned
+    model = _load(after_dir)
+    info = json.loads((Path(after_dir) / "model.json").read_text())
+    assert model.input.shape[1:] == (64, 64, 3) and model.output.dtype == "float32"
+    assert any(layer.name.startswith("augment_") for layer in model.layers)  # present, but inert at inference
+    rows = manifest.read_manifest(hfe_faces_dataset)
+    images = next(iter(image_dataset(rows[rows["split"] == "val"], 64, batch_size=16))).numpy()
+    first, second = model.predict(images, verbose=0), model.predict(images, verbose=0)
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (16, 1) and ((first >= 0) & (first <= 1)).all()
+    assert {len(v) for v in info["history"].values()} == {info["epochs_run"]}
+    assert info["mixed_precision"] is False  # auto on a CPU-only machine
+    assert info["val_accuracy"] == info["history"]["val_accuracy"][info["best_epoch"] - 1]
+
+
+@pytest.mark.slow  # ~40 s: float16 on a CPU is emulated and slow; on a GPU box this path is the default
+def test_mixed_precision_trains_in_float16_and_saves_float32(hfe_faces_dataset, hfe_faces_head, tmp_path):
+    """Forced on (no GPU here): training runs under mixed_float16; the saved model is plain float32 for serving."""
+    import keras
+
+    from bakeoff.finetune import finetune
+
+    info = finetune(hfe_faces_dataset, hfe_faces_head, str(tmp_path / "m"), epochs=1, blocks=1, batch_size=32,
+                    augment=False, mixed_precision="on")
+    assert info["mixed_precision"] is True and np.isfinite(info["history"]["loss"]).all()
+    assert keras.mixed_precision.global_policy().name == "float32"  # the caller's policy is restored
+    model = _load(str(tmp_path / "m"))
+    policies = {layer.dtype_policy.name for layer in model.layers}
+    assert policies == {"float32"}
+    assert not any(layer.name.startswith("augment_") for layer in model.layers)
+
+
+def test_finetune_rejects_bad_settings(hfe_faces_dataset, hfe_faces_head, tmp_path):
+    from bakeoff.finetune import finetune
+
+    with pytest.raises(BakeoffError, match="--blocks must be 0..19"):
+        finetune(hfe_faces_dataset, hfe_faces_head, str(tmp_path / "m"), blocks=40, epochs=0)
+    with pytest.raises(BakeoffError, match="mixed-precision"):
+        finetune(hfe_faces_dataset, hfe_faces_head, str(tmp_path / "m"), mixed_precision="maybe")
+    with pytest.raises(BakeoffError, match="missing"):
+        finetune(hfe_faces_dataset, str(tmp_path / "no-head"), str(tmp_path / "m"))
+
+
+def test_cli_finetune(hfe_faces_dataset, hfe_faces_head, tmp_path, capsys):
+    from bakeoff.cli import main
+
+    assert main(["finetune", "--help"]) == 0
+    assert "BatchNorm" in capsys.readouterr().out
+    out = tmp_path / "cli-model"
+    assert main(["finetune", hfe_faces_dataset, hfe_faces_head, "--out", str(out), "--epochs", "0"]) == 0
+    assert "assembled" in capsys.readouterr().out
+    assert json.loads((out / "model.json").read_text())["backbone"] == "mobilenet_v2"
+    assert main(["finetune", hfe_faces_dataset, str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "error: missing" in capsys.readouterr().err
