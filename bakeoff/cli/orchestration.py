@@ -180,11 +180,13 @@ def _table(rows: list[dict]):
     from rich.table import Table
 
     table = Table(title="leaderboard (test split)")
-    columns = [c for c in ("backbone", "weights", "pretrained", "image_size", "test_accuracy", "test_f1_macro",
-                           "latency_ms_per_image", "model_size_mb", "model_version") if rows and c in rows[0]]
+    headers = {"backbone": "backbone", "weights": "weights", "pretrained": "pretrained", "image_size": "px",
+               "test_accuracy": "accuracy", "test_f1_macro": "F1", "latency_ms_per_image": "ms/img",
+               "model_size_mb": "MB", "model_version": "version"}
+    columns = [c for c in headers if rows and c in rows[0]]
     for column in columns:
-        table.add_column(column.replace("_", " ").replace("test ", ""), justify="left" if column in
-                         ("backbone", "weights") else "right")
+        table.add_column(headers[column], justify="left" if column in ("backbone", "weights") else "right",
+                         no_wrap=column in ("backbone", "weights"))
     for row in rows:
         table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     return table
