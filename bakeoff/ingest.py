@@ -113,6 +113,7 @@ class _Accepted:
     height: int
     source: str
     phash: bytes
+    folder: str
 
 
 def _process(item: sources.SourceItem, label: str, out_dir: Path, max_pixels: int) -> _Accepted | tuple[str, str]:
@@ -135,7 +136,7 @@ def _process(item: sources.SourceItem, label: str, out_dir: Path, max_pixels: in
         return item.origin, f"corrupt: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
     if payload is not None:
         storage.write_bytes(target, payload)  # disk errors do stop the run: they are not the file's fault
-    return _Accepted(rel, label, sha, info.width, info.height, item.origin, phash)
+    return _Accepted(rel, label, sha, info.width, info.height, item.origin, phash, item.relpath.rpartition("/")[0])
 
 
 def _progress(enabled: bool):
@@ -214,6 +215,7 @@ def ingest(
     rejected: list[tuple[str, str]] = []
     excluded: Counter[str] = Counter()
     seen_labels: set[str] = set()
+    folders: set[str] = set()  # every folder holding a file: tells class folders from folders of class folders
     ignored = 0
     files_seen = 0
     workers = workers or min(4, os.cpu_count() or 1)
@@ -239,6 +241,7 @@ def ingest(
                 rejected.append((item.origin, item.skip_reason))
                 bar.advance(task)
                 continue
+            folders.add(item.relpath.rpartition("/")[0])
             if csv_labels is not None:
                 label = csv_labels.get(item.relpath)
                 why = "unlabelled: not listed in the labels CSV"
@@ -267,8 +270,16 @@ def ingest(
         raise BakeoffError(f"no files found in {source}; check the path (an s3:// prefix is case-sensitive)")
 
     df = pd.DataFrame([a.__dict__ for a in accepted],
-                      columns=["uri", "label", "sha256", "width", "height", "source", "phash"])
+                      columns=["uri", "label", "sha256", "width", "height", "source", "phash", "folder"])
     del accepted
+    if csv_labels is None:
+        # raw-img/stray.jpg beside raw-img/cane/, raw-img/gatto/: raw-img is not a class, so the file has no label
+        containers = {f.rsplit("/", k)[0] for f in folders for k in range(1, f.count("/") + 1)}
+        beside = df["folder"].isin(containers)
+        rejected.extend((origin, "unlabelled: file beside class folders (put it in a class folder)")
+                        for origin in df.loc[beside, "source"])
+        df = df[~beside]
+    df = df.drop(columns="folder")
     df = df.sort_values(["sha256", "label", "source"], kind="stable").reset_index(drop=True)
 
     # same bytes under two labels: nobody can say which is right, so no copy is used

@@ -330,7 +330,8 @@ def test_no_pixels_or_bytes_are_kept_after_each_file(tmp_path, make_dump, monkey
     assert len(alive) == 12 and all(ref() is None for ref in alive)
     from bakeoff.ingest import _Accepted
 
-    assert set(_Accepted.__dataclass_fields__) == {"uri", "label", "sha256", "width", "height", "source", "phash"}
+    assert set(_Accepted.__dataclass_fields__) == {"uri", "label", "sha256", "width", "height", "source", "phash",
+                                                   "folder"}
 
 
 def test_a_dump_with_only_bad_files_fails_with_a_pointer_to_rejected_csv(tmp_path):
@@ -359,3 +360,16 @@ def test_near_duplicates_under_different_labels_stay_together_and_are_flagged(tm
     assert len(cats) == 2 and cats["group"].nunique() == 1 and cats["split"].nunique() == 1
     assert result.card["near_duplicates"]["groups_with_mixed_labels"] == 1
     assert "different labels (check them): 1" in (tmp_path / "ds" / "card.md").read_text()
+
+
+def test_files_beside_class_folders_are_unlabelled_at_any_depth(tmp_path, make_dump):
+    raw = tmp_path / "raw"
+    make_dump(raw / "data" / "raw-img", {"cane": 3, "gatto": 3})
+    stray = encode(photo("coffee").resize((40, 30)))
+    (raw / "data" / "raw-img" / "stray.png").write_bytes(stray)
+    (raw / "data" / "readme.png").write_bytes(encode(photo("astronaut").resize((40, 30))))
+    result = ingest(str(raw), str(tmp_path / "ds"), progress=False)
+    assert result.card["classes"] == ["cane", "gatto"] and result.n_images == 6
+    reason = "unlabelled: file beside class folders (put it in a class folder)"
+    assert _reasons(tmp_path / "ds") == {"stray.png": reason, "readme.png": reason}
+    assert {p.name for p in (tmp_path / "ds" / "images").iterdir()} == {"cane", "gatto"}
