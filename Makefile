@@ -50,8 +50,8 @@ weights: $(WEIGHTS_MIRROR)/.imported ## Convert the offline pretrained weights i
 
 .PHONY: demo
 demo: venv apt-runtime weights ## THE main command: set up, make demo data, run the whole pipeline locally
-	$(BIN)/bakeoff demo-data --out $(DEMO_DIR)/raw --per-class $(DEMO_PER_CLASS)
-	BAKEOFF_WEIGHTS_URI=$(WEIGHTS_MIRROR) $(BIN)/bakeoff run --config configs/demo.yaml
+	test -d $(DEMO_DIR)/raw/raw-img || $(BIN)/bakeoff demo-data --out $(DEMO_DIR)/raw --per-class $(DEMO_PER_CLASS)
+	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/bakeoff run --config configs/demo.yaml --data $(DEMO_DIR)/raw/raw-img --label-map $(DEMO_DIR)/raw/translate.json
 
 .PHONY: test
 test: venv apt-test weights ## THE test command: set up and run the default test suite
