@@ -65,6 +65,10 @@ def test_ingest_of_demo_data_finds_every_planted_problem(tmp_path):
     copies = [n for n in names if n.startswith("copia_")]
     assert len(copies) == 1
     assert sorted(set(names) - set(copies)) == ["leggimi.jpg", "senza_cartella.png", "troncato.jpeg", "vuoto.jpg"]
+    # the whole demo folder (raw-img/ beside translate.json) gives the same dataset
+    whole = ingest(str(tmp_path / "demo"), str(tmp_path / "ds_whole"), label_map=made.label_map, progress=False)
+    assert whole.card["dataset_hash"] == card["dataset_hash"]
+    assert whole.card["rejected"]["unlabelled"] == 2  # + translate.json at the top level
 
 
 @pytest.mark.slow
