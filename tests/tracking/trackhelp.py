@@ -95,7 +95,7 @@ def _write_colour(path: Path, red: float, seed: int) -> None:
     pixels[..., 2] = 90.0
     pixels += rng.normal(0, 4, size=pixels.shape)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, format="PNG")
+    Image.fromarray(np.rint(np.clip(pixels, 0, 255)).astype(np.uint8), "RGB").save(path, format="PNG")
 
 
 def make_dataset(root: Path, n_test: int = 100) -> Path:
