@@ -373,3 +373,37 @@ def test_files_beside_class_folders_are_unlabelled_at_any_depth(tmp_path, make_d
     reason = "unlabelled: file beside class folders (put it in a class folder)"
     assert _reasons(tmp_path / "ds") == {"stray.png": reason, "readme.png": reason}
     assert {p.name for p in (tmp_path / "ds" / "images").iterdir()} == {"cane", "gatto"}
+
+
+def test_tensorflow_reads_every_materialised_image_as_pillow_does(tmp_path, make_dump):
+    """The contract with the training steps: tf.io.decode_image on a stored file gives the pixels ingest saw."""
+    import numpy as np
+    import tensorflow as tf
+
+    raw = tmp_path / "raw"
+    make_dump(raw, {"cane": 3, "gatto": 3})
+    base = photo("coffee").resize((48, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    variants = {
+        "cane/cmyk.jpg": encode(base.convert("CMYK"), "JPEG", quality=95),
+        "cane/palette.png": encode(base.convert("P")),
+        "cane/rotated.jpg": encode(base, "JPEG", quality=95, exif=exif.tobytes()),
+        "cane/sixteen.png": encode(Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257))),
+        "gatto/alpha.png": encode(photo("astronaut").resize((48, 32)).convert("RGBA")),
+        "gatto/grey.jpg": encode(photo("chelsea").resize((48, 32)).convert("L"), "JPEG", quality=95),
+        "gatto/photo.webp": encode(photo("china.jpg").resize((48, 32)), "WEBP"),
+        "gatto/photo.tiff": encode(photo("flower.jpg").resize((48, 32)), "TIFF"),
+    }
+    for rel, data in variants.items():
+        (raw / rel).write_bytes(data)
+    ingest(str(raw), str(tmp_path / "ds"), progress=False)
+    df = read(tmp_path / "ds")
+    assert len(df) == 14
+    for row in df.itertuples():
+        stored = Path(row.uri).read_bytes()
+        pixels = tf.io.decode_image(stored, channels=3, expand_animations=False, dtype=tf.uint8).numpy()
+        assert pixels.shape == (row.height, row.width, 3), row.source
+        expected, _ = images.load_image(Path(row.source).read_bytes())
+        diff = np.abs(pixels.astype(int) - np.asarray(expected, dtype=int)).mean()
+        assert diff < 1.5, (row.source, diff)  # JPEG decoders may round differently; PNGs are exact
