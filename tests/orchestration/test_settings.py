@@ -1,0 +1,76 @@
+"""Config loading, CLI overrides, cron normalisation and the data fingerprint that keys ingest's cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bakeoff.cli import main
+from bakeoff.errors import BakeoffError
+from pipelines.client import validate_cron
+from pipelines.local import data_fingerprint
+from pipelines.settings import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_config_loads_and_options_override_it():
+    cfg = load_config(ROOT / "configs" / "demo.yaml", {"backbones": "vgg16", "finetune_epochs": 0, "seed": None})
+    assert cfg.parameters.backbones == ["vgg16"]
+    assert cfg.parameters.finetune_epochs == 0
+    assert cfg.parameters.weights == "mobilenet_v2=imagenet,vgg16=hed"  # kept from the file
+    assert cfg.parameters.seed == 0  # None means "not given"
+    assert cfg.settings.parallelism == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("parameters:\n  typo_field: 1\n", "typo_field"),
+    ("parameters:\n  val_fraction: 0.9\n", "val_fraction"),
+    ("- a list\n", "must be a mapping"),
+    ("parameters: [unclosed\n", "not valid YAML"),
+])
+def test_bad_configs_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(BakeoffError, match=message) as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_cron_gets_seconds_field():
+    assert validate_cron("0 3 * * 1") == "0 0 3 * * 1"
+    assert validate_cron("30 0 3 * * *") == "30 0 3 * * *"
+    with pytest.raises(BakeoffError):
+        validate_cron("daily")
+
+
+def test_fingerprint_changes_with_the_data(tmp_path, make_image):
+    make_image(tmp_path / "raw" / "cat" / "a.png", seed=1)
+    first = data_fingerprint(str(tmp_path / "raw"))
+    assert data_fingerprint(str(tmp_path / "raw")) == first
+    make_image(tmp_path / "raw" / "dog" / "b.png", seed=2)
+    second = data_fingerprint(str(tmp_path / "raw"))
+    assert second != first
+    path = tmp_path / "raw" / "dog" / "b.png"
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 10))  # rewritten in place
+    assert data_fingerprint(str(tmp_path / "raw")) != second
+    with pytest.raises(BakeoffError, match="no data"):
+        data_fingerprint(str(tmp_path / "missing"))
+
+
+def test_fingerprint_of_an_s3_prefix(s3_server, make_image, tmp_path):
+    from bakeoff import storage
+
+    storage.upload(make_image(tmp_path / "a.png"), "s3://bakeoff-test/raw/cat/a.png")
+    first = data_fingerprint("s3://bakeoff-test/raw")
+    storage.upload(make_image(tmp_path / "b.png", seed=3), "s3://bakeoff-test/raw/dog/b.png")
+    assert data_fingerprint("s3://bakeoff-test/raw") != first
+
+
+def test_run_without_data_is_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no data given") and "\n" not in err
