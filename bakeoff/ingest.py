@@ -170,6 +170,98 @@ def _count_files(source: str, out: Path) -> int | None:
     return total
 
 
+@dataclass
+class _Scan:
+    """What one pass over the source found (rows of accepted images, rejections, counters)."""
+
+    accepted: list[_Accepted] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    excluded: Counter = field(default_factory=Counter)
+    seen_labels: set[str] = field(default_factory=set)
+    folders: set[str] = field(default_factory=set)  # every folder holding a file
+    ignored: int = 0
+    files_seen: int = 0
+    seconds: float = 0.0
+
+
+def _scan(source: str, out: Path, *, mapping: dict[str, str], wanted: list[str] | None,
+          csv_labels: dict[str, str] | None, max_pixels: int, workers: int, progress: bool) -> _Scan:
+    """Read every file once: ignore litter, label, map, filter, then decode/hash/materialise in a thread pool.
+
+    Bounded in flight (4 per worker), so memory does not depend on how many files the source holds.
+    """
+    started = time.perf_counter()
+    scan = _Scan()
+
+    def collect(future: Future) -> None:
+        result = future.result()
+        if isinstance(result, _Accepted):
+            scan.accepted.append(result)
+        else:
+            scan.rejected.append(result)
+
+    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        task = bar.add_task("ingest", total=_count_files(source, out))
+        in_flight: deque[Future] = deque()
+        for item in sources.iter_source(source, exclude=str(out)):
+            scan.files_seen += 1
+            bar.advance(task)
+            if item.relpath and sources.is_litter(item.relpath):
+                scan.ignored += 1
+                continue
+            if item.skip_reason:
+                scan.rejected.append((item.origin, item.skip_reason))
+                continue
+            scan.folders.add(item.relpath.rpartition("/")[0])
+            if csv_labels is not None:
+                label = csv_labels.get(item.relpath)
+                why = "unlabelled: not listed in the labels CSV"
+            else:
+                label = sources.label_from_relpath(item.relpath)
+                why = "unlabelled: file at top level (put it in a class folder)"
+            if label is None:
+                scan.rejected.append((item.origin, why))
+                continue
+            scan.seen_labels.add(label)
+            label = mapping.get(label, label)
+            if wanted is not None and label not in wanted:
+                scan.excluded[label] += 1
+                continue
+            in_flight.append(pool.submit(_process, item, label, out, max_pixels))
+            while len(in_flight) >= 4 * workers:
+                collect(in_flight.popleft())
+        while in_flight:
+            collect(in_flight.popleft())
+    scan.seconds = time.perf_counter() - started
+    return scan
+
+
+def _drop_files_beside_class_folders(df: pd.DataFrame, folders: set[str], rejected: list) -> pd.DataFrame:
+    """raw-img/stray.jpg beside raw-img/cane/ and raw-img/gatto/: raw-img holds classes, it is not one."""
+    containers = {f.rsplit("/", k)[0] for f in folders for k in range(1, f.count("/") + 1)}
+    beside = df["folder"].isin(containers)
+    rejected.extend((origin, "unlabelled: file beside class folders (put it in a class folder)")
+                    for origin in df.loc[beside, "source"])
+    return df[~beside]
+
+
+def _drop_conflicts_and_duplicates(df: pd.DataFrame, rejected: list) -> tuple[pd.DataFrame, int]:
+    """Same bytes under two labels: nobody can say which is right, so no copy is used. Same bytes under one
+    label: keep the copy with the smallest source path (a rule that does not depend on listing order)."""
+    df = df.sort_values(["sha256", "label", "source"], kind="stable")
+    labels_per_sha = df.groupby("sha256")["label"].agg(lambda s: sorted(set(s)))
+    conflicts = labels_per_sha[labels_per_sha.map(len) > 1]
+    bad = df["sha256"].isin(conflicts.index)
+    for origin, sha in zip(df.loc[bad, "source"], df.loc[bad, "sha256"]):
+        rejected.append((origin, f"label-conflict: same content labelled {' and '.join(conflicts[sha])}"))
+    df = df[~bad]
+    dup = df.duplicated("sha256", keep="first")
+    kept_source = df.drop_duplicates("sha256").set_index("sha256")["source"]
+    for origin, sha in zip(df.loc[dup, "source"], df.loc[dup, "sha256"]):
+        rejected.append((origin, f"duplicate-of: {kept_source[sha]}"))
+    return df[~dup], int(dup.sum())
+
+
 def ingest(
     source: str,
     out_dir: str,
@@ -205,98 +297,21 @@ def ingest(
     mapping = load_label_map(label_map)
     wanted = _parse_classes(classes)
     csv_labels = sources.read_labels_csv(labels_csv) if labels_csv else None
-    if csv_labels is not None:
-        for value in set(csv_labels.values()):
-            check_label(value, f"labels CSV {labels_csv}")
+    for value in set((csv_labels or {}).values()):
+        check_label(value, f"labels CSV {labels_csv}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    accepted: list[_Accepted] = []
-    rejected: list[tuple[str, str]] = []
-    excluded: Counter[str] = Counter()
-    seen_labels: set[str] = set()
-    folders: set[str] = set()  # every folder holding a file: tells class folders from folders of class folders
-    ignored = 0
-    files_seen = 0
-    workers = workers or min(4, os.cpu_count() or 1)
-    max_in_flight = workers * 4
-
-    def collect(future: Future) -> None:
-        result = future.result()
-        if isinstance(result, _Accepted):
-            accepted.append(result)
-        else:
-            rejected.append(result)
-
-    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-        task = bar.add_task("ingest", total=_count_files(source, out))
-        in_flight: deque[Future] = deque()
-        for item in sources.iter_source(source, exclude=str(out)):
-            files_seen += 1
-            if item.relpath and sources.is_litter(item.relpath):
-                ignored += 1
-                bar.advance(task)
-                continue
-            if item.skip_reason:
-                rejected.append((item.origin, item.skip_reason))
-                bar.advance(task)
-                continue
-            folders.add(item.relpath.rpartition("/")[0])
-            if csv_labels is not None:
-                label = csv_labels.get(item.relpath)
-                why = "unlabelled: not listed in the labels CSV"
-            else:
-                label = sources.label_from_relpath(item.relpath)
-                why = "unlabelled: file at top level (put it in a class folder)"
-            if label is None:
-                rejected.append((item.origin, why))
-                bar.advance(task)
-                continue
-            seen_labels.add(label)
-            label = mapping.get(label, label)
-            if wanted is not None and label not in wanted:
-                excluded[label] += 1
-                bar.advance(task)
-                continue
-            in_flight.append(pool.submit(_process, item, label, out, max_pixels))
-            while len(in_flight) >= max_in_flight:
-                collect(in_flight.popleft())
-                bar.advance(task)
-        while in_flight:
-            collect(in_flight.popleft())
-            bar.advance(task)
-    decode_seconds = time.perf_counter() - started
-    if files_seen == 0:
+    scan = _scan(source, out, mapping=mapping, wanted=wanted, csv_labels=csv_labels, max_pixels=max_pixels,
+                 workers=workers or min(4, os.cpu_count() or 1), progress=progress)
+    if scan.files_seen == 0:
         raise BakeoffError(f"no files found in {source}; check the path (an s3:// prefix is case-sensitive)")
-
-    df = pd.DataFrame([a.__dict__ for a in accepted],
-                      columns=["uri", "label", "sha256", "width", "height", "source", "phash", "folder"])
-    del accepted
+    rejected = scan.rejected
+    df = pd.DataFrame([a.__dict__ for a in scan.accepted], columns=list(_Accepted.__dataclass_fields__))
+    scan.accepted.clear()
     if csv_labels is None:
-        # raw-img/stray.jpg beside raw-img/cane/, raw-img/gatto/: raw-img is not a class, so the file has no label
-        containers = {f.rsplit("/", k)[0] for f in folders for k in range(1, f.count("/") + 1)}
-        beside = df["folder"].isin(containers)
-        rejected.extend((origin, "unlabelled: file beside class folders (put it in a class folder)")
-                        for origin in df.loc[beside, "source"])
-        df = df[~beside]
-    df = df.drop(columns="folder")
-    df = df.sort_values(["sha256", "label", "source"], kind="stable").reset_index(drop=True)
-
-    # same bytes under two labels: nobody can say which is right, so no copy is used
-    labels_per_sha = df.groupby("sha256")["label"].agg(lambda s: sorted(set(s)))
-    conflicts = labels_per_sha[labels_per_sha.map(len) > 1]
-    if len(conflicts):
-        bad = df["sha256"].isin(conflicts.index)
-        for origin, sha in zip(df.loc[bad, "source"], df.loc[bad, "sha256"]):
-            rejected.append((origin, f"label-conflict: same content labelled {' and '.join(conflicts[sha])}"))
-        df = df[~bad]
-    # exact duplicates: keep the first copy (smallest source path), report the others
-    dup = df.duplicated("sha256", keep="first")
-    kept_source = df.drop_duplicates("sha256").set_index("sha256")["source"]
-    for origin, sha in zip(df.loc[dup, "source"], df.loc[dup, "sha256"]):
-        rejected.append((origin, f"duplicate-of: {kept_source[sha]}"))
-    n_duplicates = int(dup.sum())
-    df = df[~dup]
+        df = _drop_files_beside_class_folders(df, scan.folders, rejected)
+    df, n_duplicates = _drop_conflicts_and_duplicates(df.drop(columns="folder"), rejected)
     # written now, so a run that stops on a usage error below still shows what was wrong with the files
     rejected.sort()
     rejected_path = _write_rejected(out, rejected)
@@ -305,14 +320,13 @@ def ingest(
     if wanted is not None:
         missing = [c for c in wanted if c not in set(df["label"])]
         if missing:
-            found = sorted(set(df["label"]) | set(excluded))
+            found = sorted(set(df["label"]) | set(scan.excluded))
             raise BakeoffError(f"--classes names {missing} but no usable image has that label; labels found: {found}")
     before_cap = df["label"].value_counts()
     df = splits.cap_per_class(df, per_class, seed)
     after_cap = df["label"].value_counts()
     capped = {k: int(before_cap[k] - after_cap.get(k, 0)) for k in sorted(before_cap.index)
               if before_cap[k] > after_cap.get(k, 0)}
-
     labels_left = sorted(set(df["label"]))
     if len(labels_left) < 2:
         raise BakeoffError(f"need at least 2 classes to split, found {len(labels_left)} {labels_left}; "
@@ -328,7 +342,6 @@ def ingest(
 
     group_sizes = df["group"].value_counts()
     merged = group_sizes[group_sizes > 1]
-    mixed = int((df.groupby("group")["label"].nunique() > 1).sum())
     counts = {label: {s: int(((df["label"] == label) & (df["split"] == s)).sum()) for s in manifest.SPLITS}
               for label in labels_left}
     for label in counts:
@@ -338,16 +351,16 @@ def ingest(
         "seed": seed,
         "fractions": {"train": round(1 - val - test, 6), "val": val, "test": test},
         "label_map": mapping,
-        "label_map_unused": sorted(set(mapping) - seen_labels),
+        "label_map_unused": sorted(set(mapping) - scan.seen_labels),
         "classes": labels_left,
         "per_class": per_class,
         "max_pixels": max_pixels,
         "n_images": int(len(df)),
         "counts": counts,
         "splits": {s: int((df["split"] == s).sum()) for s in manifest.SPLITS},
-        "files_seen": files_seen,
-        "ignored_litter": ignored,
-        "excluded_by_classes": dict(sorted(excluded.items())),
+        "files_seen": scan.files_seen,
+        "ignored_litter": scan.ignored,
+        "excluded_by_classes": dict(sorted(scan.excluded.items())),
         "capped_by_per_class": capped,
         "n_rejected": len(rejected),
         "rejected": dict(sorted(Counter(reason.split(":", 1)[0] for _, reason in rejected).items())),
@@ -357,19 +370,19 @@ def ingest(
             "max_distance_bits": near_duplicate_distance,
             "groups_merged": int(len(merged)),
             "images_in_merged_groups": int(merged.sum()),
-            "groups_with_mixed_labels": mixed,
+            "groups_with_mixed_labels": int((df.groupby("group")["label"].nunique() > 1).sum()),
         },
         "dataset_hash": manifest.dataset_hash(df),
     }
     card_json = str(out / manifest.CARD_JSON_NAME)
-    storage.write_bytes(card_json, (json.dumps(card, indent=2, sort_keys=False) + "\n").encode())
+    storage.write_bytes(card_json, (json.dumps(card, indent=2) + "\n").encode())
     card_md_path = str(out / manifest.CARD_MD_NAME)
     storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
-    seconds = time.perf_counter() - started
     return IngestResult(
         out_dir=str(out), manifest=manifest_path, rejected=rejected_path, card_json=card_json, card_md=card_md_path,
-        n_images=int(len(df)), n_rejected=len(rejected), counts=counts, card=card, seconds=seconds,
-        images_per_s=files_seen / decode_seconds if decode_seconds > 0 else 0.0,
+        n_images=int(len(df)), n_rejected=len(rejected), counts=counts, card=card,
+        seconds=time.perf_counter() - started,
+        images_per_s=scan.files_seen / scan.seconds if scan.seconds > 0 else 0.0,
     )
 
 
