@@ -87,11 +87,10 @@ def _iter_folder(root: str) -> Iterator[SourceItem]:
         for name in sorted(filenames):
             path = Path(dirpath, name)
             rel = path.relative_to(base).as_posix()
-            if path.is_symlink():
-                yield SourceItem(rel, str(path), None, _unreadable, "not-a-regular-file: symlink")
-                continue
+            # a local symlink to a file is followed (the user's own disk); archives never follow links
             if not path.is_file():
-                yield SourceItem(rel, str(path), None, _unreadable, "not-a-regular-file")
+                kind = "broken symlink" if path.is_symlink() else "device or fifo"
+                yield SourceItem(rel, str(path), None, _unreadable, f"not-a-regular-file: {kind}")
                 continue
             size = path.stat().st_size
             yield SourceItem(rel, str(path), size, _reader(str(path)), _too_big(size))

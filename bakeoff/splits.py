@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
+import numpy as np
 import pandas as pd
 
 from bakeoff.errors import BakeoffError
@@ -94,8 +95,6 @@ def near_duplicate_groups(shas: list[str], hashes: list[bytes],
     Holds only the hashes (32 bytes per image), and compares one row against the rest with numpy,
     so 10k images take about a second.
     """
-    import numpy as np
-
     n = len(shas)
     if n == 0:
         return []

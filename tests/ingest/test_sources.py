@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import boto3
+import pandas as pd
 import pytest
 
 from bakeoff import sources
@@ -72,7 +73,7 @@ def test_zip_with_escaping_member_and_symlink(tmp_path, make_dump):
     assert Path(evil_row.uri).resolve().is_relative_to(out.resolve())
     assert evil_row.uri == str(out / "images" / "cane" / f"{evil_row.sha256}.png")
     assert evil_row.source == f"{archive}!../../../cane/evil.png"
-    rejected = dict(zip(*[__import__("pandas").read_csv(out / "rejected.csv")[c] for c in ("uri", "reason")]))
+    rejected = dict(zip(*[pd.read_csv(out / "rejected.csv")[c] for c in ("uri", "reason")]))
     assert rejected[f"{archive}!raw-img/cane/link.png"] == "not-a-regular-file: symlink"
     assert rejected[f"{archive}!loose.png"].startswith("unlabelled: file at top level")
     assert result.card["ignored_litter"] == 1
@@ -106,7 +107,7 @@ def test_tar_gz_with_escaping_member_symlink_and_device(tmp_path, make_dump):
     assert result.n_images == 10
     assert all(Path(u).resolve().is_relative_to(out.resolve()) for u in df["uri"])
     assert df["label"].value_counts().to_dict() == {"gatto": 5, "cane": 5}
-    reasons = __import__("pandas").read_csv(out / "rejected.csv")["reason"].tolist()
+    reasons = pd.read_csv(out / "rejected.csv")["reason"].tolist()
     assert sorted(reasons) == ["not-a-regular-file: device or fifo", "not-a-regular-file: symlink"]
     _nothing_escaped(tmp_path, {"src", "dump.tar.gz", "ds"})
 
@@ -167,3 +168,17 @@ def test_s3_prefix_ingest_matches_local(tmp_path, make_dump, s3_server):
     assert zipped.card["dataset_hash"] == local.card["dataset_hash"]
     with pytest.raises(BakeoffError, match="cannot list s3://no-such-bucket"):
         ingest("s3://no-such-bucket/x", str(tmp_path / "none"), progress=False)
+
+
+def test_local_symlinks_to_files_are_followed_broken_ones_rejected(tmp_path, make_dump):
+    made = make_dump(tmp_path / "raw", {"cane": 3, "gatto": 3})
+    extra = tmp_path / "elsewhere" / "photo.png"
+    extra.parent.mkdir()
+    extra.write_bytes(encode(photo("coffee").resize((40, 30))))
+    (tmp_path / "raw" / "cane" / "link.png").symlink_to(extra)
+    (tmp_path / "raw" / "gatto" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    result = ingest(str(tmp_path / "raw"), str(tmp_path / "ds"), progress=False)
+    df = read(tmp_path / "ds")
+    assert result.n_images == 7 and (df["label"] == "cane").sum() == 4
+    assert pd.read_csv(tmp_path / "ds" / "rejected.csv")["reason"].tolist() == ["not-a-regular-file: broken symlink"]
+    assert len(made["cane"]) == 3
