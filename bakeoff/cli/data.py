@@ -25,8 +25,8 @@ splits. The split is stratified and deterministic: same images + same --seed = s
 height, group, source), rejected.csv (uri, reason), card.json and card.md. Re-running into DIR is safe.
 
 [bold]Example[/bold]:
-  bakeoff demo-data --out demo && bakeoff ingest demo/raw-img --out data --label-map demo/translate.json
-  --classes tshirt,trouser,bag --per-class 150
+  bakeoff demo-data --out demo
+  bakeoff ingest demo/raw-img --out data --label-map demo/translate.json --classes tshirt,trouser,bag --per-class 150
 """
 
 DEMO_HELP = """Write real demo images (Fashion-MNIST) as a messy raw dump to try ingest on.
@@ -38,7 +38,8 @@ broken files (zero-byte, truncated, text named .jpg, .DS_Store, an unlabelled to
 near duplicate). Same --seed, same files.
 
 [bold]Example[/bold]:
-  bakeoff demo-data --out demo --per-class 100 && bakeoff ingest demo/raw-img --out data --label-map demo/translate.json
+  bakeoff demo-data --out demo --per-class 100
+  bakeoff ingest demo/raw-img --out data --label-map demo/translate.json
 """
 
 
@@ -88,5 +89,5 @@ def demo_data_command(
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
-    app.command("ingest", help=INGEST_HELP, rich_help_panel="Data")(ingest_command)
-    app.command("demo-data", help=DEMO_HELP, rich_help_panel="Data")(demo_data_command)
+    app.command("ingest", help=INGEST_HELP)(ingest_command)
+    app.command("demo-data", help=DEMO_HELP)(demo_data_command)
