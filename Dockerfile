@@ -40,8 +40,9 @@ RUN pip install "$TF_PACKAGE" \
  && rm -f /tmp/requirements.txt
 
 # Extras for the image's second job, the team's MLflow tracking server (infra/k8s/base/tracking):
-# the PostgreSQL driver. Empty the ARG to leave it out.
-ARG EXTRA_PACKAGES="psycopg2-binary==2.9.13"
+# the PostgreSQL driver, and Flask-WTF (mlflow[auth]: the basic-auth app's CSRF check). Empty the ARG
+# to leave them out.
+ARG EXTRA_PACKAGES="psycopg2-binary==2.9.13 Flask-WTF==1.3.0"
 RUN if [ -n "$EXTRA_PACKAGES" ]; then pip install $EXTRA_PACKAGES; fi
 
 # The project itself (no deps: they are all above; a missing one fails `pip check` right here).

@@ -6,9 +6,13 @@ without a cluster, and the pipeline is compiled with the real KFP compiler.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
+
 import pytest
 
-from infra_helpers import K8S, OVERLAYS, compile_ir, kustomize
+from infra_helpers import IMAGE, K8S, OVERLAYS, ROOT, compile_ir, kustomize, podman_env
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +26,20 @@ def rendered() -> dict[str, list[dict]]:
 def compiled(tmp_path_factory) -> tuple[dict, dict]:
     """The pipeline compiled with its default settings."""
     return compile_ir(tmp_path_factory.mktemp("compiled"))
+
+
+@pytest.fixture(scope="session")
+def built_image() -> dict:
+    """`make image` (idempotent: layer cache), timed; the image's size from podman. For slow tests only."""
+    missing = [tool for tool in ("podman", "buildah", "runc", "make") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: apt-get install -y podman buildah runc debootstrap")
+    start = time.monotonic()
+    out = subprocess.run(["make", "image", f"IMAGE={IMAGE}"], cwd=ROOT, env=podman_env(),
+                         capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    assert out.returncode == 0, f"make image failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    size = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE], env=podman_env(),
+                          capture_output=True, text=True, check=True).stdout.strip()
+    print(f"\nmake image: {seconds:.0f} s, {IMAGE} {int(size) / 1e9:.2f} GB")
+    return {"seconds": seconds, "bytes": int(size)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
+IMAGE = os.environ.get("BAKEOFF_TEST_IMAGE", "localhost/bakeoff:dev")
+CONTAINERS_CONF = str(ROOT / "infra" / "image" / "containers.conf")
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
 
@@ -55,3 +58,16 @@ def pod_specs(objects: list[dict]):
             yield obj, obj["spec"]["template"]["spec"]
         elif kind == "CronJob":
             yield obj, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def podman_env() -> dict:
+    """The environment for podman/buildah: runc and lowered ulimits (infra/image/containers.conf)."""
+    return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONTAINERS_CONF)}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -12,42 +12,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import time
 
 import pytest
 import yaml
 
-from infra_helpers import ROOT
+from infra_helpers import IMAGE, podman_env
 
-IMAGE = os.environ.get("BAKEOFF_TEST_IMAGE", "localhost/bakeoff:dev")
-CONTAINERS_CONF = str(ROOT / "infra" / "image" / "containers.conf")
 CLASSES = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
 PER_CLASS = 10
 BUCKET = "bakeoff-test"
 DATASET_URI = f"s3://{BUCKET}/pipeline-root/bakeoff/run-1/ingest/dataset"
-
-
-def _podman_env() -> dict:
-    return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONTAINERS_CONF)}
-
-
-@pytest.fixture(scope="module")
-def built_image() -> dict:
-    """`make image` (idempotent: layer cache), timed; the image's size from podman."""
-    missing = [tool for tool in ("podman", "buildah", "runc", "make") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: apt-get install -y podman buildah runc debootstrap")
-    start = time.monotonic()
-    out = subprocess.run(["make", "image", f"IMAGE={IMAGE}"], cwd=ROOT, env=_podman_env(),
-                         capture_output=True, text=True)
-    seconds = time.monotonic() - start
-    assert out.returncode == 0, f"make image failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    size = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE], env=_podman_env(),
-                          capture_output=True, text=True, check=True).stdout.strip()
-    print(f"\nmake image: {seconds:.0f} s, {IMAGE} {int(size) / 1e9:.2f} GB")
-    return {"seconds": seconds, "bytes": int(size)}
 
 
 def _raw_dump_on_s3(make_image, tmp_path) -> str:
@@ -110,7 +86,7 @@ def test_ingest_component_runs_inside_the_image_against_s3(built_image, s3_serve
     run = subprocess.run(
         ["podman", "run", "--rm", "--network=host", *env, f"--volume={out_dir}:/kfp-out",
          IMAGE, "sh", "-c", launcher, "kfp-launcher", *container["command"], *args],
-        env=_podman_env(), capture_output=True, text=True, timeout=600)
+        env=podman_env(), capture_output=True, text=True, timeout=600)
     seconds = time.monotonic() - start
     print(f"ingest executor in the container: {seconds:.1f} s")
     assert run.returncode == 0, f"container failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"

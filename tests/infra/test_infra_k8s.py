@@ -192,7 +192,7 @@ def test_mlflow_server_uses_postgres_and_s3_with_proxied_artifacts(rendered, ove
     [deploy] = find(objects, "Deployment", "mlflow")
     [container] = deploy["spec"]["template"]["spec"]["containers"]
     script = container["args"][0]
-    assert "postgresql://${POSTGRES_USER}:${POSTGRES_PASSWORD}@${POSTGRES_HOST}:5432/${POSTGRES_DB}" in script
+    assert "postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@${POSTGRES_HOST}:${POSTGRES_PORT}/${POSTGRES_DB}" in script
     assert "--serve-artifacts" in script and "--app-name basic-auth" in script
     [cfg] = find(objects, "ConfigMap", "mlflow-config")
     assert cfg["data"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
@@ -218,3 +218,10 @@ def test_run_config_is_valid_and_names_the_overlays_image(rendered, overlay, tmp
     config = load_config(path)
     assert config.settings.image == job["spec"]["template"]["spec"]["containers"][0]["image"]
     assert "CHANGE-ME" not in config.parameters.data_uri and config.parameters.data_uri.startswith("s3://")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_pods_get_no_service_link_variables(rendered, overlay):
+    """Service `mlflow` would inject MLFLOW_PORT=tcp://IP:5000, which `mlflow server` reads as its port."""
+    [deploy] = find(rendered[overlay], "Deployment", "mlflow")
+    assert deploy["spec"]["template"]["spec"]["enableServiceLinks"] is False
