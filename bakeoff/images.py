@@ -32,6 +32,10 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 # Truncated files must fail loudly, never be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Our own pixel limit decides about bombs, and a damaged file is reported once as a rejection, not as a
+# stream of Pillow warnings over the progress bar. Set once here: warnings.catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 class ImageRejected(Exception):
@@ -100,32 +104,29 @@ def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Im
     """
     if not data:
         raise ImageRejected("zero-byte")
-    with warnings.catch_warnings():
-        # Pillow warns between MAX_IMAGE_PIXELS and twice that; our own limit decides instead.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise ImageRejected("not-an-image") from None
-        except Image.DecompressionBombError as exc:
-            raise ImageRejected("decompression-bomb", _one_line(exc)) from None
-        except Exception as exc:  # a broken header can raise almost anything inside a plugin
-            raise ImageRejected("corrupt", _one_line(exc)) from None
-        width, height = img.size
-        if width <= 0 or height <= 0:
-            raise ImageRejected("corrupt", f"image has size {width}x{height}")
-        if width * height > max_pixels:
-            raise ImageRejected("decompression-bomb", f"{width}x{height} px > limit of {max_pixels} px")
-        try:
-            img.load()
-        except OSError as exc:
-            if "truncated" in str(exc).lower():
-                raise ImageRejected("truncated", _one_line(exc)) from None
-            raise ImageRejected("corrupt", _one_line(exc)) from None
-        except Image.DecompressionBombError as exc:
-            raise ImageRejected("decompression-bomb", _one_line(exc)) from None
-        except Exception as exc:
-            raise ImageRejected("corrupt", _one_line(exc)) from None
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejected("not-an-image") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("decompression-bomb", _one_line(exc)) from None
+    except Exception as exc:  # a broken header can raise almost anything inside a plugin
+        raise ImageRejected("corrupt", _one_line(exc)) from None
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageRejected("corrupt", f"image has size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageRejected("decompression-bomb", f"{width}x{height} px > limit of {max_pixels} px")
+    try:
+        img.load()
+    except OSError as exc:
+        if "truncated" in str(exc).lower():
+            raise ImageRejected("truncated", _one_line(exc)) from None
+        raise ImageRejected("corrupt", _one_line(exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("decompression-bomb", _one_line(exc)) from None
+    except Exception as exc:
+        raise ImageRejected("corrupt", _one_line(exc)) from None
 
     fmt = img.format or "UNKNOWN"
     mode = img.mode
