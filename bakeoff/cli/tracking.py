@@ -58,7 +58,10 @@ def compare(
                 value = "" if math.isnan(value) else f"{value:.4f}" if key.startswith("test_") else f"{value:.2f}"
             cells.append(str(value))
         table.add_row(*cells)
-    Console().print(table)
+    import sys
+
+    # piped output (CI logs, files) gets full-width rows instead of ellipsised run ids
+    Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
 def promote(

@@ -31,11 +31,11 @@ def mlflow_server(tmp_path_factory) -> Server:
         cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
                "--artifacts-destination", f"s3://{server.bucket}/{server.prefix}",
-               "--workers", "2"]
+               "--workers", "1"]
         ml = subprocess.Popen(cmd, env=env, cwd=work, stdout=ml_log.open("w"), stderr=subprocess.STDOUT,
                               start_new_session=True)
         procs.append(ml)
-        _wait_http(f"{server.url}/health", ml, 120, ml_log)
+        _wait_http(f"{server.url}/health", ml, 300, ml_log)
         yield server
     finally:
         for proc in reversed(procs):
