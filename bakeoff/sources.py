@@ -127,24 +127,17 @@ def _iter_zip(path: str, display: str) -> Iterator[SourceItem]:
             if info.flag_bits & 0x1:
                 yield SourceItem(rel, origin, info.file_size, _unreadable, "encrypted: zip member needs a password")
                 continue
-
-            def read(info: zipfile.ZipInfo = info) -> bytes:
-                try:
-                    return archive.read(info)
-                except Exception as exc:  # bad CRC, unsupported compression, ...
-                    raise OSError(f"corrupt archive member: {exc}") from exc
-
             skip = _too_big(info.file_size)
-            if skip is None:
-                # zip members are read now, in order, while the archive is open
-                try:
-                    data = read()
-                except OSError as exc:
-                    yield SourceItem(rel, origin, info.file_size, _unreadable, f"corrupt: {exc}")
-                    continue
-                yield SourceItem(rel, origin, info.file_size, _const(data))
-            else:
+            if skip:
                 yield SourceItem(rel, origin, info.file_size, _unreadable, skip)
+                continue
+            try:  # read now, in order, while the archive is open; one member in memory at a time
+                data = archive.read(info)
+            except Exception as exc:  # bad CRC, unsupported compression method, ...
+                detail = " ".join(str(exc).split())[:160]
+                yield SourceItem(rel, origin, info.file_size, _unreadable, f"corrupt-archive-member: {detail}")
+                continue
+            yield SourceItem(rel, origin, info.file_size, _const(data))
 
 
 def _const(data: bytes) -> Callable[[], bytes]:

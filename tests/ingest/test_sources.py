@@ -182,3 +182,36 @@ def test_local_symlinks_to_files_are_followed_broken_ones_rejected(tmp_path, mak
     assert result.n_images == 7 and (df["label"] == "cane").sum() == 4
     assert pd.read_csv(tmp_path / "ds" / "rejected.csv")["reason"].tolist() == ["not-a-regular-file: broken symlink"]
     assert len(made["cane"]) == 3
+
+
+def test_damaged_archives_report_what_they_can(tmp_path, make_dump):
+    members = _dump_members(make_dump, tmp_path)
+    archive = tmp_path / "d.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr("raw-img/cane/locked.png", b"secret")
+    raw = bytearray(archive.read_bytes())
+    # mark the last member encrypted (bit 0 of the flags, in its central directory entry)
+    entry = raw.rindex(b"PK\x01\x02")
+    raw[entry + 8] |= 0x1
+    # flip one byte inside the first member's stored data: its CRC no longer matches
+    first = zipfile.ZipFile(archive).infolist()[0]
+    raw[first.header_offset + 30 + len(first.filename) + 100] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    items = {i.relpath: i for i in sources.iter_source(str(archive))}
+    assert items[first.filename].skip_reason.startswith("corrupt-archive-member: Bad CRC-32")
+    assert items["raw-img/cane/locked.png"].skip_reason == "encrypted: zip member needs a password"
+    assert sum(i.skip_reason is None for i in items.values()) == len(members) - 1
+
+    tgz = tmp_path / "d.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(tgz.read_bytes()[: tgz.stat().st_size // 2])
+    items = list(sources.iter_source(str(cut)))
+    assert 0 < sum(i.skip_reason is None for i in items) < len(members)
+    assert items[-1].skip_reason.startswith("corrupt-archive:")
