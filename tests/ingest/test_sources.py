@@ -171,7 +171,7 @@ def test_s3_prefix_ingest_matches_local(tmp_path, make_dump, s3_server):
 
 
 def test_local_symlinks_to_files_are_followed_broken_ones_rejected(tmp_path, make_dump):
-    made = make_dump(tmp_path / "raw", {"cane": 3, "gatto": 3})
+    make_dump(tmp_path / "raw", {"cane": 3, "gatto": 3})
     extra = tmp_path / "elsewhere" / "photo.png"
     extra.parent.mkdir()
     extra.write_bytes(encode(photo("coffee").resize((40, 30))))
@@ -181,7 +181,6 @@ def test_local_symlinks_to_files_are_followed_broken_ones_rejected(tmp_path, mak
     df = read(tmp_path / "ds")
     assert result.n_images == 7 and (df["label"] == "cane").sum() == 4
     assert pd.read_csv(tmp_path / "ds" / "rejected.csv")["reason"].tolist() == ["not-a-regular-file: broken symlink"]
-    assert len(made["cane"]) == 3
 
 
 def test_damaged_archives_report_what_they_can(tmp_path, make_dump):
