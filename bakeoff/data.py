@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import tensorflow as tf
 
-RESIZE_METHOD = "bilinear"  # part of the feature cache key: change it and cached vectors are recomputed
+RESIZE_METHOD = "jpeg-dct-scale+bilinear-antialias"  # part of the feature cache key: change it and cached vectors are recomputed
 
 
 def image_cache_dir() -> Path:
@@ -55,24 +55,71 @@ def local_paths(df: "pd.DataFrame") -> list[str]:
     return uris
 
 
+def _decode(raw: "tf.Tensor", image_size: int) -> "tf.Tensor":
+    """Decode to uint8 RGB. JPEGs much larger than the target are decoded at 1/2, 1/4 or 1/8 scale by libjpeg's
+    DCT scaling (header read first), which is several times cheaper than a full decode followed by a resize."""
+    import tensorflow as tf
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(raw)
+        short = tf.minimum(shape[0], shape[1])
+        step = tf.reduce_sum(tf.cast(tf.stack([short >= k * image_size for k in (2, 4, 8)]), tf.int32))
+        return tf.switch_case(step, [lambda r=r: tf.io.decode_jpeg(raw, channels=3, ratio=r) for r in (1, 2, 4, 8)])
+
+    def other():
+        return tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
+
+    return tf.cond(tf.io.is_jpeg(raw), jpeg, other)
+
+
 def decode_and_resize(path: "tf.Tensor", image_size: int) -> "tf.Tensor":
     """File -> float32 [S, S, 3] RGB in 0..255 (grey and RGBA become RGB; GIFs use their first frame)."""
     import tensorflow as tf
 
-    raw = tf.io.read_file(path)
-    image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
-    image = tf.image.resize(image, (image_size, image_size), method=RESIZE_METHOD, antialias=True)
-    image = tf.clip_by_value(image, 0.0, 255.0)
+    image = _decode(tf.io.read_file(path), image_size)
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+    # whole-number pixels: a decoded image stored as uint8 in the pixel cache reads back bit-identical
+    image = tf.round(tf.clip_by_value(image, 0.0, 255.0))
     image.set_shape((image_size, image_size, 3))
     return image
 
 
+def pixel_cache_dir() -> str | None:
+    """Where decoded+resized pixels are kept (``$BAKEOFF_PIXEL_CACHE``, ``off`` disables); None when disabled."""
+    value = os.environ.get("BAKEOFF_PIXEL_CACHE")
+    if value and value.lower() in ("off", "0", "none", "false"):
+        return None
+    return value or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "pixels")
+
+
+def pixel_path(cache_dir: str, sha256: str, image_size: int) -> str:
+    """Content-addressed raw uint8 [S, S, 3] file of one image at one size (and this reader's resize method)."""
+    method = hashlib.sha256(RESIZE_METHOD.encode()).hexdigest()[:8]
+    return os.path.join(cache_dir, f"{image_size}-{method}", sha256[:2], f"{sha256}.rgb")
+
+
+def cached_pixel_mask(df: "pd.DataFrame", image_size: int, cache_dir: str | None) -> list[bool]:
+    if not cache_dir:
+        return [False] * len(df)
+    return [os.path.exists(pixel_path(cache_dir, str(sha), image_size)) for sha in df["sha256"]]
+
+
+def write_pixels(cache_dir: str, sha256: str, image_size: int, image) -> None:
+    """Store one decoded image (float 0..255 whole numbers) as raw uint8, atomically."""
+    import numpy as np
+
+    with storage.atomic_path(pixel_path(cache_dir, sha256, image_size)) as tmp:
+        Path(tmp).write_bytes(np.asarray(image).astype(np.uint8).tobytes())
+
+
 def image_dataset(df: "pd.DataFrame", image_size: int, batch_size: int = 32, classes: list[str] | None = None,
-                  shuffle: bool = False, seed: int = 0) -> "tf.data.Dataset":
+                  shuffle: bool = False, seed: int = 0, pixel_cache: str | None = None) -> "tf.data.Dataset":
     """Batches of float32 images [b, S, S, 3] in 0..255, or (images, label_index) when ``classes`` is given.
 
     ``df`` holds manifest rows with resolved URIs (``manifest.read_manifest`` resolves them). Row order is kept
-    unless ``shuffle`` (seeded, reshuffled each epoch).
+    unless ``shuffle`` (seeded, reshuffled each epoch). With ``pixel_cache`` (a local folder), images already
+    decoded at this size by an earlier run are read from there instead of being decoded again: decoding once
+    per input size serves every backbone (``bakeoff.features`` fills it).
     """
     import tensorflow as tf
 
@@ -81,21 +128,31 @@ def image_dataset(df: "pd.DataFrame", image_size: int, batch_size: int = 32, cla
     if image_size < 1 or batch_size < 1:
         raise BakeoffError(f"image_size and batch_size must be positive, got {image_size}, {batch_size}")
     paths = local_paths(df)
+    cached = cached_pixel_mask(df, image_size, pixel_cache)
+    if any(cached):
+        paths = [pixel_path(pixel_cache, str(sha), image_size) if hit else path
+                 for path, sha, hit in zip(paths, df["sha256"], cached)]
+    flags = tf.constant(cached, dtype=tf.bool)
+
+    def load(path, is_pixels):
+        def raw():
+            data = tf.io.decode_raw(tf.io.read_file(path), tf.uint8)
+            return tf.cast(tf.reshape(data, (image_size, image_size, 3)), tf.float32)
+
+        return tf.cond(is_pixels, raw, lambda: decode_and_resize(path, image_size))
     if classes is not None:
         unknown = sorted(set(df["label"].astype(str)) - set(classes))
         if unknown:
             raise BakeoffError(f"labels {unknown} are not among the model's classes {classes}")
         index = {name: i for i, name in enumerate(classes)}
         labels = [index[str(label)] for label in df["label"]]
-        ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, dtype=tf.int32)))
+        ds = tf.data.Dataset.from_tensor_slices((paths, flags, tf.constant(labels, dtype=tf.int32)))
     else:
-        ds = tf.data.Dataset.from_tensor_slices(paths)
+        ds = tf.data.Dataset.from_tensor_slices((paths, flags))
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     if classes is not None:
-        ds = ds.map(lambda p, y: (decode_and_resize(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+        ds = ds.map(lambda p, c, y: (load(p, c), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = ds.map(lambda p: decode_and_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -126,14 +127,32 @@ def verify_local_hashes(df) -> None:
             raise BakeoffError(f"{uri} changed since ingest (sha256 differs from the manifest); re-run `bakeoff ingest`")
 
 
-def compute_vectors(model, df, image_size: int, batch_size: int, description: str = "features") -> np.ndarray:
-    """Run the frozen extractor over manifest rows, with a rich progress bar that shows images/s."""
+_INFER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def inference_function(model):
+    """One traced forward function per model (re-tracing per call would cost seconds); XLA stays off: slower on CPU."""
     import tensorflow as tf
+
+    if model not in _INFER:
+        _INFER[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=False)
+    return _INFER[model]
+
+
+def compute_vectors(model, df, image_size: int, batch_size: int, description: str = "features",
+                    pixel_cache: str | None = None) -> np.ndarray:
+    """Run the frozen extractor over manifest rows, with a rich progress bar that shows images/s.
+
+    With ``pixel_cache`` the decoded, resized pixels of each image are kept (and reused by the next backbone at
+    the same size), so decoding leaves the hot loop after the first backbone.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bakeoff.data import image_dataset
+    from bakeoff.data import cached_pixel_mask, image_dataset, write_pixels
 
-    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=False)
+    infer = inference_function(model)
+    shas = [str(s) for s in df["sha256"]]
+    fresh = [not hit for hit in cached_pixel_mask(df, image_size, pixel_cache)] if pixel_cache else []
     out = []
     start = time.perf_counter()
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -141,10 +160,16 @@ def compute_vectors(model, df, image_size: int, batch_size: int, description: st
     with Progress(*columns, transient=True, disable=os.environ.get("BAKEOFF_NO_PROGRESS") == "1") as progress:
         task = progress.add_task(description, total=len(df), ips=0.0)
         done = 0
-        for batch in image_dataset(df, image_size, batch_size=batch_size):
+        for batch in image_dataset(df, image_size, batch_size=batch_size, pixel_cache=pixel_cache):
             out.append(infer(batch).numpy())
-            done += int(batch.shape[0])
-            progress.update(task, advance=int(batch.shape[0]), ips=done / max(time.perf_counter() - start, 1e-9))
+            n = int(batch.shape[0])
+            if pixel_cache and any(fresh[done:done + n]):
+                pixels = batch.numpy()
+                for j in range(n):
+                    if fresh[done + j]:
+                        write_pixels(pixel_cache, shas[done + j], image_size, pixels[j])
+            done += n
+            progress.update(task, advance=n, ips=done / max(time.perf_counter() - start, 1e-9))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -153,6 +178,7 @@ def extract_features(dataset_dir: str, out_dir: str, backbone: str, weights: str
                      cache_uri: str | None = None, weights_sha256: str | None = None) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned)."""
     from bakeoff.backbones import build_feature_extractor, get_backbone
+    from bakeoff.data import pixel_cache_dir
     from bakeoff.weights import resolve_weights
 
     started = time.perf_counter()
@@ -179,7 +205,8 @@ def extract_features(dataset_dir: str, out_dir: str, backbone: str, weights: str
         model = build_feature_extractor(bb, resolved, size, cut)
         feature_dim = int(model.output.shape[-1])
         t0 = time.perf_counter()
-        vectors = compute_vectors(model, misses, size, batch_size, description=f"{bb.name} features")
+        vectors = compute_vectors(model, misses, size, batch_size, description=f"{bb.name} features",
+                                  pixel_cache=pixel_cache_dir())
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]
         computed = dict(zip(miss_shas, vectors))
