@@ -1,16 +1,20 @@
 # The one bakeoff image: every KFP component runs in it (lightweight components with
-# install_kfp_package=False run `python3 -m kfp.dsl.executor_main`), and it carries the `bakeoff` CLI.
+# install_kfp_package=False run `python3 -m kfp.dsl.executor_main`), it carries the `bakeoff` CLI, and
+# it serves the team's MLflow tracking server (infra/k8s/base/tracking).
 #
 # Build with `make image` (infra/image/build.sh) or any OCI builder:
 #   CPU : --build-arg BASE_IMAGE=python:3.11-slim-bookworm        --build-arg TF_PACKAGE=tensorflow-cpu==2.21.0
-#   CUDA: --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu  --build-arg TF_PACKAGE=tensorflow==2.21.0
+#   CUDA: --build-arg BASE_IMAGE=python:3.11-slim-bookworm        --build-arg TF_PACKAGE='tensorflow[and-cuda]==2.21.0'
+#         (CUDA/cuDNN from pip wheels; the node's driver comes in through the NVIDIA container toolkit)
+#    or --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu  --build-arg TF_PACKAGE=tensorflow==2.21.0
+#         (reuses the base's TensorFlow; only if that image's python3 is 3.11: checked below)
 #   here: --build-arg BASE_IMAGE=localhost/bakeoff-base:bookworm  (debootstrap base, built by build.sh)
-# The base must provide Python 3.11 as `python3` with the venv module.
+# The base must provide Python 3.11 as `python3`.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-# TensorFlow is chosen per base: tensorflow-cpu on CPU bases; on the CUDA base, the base's own
-# `tensorflow` (already installed with its CUDA libraries, so pip finds it satisfied).
+# TensorFlow is chosen per variant: tensorflow-cpu; tensorflow[and-cuda] (CUDA libraries as wheels);
+# or, on the tensorflow/tensorflow GPU base, its own `tensorflow` (pip finds it satisfied).
 ARG TF_PACKAGE=tensorflow-cpu==2.21.0
 
 LABEL org.opencontainers.image.title="bakeoff" \
@@ -28,8 +32,11 @@ ENV VIRTUAL_ENV=/opt/bakeoff \
     TF_CPP_MIN_LOG_LEVEL=2 \
     LANG=C.UTF-8
 
-RUN python3 -m venv --system-site-packages "$VIRTUAL_ENV" \
- && python3 -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"
+RUN python3 -c "import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else \
+        f'base image python3 is {v[0]}.{v[1]}; bakeoff needs 3.11: use python:3.11-slim-bookworm')" \
+ && (python3 -m venv --system-site-packages "$VIRTUAL_ENV" 2>/dev/null \
+     || python3 -m venv --system-site-packages --without-pip "$VIRTUAL_ENV") \
+ && "$VIRTUAL_ENV/bin/python3" -m pip --version
 
 # Dependencies first, in their own layers: code changes do not reinstall TensorFlow.
 WORKDIR /src
@@ -50,8 +57,13 @@ COPY README.md ./
 COPY bakeoff ./bakeoff
 COPY components ./components
 COPY pipelines ./pipelines
+# `pip check` must be clean, except that the CUDA build's `tensorflow` stands in for the CPU wheel
+# that pyproject.toml names.
 RUN pip install --no-deps . \
- && pip check \
+ && { pip check > /tmp/pip-check.txt || true; } \
+ && ! grep -v -e "^No broken requirements" -e "^bakeoff .* requires tensorflow-cpu, which is not installed" \
+      /tmp/pip-check.txt | grep . \
+ && rm -f /tmp/pip-check.txt \
  && rm -rf /src/build /src/*.egg-info \
  && python3 -c "import bakeoff, kfp.dsl.executor_main, tensorflow as tf, keras; print('bakeoff', bakeoff.__version__, 'tf', tf.__version__)" \
  && bakeoff --help >/dev/null

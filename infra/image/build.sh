@@ -9,7 +9,9 @@
 #
 # Environment knobs:
 #   TF_PACKAGE        pip requirement for TensorFlow (default: tensorflow-cpu==2.21.0, or
-#                     tensorflow==<tag> for a tensorflow/tensorflow:<tag>-gpu base)
+#                     tensorflow==<tag> for a tensorflow/tensorflow:<tag>-gpu base). CUDA build on the
+#                     plain Python base: TF_PACKAGE='tensorflow[and-cuda]==2.21.0'
+#   EXTRA_PACKAGES    passed on as the build arg of that name when set (default in the Dockerfile)
 #   DEBIAN_MIRROR     debootstrap mirror (default http://deb.debian.org/debian)
 #   BAKEOFF_HOST_PIP  auto (default): mount this host's pip configuration, wheel folders and CA bundle
 #                     read-only into RUN steps when they exist, so pip resolves exactly as on the host;
@@ -92,6 +94,7 @@ t0=$SECONDS
 buildah build --layers --runtime runc --network=host \
   --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
   --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TF_PACKAGE="$TF_PACKAGE" \
+  ${EXTRA_PACKAGES+--build-arg "EXTRA_PACKAGES=$EXTRA_PACKAGES"} \
   "${mounts[@]}" --file "$ROOT/Dockerfile" --tag "$IMAGE" "$@" "$ROOT"
 bytes=$(podman image inspect --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo 0)
 say "built $IMAGE in $((SECONDS - t0)) s; image size $(awk -v b="$bytes" 'BEGIN {printf "%.2f GB", b / 1e9}')"
