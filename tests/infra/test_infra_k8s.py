@@ -225,3 +225,16 @@ def test_mlflow_pods_get_no_service_link_variables(rendered, overlay):
     """Service `mlflow` would inject MLFLOW_PORT=tcp://IP:5000, which `mlflow server` reads as its port."""
     [deploy] = find(rendered[overlay], "Deployment", "mlflow")
     assert deploy["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_tracking_server_may_reach_postgres(rendered, overlay):
+    objects = rendered[overlay]
+    [policy] = find(objects, "NetworkPolicy", "mlflow-postgres")
+    [sts] = find(objects, "StatefulSet", "mlflow-postgres")
+    [deploy] = find(objects, "Deployment", "mlflow")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    [rule] = policy["spec"]["ingress"]
+    [peer] = rule["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    assert [p["port"] for p in rule["ports"]] == [5432]
