@@ -153,11 +153,13 @@ def run(
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pipelines.local", "--config", str(run_dir / "config.json"),
                                  "--result", str(result_path), "--workdir", str(workdir)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             failed = _follow(proc, log, console)
-        except KeyboardInterrupt:
-            proc.terminate()
+        except KeyboardInterrupt:  # stop the pipeline AND its task processes (one process group)
+            import signal
+
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
             raise
     result = json.loads(result_path.read_text()) if result_path.exists() else {"error": "the pipeline process died"}

@@ -1,0 +1,123 @@
+"""A REAL end-to-end local pipeline run: `bakeoff run` through kfp.local on real images with real pretrained weights.
+
+Two backbones (MobileNetV2 ImageNet and VGG16 HED from the offline mirror), tiny images, one fine-tune epoch.
+Then a second, "scheduled" run on the unchanged data: ingest and features come from the cache and the
+champion alias does not move.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bakeoff.cli import main
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+CLASSES = "sneaker,bag,trouser"
+MODEL = "e2e-classifier"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, weights_mirror):
+    """An isolated cwd (embedded MLflow store lives under it), feature cache and demo data."""
+    from bakeoff.demo_data import make_demo_data
+
+    root = tmp_path_factory.mktemp("e2e")
+    make_demo_data(str(root / "raw"), per_class=12, classes=CLASSES)
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
+    mp.setenv("BAKEOFF_CACHE_URI", str(root / "feature-cache"))
+    yield root
+    mp.undo()
+
+
+def _run(root: Path, backbones: str) -> tuple[int, str, dict, Path]:
+    """`bakeoff run` as a user types it; returns exit code, terminal output, result.json and the run folder."""
+    import contextlib
+    import io
+
+    runs = root / ".bakeoff" / "runs"
+    before = set(runs.glob("*")) if runs.exists() else set()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["run", "--data", str(root / "raw" / "raw-img"), "--label-map", str(root / "raw" / "translate.json"),
+                     "--classes", CLASSES, "--backbones", backbones, "--weights", "mobilenet_v2=imagenet,vgg16=hed",
+                     "--image-size", "32", "--head-epochs", "3", "--finetune-epochs", "1", "--experiment", "e2e",
+                     "--model-name", MODEL])
+    [run_dir] = set(runs.glob("*")) - before
+    result = json.loads((run_dir / "result.json").read_text())
+    return code, buffer.getvalue(), result, run_dir
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace):
+    return _run(workspace, "mobilenet_v2,vgg16")
+
+
+def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run):
+    import mlflow
+    from mlflow import MlflowClient
+
+    code, out, result, run_dir = first_run
+    assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
+    for expected in ("done    ingest", "done    features #2", "done    evaluate #2", "select-and-register",
+                     "leaderboard", "gate (mcnemar)", "mlflow ui"):
+        assert expected in out, expected
+    decision = result["decision"]
+    assert decision["promoted"] is True  # no champion yet
+    assert {row["backbone"] for row in result["rows"]} == {"mobilenet_v2", "vgg16"}
+    assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in result["rows"])
+    assert "| backbone" in result["leaderboard"] and "vgg16" in result["leaderboard"]
+
+    mlflow.set_tracking_uri(result["tracking_uri"])
+    client = MlflowClient()
+    assert result["tracking_uri"].startswith(f"sqlite:///{workspace}")  # the embedded default under the cwd
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(champion.version) == str(decision["champion_version_after"])
+    [experiment] = [e for e in client.search_experiments() if e.name == "e2e"]
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.data.params.get("backbone") for r in children} == {"mobilenet_v2", "vgg16"}
+
+    # KFP's own artifacts: ClassificationMetrics for the UI (confusion matrix + ROC) on every branch
+    outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-1-iteration-*/evaluate/executor_output.json"))
+    assert len(outputs) == 2
+    for path in outputs:
+        artifacts = json.loads(path.read_text())["artifacts"]
+        meta = artifacts["classification"]["artifacts"][0]["metadata"]
+        assert len(meta["confusionMatrix"]["rows"]) == 3
+        assert meta["confidenceMetrics"]
+
+
+def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(workspace, first_run):
+    """One backbone this time (keeps CI short): its features and the ingest are cache hits."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    assert first_run[0] == 0
+    mlflow.set_tracking_uri(first_run[2]["tracking_uri"])
+    before = MlflowClient().get_model_version_by_alias(MODEL, "champion").version
+    code, out, result, run_dir = _run(workspace, "mobilenet_v2")
+    assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
+    assert "cached  ingest" in out
+    assert out.count("cached  features") == 1
+    assert "done    ingest" not in out and "done    features" not in out
+    assert result["decision"]["promoted"] is False
+    assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == str(before)
+
+
+def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
+    code = main(["run", "--data", str(workspace / "raw" / "raw-img"), "--label-map",
+                 str(workspace / "raw" / "translate.json"), "--classes", "unicorn,dragon", "--experiment", "e2e-bad"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: task 'ingest' failed:") and "unicorn" in err and "pipeline.log" in err
+    assert "\n" not in err
