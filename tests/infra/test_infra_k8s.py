@@ -238,3 +238,16 @@ def test_only_the_tracking_server_may_reach_postgres(rendered, overlay):
     [peer] = rule["from"]
     assert peer["podSelector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
     assert [p["port"] for p in rule["ports"]] == [5432]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_run_form_weights_resolve_from_the_mirror_the_docs_fill(rendered, overlay, weights_mirror):
+    """Each scheduled backbone finds pretrained weights in a mirror made by `bakeoff weights import`
+    (docs/infra.md step 5): a cluster without internet must not fall back to a Keras download."""
+    from bakeoff.weights import resolve_weights
+
+    [run_cm] = [cm for cm in find(rendered[overlay], "ConfigMap") if cm["metadata"]["name"].startswith("bakeoff-run-")]
+    params = yaml.safe_load(run_cm["data"]["run.yaml"])["parameters"]
+    for backbone in params["backbones"]:
+        resolved = resolve_weights(backbone, params["weights"], mirror=weights_mirror)
+        assert resolved.pretrained and resolved.sha256 and str(weights_mirror) in resolved.source, (backbone, resolved)
