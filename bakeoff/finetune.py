@@ -176,7 +176,9 @@ def finetune(dataset_dir: str, head_dir: str, out_dir: str, *, blocks: int = 1, 
             best = int(np.argmin(history["val_loss"]))
             extra = {"n_train": n_train, "n_val": n_val, "epochs_run": len(history["loss"]), "best_epoch": best + 1,
                      "stopped_early": len(history["loss"]) < epochs, "val_accuracy": history["val_accuracy"][best]}
-        if mixed:  # serve in float32: same architecture, float32 policy, the trained (float32) variables copied over
+        if epochs > 0:
+            # Save a clean copy: float32 policy (serves on any CPU even after mixed-precision training) and no
+            # optimizer state (Adam's moments would double the file). Same architecture, trained variables copied.
             trained = model.get_weights()
             keras.mixed_precision.set_global_policy("float32")
             model, _ = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)

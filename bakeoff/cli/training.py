@@ -47,7 +47,8 @@ def train_head_cmd(
     info = train_head(features, out, kind=kind, epochs=epochs, learning_rate=learning_rate, hidden=hidden,
                       dropout=dropout, batch_size=batch_size, patience=patience, seed=seed, balance_classes=balance)
     typer.echo(f"{info['kind']} head on {info['backbone']} features -> {out}: val accuracy {info['val_accuracy']:.4f} "
-               f"({info['n_train']} train, {info['n_val']} val, {info['epochs_run']} epochs)"
+               f"({info['n_train']} train, {info['n_val']} val"
+               f"{', ' + str(info['epochs_run']) + ' epochs' if info['kind'] == 'dense' else ''})"
                f"{_pretrained_flag(info.get('weights'))}")
 
 
