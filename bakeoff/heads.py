@@ -86,7 +86,8 @@ def keras_progress(total_epochs: int, description: str):
     class _RichEpochs(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
+                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False,
+                                      disable=bool(os.environ.get("BAKEOFF_NO_PROGRESS")))
             self._progress.start()
             self._task = self._progress.add_task(description, total=total_epochs, info="")
 
