@@ -177,3 +177,16 @@ def test_cli_train_head(tmp_path, capsys):
     assert json.loads((tmp_path / "h" / "head.json").read_text())["kind"] == "logreg"
     assert main(["train-head", features, "--out", str(tmp_path / "h"), "--kind", "svm"]) == 2
     assert "error: unknown head kind 'svm'" in capsys.readouterr().err
+
+
+def test_head_reads_and_writes_s3(tmp_path, s3_server):
+    """Features on s3:// in, head on s3:// out, through the real moto server on 127.0.0.1."""
+    from bakeoff import storage
+    from bakeoff.heads import load_keras
+
+    storage.upload_tree(_digits_features(tmp_path / "f"), "s3://bakeoff-test/runs/feat")
+    info = train_head("s3://bakeoff-test/runs/feat", "s3://bakeoff-test/runs/head", kind="logreg")
+    assert storage.exists("s3://bakeoff-test/runs/head/head.keras")
+    assert json.loads(storage.read_bytes("s3://bakeoff-test/runs/head/head.json"))["val_accuracy"] == info["val_accuracy"]
+    model = load_keras("s3://bakeoff-test/runs/head/head.keras")
+    assert model.output.shape[-1] == 3
