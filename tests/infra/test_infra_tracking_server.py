@@ -104,6 +104,19 @@ def _wait_healthy(url: str, name: str, timeout: float = 180) -> None:
     pytest.fail(f"MLflow server in the image did not become healthy:\n{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}")
 
 
+def _admin_call(url: str, method: str, path: str, body: dict) -> dict:
+    """What `curl -u admin:PW -X METHOD URL/PATH -H 'Content-Type: application/json' -d BODY` does."""
+    import base64
+    import json
+
+    req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method=method, headers={
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200, (path, resp.status)
+        return json.loads(resp.read() or b"{}")
+
+
 @pytest.mark.slow
 def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
         built_image, rendered, postgres, s3_server, monkeypatch, tmp_path):
@@ -148,11 +161,18 @@ def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
         assert denied.value.code == 401
 
-        # A client with MLflow credentials and NO S3 credentials: artifacts are proxied by the server.
+        # docs/infra.md step 5: the admin creates the pipeline's user and makes it an admin (REST, JSON).
+        pipeline_password = uuid.uuid4().hex
+        _admin_call(url, "POST", "/api/2.0/mlflow/users/create",
+                    {"username": "bakeoff-pipeline", "password": pipeline_password})
+        _admin_call(url, "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": "bakeoff-pipeline", "is_admin": True})
+
+        # The pipeline's client: MLflow credentials (Secret bakeoff-mlflow), NO S3 credentials: the
+        # artifacts are proxied by the server.
         for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
             monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bakeoff-pipeline")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", pipeline_password)
         mlflow.set_tracking_uri(url)
         exp_id = mlflow.create_experiment(f"infra-{uuid.uuid4().hex[:6]}")
         with mlflow.start_run(experiment_id=exp_id) as active:
@@ -173,7 +193,9 @@ def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
                               capture_output=True, text=True).stdout.strip()
 
     assert psql("mlflow", f"SELECT count(*) FROM runs WHERE run_uuid = '{run_id}'") == "1"
-    assert psql("mlflow_auth", "SELECT username FROM users WHERE is_admin") == "admin"
+    assert psql("mlflow_auth", "SELECT username FROM users WHERE is_admin ORDER BY username").split() == \
+        ["admin", "bakeoff-pipeline"]
+    assert psql("mlflow", f"SELECT user_id FROM runs WHERE run_uuid = '{run_id}'") == "bakeoff-pipeline"
     s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=key_id, aws_secret_access_key=secret,
                       region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bakeoff-test", Prefix="mlflow/")["Contents"]]
