@@ -123,24 +123,6 @@ def hfe_faces_dataset(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def hfe_digits_dataset(tmp_path_factory) -> str:
-    """Three-class dataset of real scans: scikit-learn's handwritten digits 0/1/2 (8x8 grey, upscaled to 32 px)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits(n_class=3)
-    rng = np.random.default_rng(5)
-    images, labels, splits = [], [], []
-    for cls in range(3):
-        idx = rng.permutation(np.flatnonzero(digits.target == cls))[:20]
-        for i, k in enumerate(idx):
-            img = (digits.images[k] / 16.0 * 255).round().astype(np.uint8)
-            images.append(np.kron(img, np.ones((4, 4), dtype=np.uint8)))
-            labels.append(f"digit{cls}")
-            splits.append("train" if i < 10 else "val" if i < 14 else "test")
-    return _hfe_write_dataset(tmp_path_factory.mktemp("hfe-digits"), images, labels, splits)
-
-
-@pytest.fixture(scope="session")
 def hfe_mirror_env(weights_mirror):
     """Point BAKEOFF_WEIGHTS_URI at the real imported weights for the whole session (imagenet -> mirror copy)."""
     old = os.environ.get("BAKEOFF_WEIGHTS_URI")
