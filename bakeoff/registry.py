@@ -228,6 +228,31 @@ def _log_decision(run_id: str, decision: dict) -> None:
 
 # ---------------------------------------------------------------------------------------- the gate
 
+def _compare(challenger_run, model_name: str, champion_version: str, dataset_dir: str, dataset_hash: str,
+             gate: GateConfig) -> dict:
+    """Paired comparison of the challenger with the champion on this dataset's test split -> decision fields."""
+    chal = _challenger_predictions(challenger_run, dataset_dir, dataset_hash)
+    try:
+        champ = _model_predictions(f"models:/{model_name}/{champion_version}", dataset_dir)
+    except BakeoffError as exc:  # e.g. the class set changed: no fair paired comparison exists
+        return {"reason": f"champion v{champion_version} cannot be scored on this test split ({exc}); "
+                          "not promoted automatically: review, then move the alias by hand"}
+    a, b = _paired(chal, champ)
+    result = stats.paired_test(a.to_numpy(), b.to_numpy(), test=gate.test, n_bootstrap=gate.n_bootstrap)
+    out = result.as_dict()
+    if result.delta <= gate.min_delta:
+        out["reason"] = (f"not better than champion v{champion_version}: accuracy delta "
+                         f"{result.delta:+.4f} <= min_delta {gate.min_delta}")
+    elif result.p_value >= gate.alpha:
+        out["reason"] = (f"better than champion v{champion_version} by {result.delta:+.4f} but not "
+                         f"significantly ({gate.test} p={result.p_value:.4g} >= alpha {gate.alpha})")
+    else:
+        out.update(promoted=True, reason=(
+            f"beats champion v{champion_version} by {result.delta:+.4f} accuracy on the same "
+            f"{result.n} test images ({gate.test} p={result.p_value:.4g} < alpha {gate.alpha})"))
+    return out
+
+
 def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: GateConfig) -> dict:
     """Apply the gate to one candidate run and move an alias; returns the decision dict (not logged)."""
     c = tracking.client()
@@ -259,21 +284,7 @@ def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: 
         elif str(champion.version) == str(version):
             decision["reason"] = "the challenger already is the champion"
         else:
-            chal = _challenger_predictions(challenger_run, dataset_dir, dataset_hash)
-            champ = _model_predictions(f"models:/{model_name}/{champion.version}", dataset_dir)
-            a, b = _paired(chal, champ)
-            result = stats.paired_test(a.to_numpy(), b.to_numpy(), test=gate.test, n_bootstrap=gate.n_bootstrap)
-            decision.update(result.as_dict())
-            if result.delta <= gate.min_delta:
-                decision["reason"] = (f"not better than champion v{champion.version}: accuracy delta "
-                                      f"{result.delta:+.4f} <= min_delta {gate.min_delta}")
-            elif result.p_value >= gate.alpha:
-                decision["reason"] = (f"better than champion v{champion.version} by {result.delta:+.4f} but not "
-                                      f"significantly ({gate.test} p={result.p_value:.4g} >= alpha {gate.alpha})")
-            else:
-                decision.update(promoted=True, reason=(
-                    f"beats champion v{champion.version} by {result.delta:+.4f} accuracy on the same "
-                    f"{result.n} test images ({gate.test} p={result.p_value:.4g} < alpha {gate.alpha})"))
+            decision.update(_compare(challenger_run, model_name, champion.version, dataset_dir, dataset_hash, gate))
         if decision["promoted"]:
             c.set_registered_model_alias(model_name, CHAMPION, version)
             c.set_model_version_tag(model_name, version, "gate", "promoted")
