@@ -140,7 +140,7 @@ def run(
                                        experiment, model_name, gate_test, gate_alpha))
     if not cfg.parameters.data_uri:
         raise BakeoffError("no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set parameters.data_uri in --config")
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 120)  # logs/CI: don't squeeze the table to 80
     run_dir = workdir / "runs" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
