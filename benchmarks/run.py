@@ -5,11 +5,11 @@ For each (backbone, input size), on the same JPEG files:
   pipeline  bakeoff's whole path, image files on disk -> features (tf.data decode/resize + the same forward)
   keras_gen the notebooks' way: ImageDataGenerator.flow_from_directory + model.predict
   cold/warm `extract_features` end to end with an empty cache, then the rerun served from the cache
-Each throughput is the best of ``--repeats`` passes (the host is shared and noisy; the best pass is the least
-disturbed one), the three throughput measurements interleaved so noise hits them alike.
+Each round runs one pass of every method back to back; ratios are medians of per-round ratios (a paired design:
+the shared host's load swings hit both sides of a ratio alike).
 
-    python -m benchmarks.run            # full: 512 images, MobileNetV2 @128/@224, VGG16-HED @128
-    python -m benchmarks.run --quick    # 256 images, MobileNetV2 @128 only (about a minute)
+    python -m benchmarks.run            # full: 256 images x 5 rounds, MobileNetV2 @128/@224, VGG16-HED @64
+    python -m benchmarks.run --quick    # 256 images x 3 rounds, MobileNetV2 @128 only (a few minutes)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("BAKEOFF_NO_PROGRESS", "1")
 
-FULL_CASES = [("mobilenet_v2", "imagenet", 128), ("mobilenet_v2", "imagenet", 224), ("vgg16", "hed", 128)]
+FULL_CASES = [("mobilenet_v2", "imagenet", 128), ("mobilenet_v2", "imagenet", 224), ("vgg16", "hed", 64)]
 QUICK_CASES = [("mobilenet_v2", "imagenet", 128)]
 
 
@@ -85,14 +85,21 @@ def bench_case(dataset: Path, backbone: str, weights: str, size: int, repeats: i
     model.predict(images[:batch_size], verbose=0)
     pixels = tempfile.mkdtemp(prefix="bench-pixels-")
     _pipeline(model, df, size, batch_size, pixel_cache=pixels)  # fills the pixel cache (as an earlier backbone would)
-    best = {"forward": 0.0, "pipeline": 0.0, "pipeline_pixels": 0.0, "keras_gen": 0.0}
-    for _ in range(repeats):
-        best["forward"] = max(best["forward"], _forward(model, images, batch_size))
-        best["pipeline"] = max(best["pipeline"], _pipeline(model, df, size, batch_size))
-        best["pipeline_pixels"] = max(best["pipeline_pixels"], _pipeline(model, df, size, batch_size, pixels))
-        with contextlib.redirect_stdout(io.StringIO()):
-            best["keras_gen"] = max(best["keras_gen"], _keras_generator(model, dataset / "images", size,
-                                                                          batch_size, len(df)))
+    runs: dict[str, list[float]] = {"forward": [], "pipeline": [], "pipeline_pixels": [], "keras_gen": []}
+    measure = {
+        "forward": lambda: _forward(model, images, batch_size),
+        "pipeline": lambda: _pipeline(model, df, size, batch_size),
+        "pipeline_pixels": lambda: _pipeline(model, df, size, batch_size, pixels),
+        "keras_gen": lambda: _keras_generator(model, dataset / "images", size, batch_size, len(df)),
+    }
+    order = list(measure)
+    for r in range(repeats):  # one pass of each, back to back, in a rotating order: a paired design
+        for name in order[r % len(order):] + order[: r % len(order)]:
+            with contextlib.redirect_stdout(io.StringIO()):
+                runs[name].append(measure[name]())
+    best = {name: float(np.median(values)) for name, values in runs.items()}
+    for name in ("pipeline", "pipeline_pixels", "keras_gen"):  # median of the per-round ratios
+        best[f"{name}_ratio"] = float(np.median(np.array(runs[name]) / np.array(runs["forward"])))
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["BAKEOFF_PIXEL_CACHE"] = f"{tmp}/pixels"  # cold means cold: no decoded pixels either
         t0 = time.perf_counter()
@@ -115,8 +122,10 @@ def render(results: list[dict], args, elapsed: float) -> str:
         "",
         f"Measured {now} with `python -m benchmarks.run{' --quick' if args.quick else ''}` "
         f"({elapsed:.0f} s) on {platform.machine()}, {os.cpu_count()} cores, TensorFlow CPU, batch "
-        f"{args.batch_size}, best of {args.repeats} interleaved passes. The host is shared with other jobs: "
-        "absolute numbers swing 1.2-2.6x between runs; the ratios within one row are measured side by side.",
+        f"{args.batch_size}, {args.repeats} rounds. Each round runs one pass of every method back to back (rotating "
+        "order); throughputs are medians over rounds and each ratio is the median of the per-round ratios, so "
+        "load from other jobs on this shared 2-core host hits both sides of a ratio alike. Absolute numbers "
+        "still swing 1.2-2.6x between runs.",
         "",
         f"Data: {results[0]['n']} distinct JPEG crops (256x256) of real photos, read from disk.",
         "",
@@ -128,8 +137,8 @@ def render(results: list[dict], args, elapsed: float) -> str:
     for r in results:
         lines.append(
             f"| {r['backbone']} | {r['weights']} | {r['size']} | {r['forward']:.0f} | {r['pipeline']:.0f} | "
-            f"{r['pipeline'] / r['forward']:.2f} | {r['pipeline_pixels']:.0f} | "
-            f"{r['pipeline_pixels'] / r['forward']:.2f} | {r['keras_gen']:.0f} | {r['pipeline'] / r['keras_gen']:.2f} | "
+            f"{r['pipeline_ratio']:.2f} | {r['pipeline_pixels']:.0f} | "
+            f"{r['pipeline_pixels_ratio']:.2f} | {r['keras_gen']:.0f} | {r['pipeline_ratio'] / r['keras_gen_ratio']:.2f} | "
             f"{r['cold_s']:.1f} | {r['warm_s']:.2f} | {r['cold_s'] / r['warm_s']:.0f}x |")
     lines += [
         "",
@@ -159,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"))
     parser.add_argument("--mirror", default=None, help="weights mirror (default $BAKEOFF_WEIGHTS_URI, else a temp import)")
     args = parser.parse_args(argv)
-    args.images = args.images or (256 if args.quick else 512)
-    args.repeats = args.repeats or (2 if args.quick else 3)
+    args.images = args.images or 256
+    args.repeats = args.repeats or (3 if args.quick else 5)
     cases = QUICK_CASES if args.quick else FULL_CASES
 
     from benchmarks.images import make_jpeg_dataset
@@ -179,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         for backbone, spec, size in cases:
             r = bench_case(dataset, backbone, spec, size, args.repeats, args.batch_size)
             print(f"{backbone}@{size}: forward {r['forward']:.0f} img/s, pipeline {r['pipeline']:.0f} "
-                  f"({r['pipeline'] / r['forward']:.2f}), pixels cached {r['pipeline_pixels']:.0f} "
-                  f"({r['pipeline_pixels'] / r['forward']:.2f}), generator {r['keras_gen']:.0f}, "
+                  f"({r['pipeline_ratio']:.2f}), pixels cached {r['pipeline_pixels']:.0f} "
+                  f"({r['pipeline_pixels_ratio']:.2f}), generator ({r['keras_gen_ratio']:.2f}) {r['keras_gen']:.0f}, "
                   f"cold {r['cold_s']:.1f}s, cached {r['warm_s']:.2f}s", flush=True)
             results.append(r)
     from bakeoff.storage import write_bytes
