@@ -14,7 +14,7 @@ import os
 from types import SimpleNamespace
 
 DEFAULT_IMAGE = os.environ.get("BAKEOFF_IMAGE", "localhost/bakeoff-python:0.1.0")
-STEPS = ("ingest", "open_run", "features", "train_head", "finetune", "evaluate", "select_and_register")
+STEPS = ("fingerprint", "ingest", "open_run", "features", "train_head", "finetune", "evaluate", "select_and_register")
 
 
 def load(image: str = DEFAULT_IMAGE) -> SimpleNamespace:

@@ -14,7 +14,7 @@ def ingest(
     data_version: str,
     dataset: Output[Dataset],
 ):
-    """Cached in the pipeline: same URI + parameters + ``data_version`` -> the same Dataset, no re-ingest."""
+    """Cached in the pipeline: same URI + parameters + ``data_version`` (the fingerprint step's digest) -> no re-ingest."""
     import json
 
     from bakeoff import ingest as core

@@ -2,7 +2,7 @@
 
 DAG::
 
-    ingest (cached) -> open_run -> ParallelFor(backbones, parallelism=N) {
+    fingerprint (never cached) -> ingest (cached) -> open_run -> ParallelFor(backbones, parallelism=N) {
         features (cached, GPU) -> train_head -> finetune (GPU) -> evaluate (+ MLflow candidate) }
     -> select_and_register(Collected run ids, Collected metrics) -> leaderboard (Markdown)
 
@@ -20,7 +20,7 @@ from pipelines.settings import Parameters, Settings
 
 CACHED_STEPS = ("ingest", "features")
 GPU_STEPS = ("features", "finetune")
-RETRIED_STEPS = ("ingest", "open_run", "features", "finetune", "evaluate", "select_and_register")
+RETRIED_STEPS = ("fingerprint", "ingest", "open_run", "features", "finetune", "evaluate", "select_and_register")
 MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register")
 # env var -> key in the operator's ConfigMap / Secrets (see docs/orchestration.md and infra/)
 CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "BAKEOFF_WEIGHTS_URI", "BAKEOFF_CACHE_URI")
@@ -95,9 +95,11 @@ def create_pipeline(settings: Settings | None = None, defaults: Parameters | Non
 
     def bakeoff(*args, **kwargs):
         p = {**dict(zip(names, args)), **kwargs}  # KFP passes the parameter channels positionally
+        version = step("fingerprint", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"],
+                       data_version=p["data_version"]).output
         data = step("ingest", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"], classes=p["classes"],
                     per_class=p["per_class"], val_fraction=p["val_fraction"], test_fraction=p["test_fraction"],
-                    seed=p["seed"], data_version=p["data_version"]).outputs["dataset"]
+                    seed=p["seed"], data_version=version).outputs["dataset"]
         opened = step("open_run", dataset=data, experiment=p["experiment"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                       data_uri=p["data_uri"], backbones=p["backbones"], weights=p["weights"],
                       image_size=p["image_size"], head_kind=p["head_kind"], finetune_epochs=p["finetune_epochs"],

@@ -11,7 +11,6 @@ in a child process whose output goes to the run's log file, so the terminal show
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -25,24 +24,6 @@ from bakeoff.errors import BakeoffError
 from pipelines.settings import RunConfig
 
 LOCAL_RETRIES = 0  # locally a failing step is a bug to show at once, not a flaky network to wait out
-
-
-def data_fingerprint(data_uri: str) -> str:
-    """A cheap identity of a raw dump (names, sizes, and mtimes of local files) to key ingest's cache.
-
-    Without it a changed folder under the same path would hit the cached ingest and train on stale data.
-    """
-    digest = hashlib.sha256()
-    if storage.is_s3(data_uri) or Path(data_uri).is_dir():
-        for item in storage.list_files(data_uri):
-            mtime = 0 if storage.is_s3(item.uri) else int(os.stat(item.uri).st_mtime)
-            digest.update(f"{item.relpath}\t{item.size}\t{mtime}\n".encode())
-    elif Path(data_uri).is_file():
-        stat = os.stat(data_uri)
-        digest.update(f"{Path(data_uri).resolve()}\t{stat.st_size}\t{int(stat.st_mtime)}".encode())
-    else:
-        raise BakeoffError(f"no data at {data_uri}; pass --data FOLDER|ARCHIVE|s3://PREFIX")
-    return digest.hexdigest()[:16]
 
 
 def prepare_environment(workdir: str | Path) -> dict[str, str]:
@@ -67,8 +48,6 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
     params = config.parameters.model_copy()
     if not params.data_uri:
         raise BakeoffError("no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set it in the config")
-    if not params.data_version:
-        params.data_version = data_fingerprint(params.data_uri)
     env = prepare_environment(workdir)
     settings = config.settings.model_copy(update={"retries": LOCAL_RETRIES})
     pipeline = create_pipeline(settings, params)

@@ -28,7 +28,7 @@ class Parameters(BaseModel):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     seed: int = 0
-    data_version: str = Field("", description="bump to force a fresh ingest of changed data under the same URI")
+    data_version: str = Field("", description="any label; changing it forces a fresh ingest (new data is detected anyway)")
     backbones: list[str] = Field(default_factory=lambda: ["mobilenet_v2", "vgg16"], min_length=1)
     weights: str = Field("imagenet", description='one spec, or per backbone: "mobilenet_v2=imagenet,vgg16=hed"')
     image_size: int = Field(0, ge=0, description="input size in pixels (0: each backbone's default)")

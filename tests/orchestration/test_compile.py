@@ -43,7 +43,9 @@ def _container(spec, name):
 def test_dag_fans_out_over_backbones_and_collects(compiled):
     _, spec, _ = compiled
     root = spec.root.dag.tasks
-    assert set(root) == {"ingest", "open-run", "for-loop-1", "select-and-register"}
+    assert set(root) == {"fingerprint", "ingest", "open-run", "for-loop-1", "select-and-register"}
+    # ingest is keyed by the (never cached) fingerprint of the raw data: new data -> fresh ingest
+    assert root["ingest"].inputs.parameters["data_version"].task_output_parameter.producer_task == "fingerprint"
     loop = root["for-loop-1"]
     assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--backbones"
     assert loop.iterator_policy.parallelism_limit == 3
@@ -87,7 +89,7 @@ def test_gpu_only_on_features_and_finetune(compiled):
         assert dict(config.node_selector.labels) == {"bakeoff.io/pool": "gpu"}
         [toleration] = config.tolerations
         assert (toleration.key, toleration.operator, toleration.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
-    for name in ("ingest", "open-run", "train-head", "evaluate", "select-and-register"):
+    for name in ("fingerprint", "ingest", "open-run", "train-head", "evaluate", "select-and-register"):
         container = _container(spec, name)
         assert container["image"] == CPU_IMAGE
         assert "accelerator" not in container["resources"]
@@ -102,7 +104,7 @@ def test_caching_and_retries(compiled):
     cached = {name for name, task in tasks.items() if task.caching_options.enable_cache}
     assert cached == {"ingest", "features"}
     retried = {name for name, task in tasks.items() if task.retry_policy.max_retry_count == 3}
-    assert retried == {"ingest", "open-run", "features", "finetune", "evaluate", "select-and-register"}
+    assert retried == {"fingerprint", "ingest", "open-run", "features", "finetune", "evaluate", "select-and-register"}
     assert tasks["evaluate"].retry_policy.backoff_factor == 2.0
     assert tasks["evaluate"].retry_policy.backoff_duration.seconds == 30
 
@@ -110,7 +112,8 @@ def test_caching_and_retries(compiled):
 def test_secrets_arrive_as_env_from_kubernetes_secrets(compiled):
     out, spec, k8s = compiled
     assert SECRET not in out.read_text()
-    for name in ("ingest", "open-run", "features", "train-head", "finetune", "evaluate", "select-and-register"):
+    for name in ("fingerprint", "ingest", "open-run", "features", "train-head", "finetune", "evaluate",
+                 "select-and-register"):
         secrets = {s.secret_name: {e.env_var for e in s.key_to_env} for s in k8s[f"exec-{name}"].secret_as_env}
         assert secrets["bakeoff-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register")

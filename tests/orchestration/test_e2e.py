@@ -65,7 +65,7 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
 
     code, out, result, run_dir = first_run
     assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
-    for expected in ("done    ingest", "done    features #2", "done    evaluate #2", "select-and-register",
+    for expected in ("done    fingerprint", "done    ingest", "done    features #2", "done    evaluate #2", "select-and-register",
                      "leaderboard", "gate (mcnemar)", "mlflow ui"):
         assert expected in out, expected
     decision = result["decision"]
@@ -107,7 +107,7 @@ def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(works
     before = MlflowClient().get_model_version_by_alias(MODEL, "champion").version
     code, out, result, run_dir = _run(workspace, "mobilenet_v2")
     assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
-    assert "cached  ingest" in out
+    assert "done    fingerprint" in out and "cached  ingest" in out  # the data was listed again: unchanged
     assert out.count("cached  features") == 1
     assert "done    ingest" not in out and "done    features" not in out
     assert result["decision"]["promoted"] is False

@@ -1,4 +1,4 @@
-"""Config loading, CLI overrides, cron normalisation and the data fingerprint that keys ingest's cache."""
+"""Config loading, CLI overrides, cron normalisation and the fingerprint step that keys ingest's cache."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from bakeoff.cli import main
 from bakeoff.errors import BakeoffError
 from pipelines.client import validate_cron
-from pipelines.local import data_fingerprint
+from components.fingerprint import fingerprint
 from pipelines.settings import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,10 +46,15 @@ def test_cron_gets_seconds_field():
         validate_cron("daily")
 
 
+def data_fingerprint(uri: str, version: str = "") -> str:
+    return fingerprint(uri, "", version)  # the component's function, called as plain Python
+
+
 def test_fingerprint_changes_with_the_data(tmp_path, make_image):
     make_image(tmp_path / "raw" / "cat" / "a.png", seed=1)
     first = data_fingerprint(str(tmp_path / "raw"))
     assert data_fingerprint(str(tmp_path / "raw")) == first
+    assert data_fingerprint(str(tmp_path / "raw"), version="2026-11") != first
     make_image(tmp_path / "raw" / "dog" / "b.png", seed=2)
     second = data_fingerprint(str(tmp_path / "raw"))
     assert second != first
@@ -67,6 +72,12 @@ def test_fingerprint_of_an_s3_prefix(s3_server, make_image, tmp_path):
     first = data_fingerprint("s3://bakeoff-test/raw")
     storage.upload(make_image(tmp_path / "b.png", seed=3), "s3://bakeoff-test/raw/dog/b.png")
     assert data_fingerprint("s3://bakeoff-test/raw") != first
+    storage.upload(make_image(tmp_path / "c.png", seed=4), "s3://bakeoff-test/archive.zip")  # one object
+    archive = data_fingerprint("s3://bakeoff-test/archive.zip")
+    storage.upload(make_image(tmp_path / "d.png", seed=5, size=(40, 40)), "s3://bakeoff-test/archive.zip")
+    assert data_fingerprint("s3://bakeoff-test/archive.zip") != archive
+    with pytest.raises(BakeoffError, match="no data"):
+        data_fingerprint("s3://bakeoff-test/nothing-here")
 
 
 def test_run_without_data_is_one_line_error(tmp_path, monkeypatch, capsys):
