@@ -186,6 +186,27 @@ def _challenger_predictions(run, dataset_dir: str, dataset_hash: str) -> pd.Data
     return _model_predictions(run.data.tags["bakeoff.model_uri"], dataset_dir)
 
 
+def _seen_by_model(model_name: str, version: str) -> set[str]:
+    """sha256 of the images a registered version trained or validated on (empty when not recorded).
+
+    Data changes between runs (new images, another per-class cap) can move a champion's training
+    images into the new test split; the paired test must not count them.
+    """
+    import mlflow.artifacts
+
+    c = tracking.client()
+    try:
+        run = c.get_run(c.get_model_version(model_name, version).run_id)
+        source_run_id = run.data.tags.get("mlflow.parentRunId") or run.info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=source_run_id,
+                                                       artifact_path=tracking.SPLITS_ARTIFACT, dst_path=tmp)
+            splits = pd.read_parquet(path)
+    except Exception:  # older runs without the split table: nothing to exclude
+        return set()
+    return set(splits.loc[splits["split"].isin(["train", "val"]), "sha256"])
+
+
 def _paired(challenger: pd.DataFrame, champion: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     a = challenger[["sha256", "correct"]].drop_duplicates("sha256")
     b = champion[["sha256", "correct"]].drop_duplicates("sha256")
@@ -202,14 +223,16 @@ def _report(decision: dict) -> str:
              "| field | value |", "|---|---|"]
     for key in ("challenger_run_id", "challenger_backbone", "challenger_version", "champion_version_before",
                 "champion_version_after", "test", "alpha", "min_delta", "n", "accuracy_challenger",
-                "accuracy_champion", "delta", "challenger_only", "champion_only", "p_value", "dataset_hash"):
+                "accuracy_champion", "delta", "challenger_only", "champion_only", "p_value",
+                "n_excluded_seen_by_champion", "dataset_hash"):
         value = decision.get(key)
         if isinstance(value, float):
             value = f"{value:.6g}"
         lines.append(f"| {key} | {'' if value is None else value} |")
     lines += ["", "The champion was re-evaluated on the same test split as the challenger; the test is paired "
               "and one-sided (H1: the challenger is more accurate). `challenger_only` / `champion_only` count the "
-              "images only that model classifies correctly."]
+              "images only that model classifies correctly. Test images the champion trained or validated on "
+              "(`n_excluded_seen_by_champion`) are left out of the comparison."]
     return "\n".join(lines) + "\n"
 
 
@@ -237,9 +260,18 @@ def _compare(challenger_run, model_name: str, champion_version: str, dataset_dir
     except BakeoffError as exc:  # e.g. the class set changed: no fair paired comparison exists
         return {"reason": f"champion v{champion_version} cannot be scored on this test split ({exc}); "
                           "not promoted automatically: review, then move the alias by hand"}
+    seen = _seen_by_model(model_name, champion_version)
+    test_shas = set(chal["sha256"])
+    excluded = len(test_shas & seen)
+    if excluded:  # the champion trained/validated on these: comparing on them would flatter it
+        chal, champ = chal[~chal["sha256"].isin(seen)], champ[~champ["sha256"].isin(seen)]
+        if chal.empty:
+            return {"n_excluded_seen_by_champion": excluded,
+                    "reason": f"every test image was in champion v{champion_version}'s training or validation "
+                              "data: no fair comparison; not promoted automatically"}
     a, b = _paired(chal, champ)
     result = stats.paired_test(a.to_numpy(), b.to_numpy(), test=gate.test, n_bootstrap=gate.n_bootstrap)
-    out = result.as_dict()
+    out = {**result.as_dict(), "n_excluded_seen_by_champion": excluded}
     if result.delta <= gate.min_delta:
         out["reason"] = (f"not better than champion v{champion_version}: accuracy delta "
                          f"{result.delta:+.4f} <= min_delta {gate.min_delta}")

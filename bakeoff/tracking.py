@@ -33,6 +33,7 @@ from bakeoff.errors import BakeoffError
 EMBEDDED_DIR = Path(".bakeoff") / "mlflow"
 MODEL_ARTIFACT = "model"
 KIND_TAG = "bakeoff.kind"
+SPLITS_ARTIFACT = "dataset/splits.parquet"  # sha256, label, split of the run's dataset
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 LEADERBOARD_SORT = ["test_accuracy", "test_f1_macro"]
 _SECRET_NAME = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key|private_key|session_key)",
@@ -273,6 +274,11 @@ def start_pipeline_run(experiment: str, dataset_dir: str, *, run_name: str | Non
             path = _local(str(dataset_dir), name, tmp)
             if path:
                 c.log_artifact(run_id, path, "dataset")
+        # Which image sat in which split: the gate needs it later to keep a champion's own training
+        # images out of the comparison when the data (or the per-class cap) changed between runs.
+        splits_path = Path(tmp, SPLITS_ARTIFACT.rsplit("/", 1)[1])
+        df[["sha256", "label", "split"]].to_parquet(splits_path, index=False)
+        c.log_artifact(run_id, str(splits_path), SPLITS_ARTIFACT.rsplit("/", 1)[0])
     return run_id
 
 

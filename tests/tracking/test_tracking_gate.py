@@ -140,3 +140,34 @@ def test_gate_config_rejects_bad_values():
         registry.GateConfig(test="t-test")
     with pytest.raises(BakeoffError, match="alpha"):
         registry.GateConfig(alpha=1.5)
+
+
+def test_gate_leaves_out_test_images_the_champion_trained_on(tracking_env, dataset, candidates, model_name, tmp_path):
+    """Data changed between runs: images the champion trained on now sit in the test split.
+
+    Scoring the champion on them would flatter it, so the paired test uses only the test images it never saw.
+    """
+    import shutil
+
+    from bakeoff import manifest
+    from trackhelp import build_candidate
+
+    older = tmp_path / "older-dataset"
+    shutil.copytree(dataset, older)
+    df = manifest.read_manifest(older, resolve=False)
+    test_rows = df.index[df["split"] == "test"]
+    seen = test_rows[::2]  # every other test image was training data for the champion
+    df.loc[seen, "split"] = "train"
+    manifest.write_manifest(df, older)
+
+    champion = build_candidate(tmp_path / "champion", older, 201.03)
+    p1 = tracking.start_pipeline_run("gate-leak", str(older))
+    r1 = tracking.log_candidate(p1, model_name=model_name, **champion.dirs)
+    assert registry.select_and_register(p1, [r1], model_name=model_name, dataset_dir=str(older))["promoted"]
+
+    p2, r2 = _log(dataset, candidates, model_name, 127.5, experiment="gate-leak")
+    decision = _gate(dataset, p2, r2, model_name)
+    assert decision["n_excluded_seen_by_champion"] == len(seen)
+    assert decision["n"] == len(test_rows) - len(seen)
+    report = tracking.client().list_artifacts(p2)
+    assert "gate_report.md" in {a.path for a in report}
