@@ -70,6 +70,20 @@ def _compiled(config: RunConfig, package: str | None, workdir: str) -> str:
     return compile_pipeline(str(Path(workdir, "pipeline.yaml")), config.settings, config.parameters)
 
 
+def _recurring_runs_named(client, experiment_id: str, name: str) -> list[str]:
+    """Ids of the experiment's recurring runs with this display name (all pages)."""
+    import json
+
+    query = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]})
+    found, token = [], ""
+    while True:
+        page = client.list_recurring_runs(page_token=token, page_size=100, experiment_id=experiment_id, filter=query)
+        found += [r.recurring_run_id for r in (page.recurring_runs or []) if r.display_name == name]
+        token = page.next_page_token or ""
+        if not token:
+            return found
+
+
 def _run_params(config: RunConfig) -> dict:
     params = config.parameters.model_dump()
     if not params["data_uri"]:
@@ -103,8 +117,14 @@ def schedule(host: str, config: RunConfig, cron: str, *, experiment: str = "bake
     with tempfile.TemporaryDirectory() as workdir:
         pipeline_id, version_id = _upload(client, _compiled(config, package, workdir), config, version)
     exp = client.create_experiment(experiment, namespace=namespace)
-    job = client.create_recurring_run(exp.experiment_id, name or f"{config.settings.pipeline_name}-retrain",
-                                      cron_expression=cron, max_concurrency=1, no_catchup=True, params=params,
-                                      pipeline_id=pipeline_id, version_id=version_id, enabled=True)
+    name = name or f"{config.settings.pipeline_name}-retrain"
+    previous = _recurring_runs_named(client, exp.experiment_id, name)
+    job = client.create_recurring_run(exp.experiment_id, name, cron_expression=cron, max_concurrency=1,
+                                      no_catchup=True, params=params, pipeline_id=pipeline_id,
+                                      version_id=version_id, enabled=True)
+    # Re-scheduling replaces: the new recurring run exists before the old ones go, so a failure in between
+    # never leaves the team without a schedule, and a rerun (e.g. the infra Job) never leaves two.
+    for old_id in previous:
+        client.delete_recurring_run(old_id)
     return Submitted(pipeline_id, version_id, exp.experiment_id, job.recurring_run_id,
                      f"{host.rstrip('/')}/#/recurringrun/details/{job.recurring_run_id}")

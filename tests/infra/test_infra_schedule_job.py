@@ -87,8 +87,6 @@ def test_schedule_job_creates_the_recurring_run_through_the_kfp_api(rendered, ov
         assert image == expected, f"{name} runs {image}"
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines.client.schedule creates a second recurring run of the same "
-                   "name instead of replacing it (reported to orchestration); the Job is then not idempotent")
 def test_rerunning_the_schedule_job_keeps_one_enabled_recurring_run(rendered, tmp_path, kfp_api_server):
     from bakeoff.cli import main
 

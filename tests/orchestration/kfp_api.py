@@ -81,6 +81,14 @@ class FakeKFP:
                    "storage_state": "AVAILABLE"}
             self.runs[run["run_id"]] = run
             return 200, run
+        if req.method == "GET" and path == "/recurringruns":
+            exp_id = (req.query.get("experiment_id") or [""])[0]
+            return 200, self._list({k: v for k, v in self.recurring.items()
+                                    if not exp_id or v.get("experiment_id") == exp_id}, "recurringRuns", req)
+        if req.method == "DELETE" and path.startswith("/recurringruns/"):
+            if self.recurring.pop(path.split("/")[2], None) is None:
+                return 404, {"error": "recurring run not found", "code": 5}
+            return 200, {}
         if req.method == "POST" and path == "/recurringruns":
             job = {**req.json, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED", "created_at": NOW,
                    "updated_at": NOW}

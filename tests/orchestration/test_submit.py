@@ -97,6 +97,22 @@ def test_schedule_creates_recurring_run_one_at_a_time_no_catchup(kfp_server, tmp
     _assert_no_secret(api)
 
 
+def test_rescheduling_replaces_the_recurring_run_of_that_name(kfp_server, tmp_path):
+    api = kfp_server
+    package = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--out", str(package)]) == 0
+    base = ["schedule", "--host", api.url, "--package", str(package), "--data", "s3://b/raw"]
+    assert main([*base, "--cron", "0 3 * * 1", "--name", "weekly-retrain"]) == 0
+    assert main([*base, "--cron", "0 4 * * 1", "--name", "other-schedule"]) == 0
+    [first] = [k for k, v in api.recurring.items() if v["display_name"] == "weekly-retrain"]
+    assert main([*base, "--cron", "0 5 * * 1", "--name", "weekly-retrain"]) == 0
+    weekly = [v for v in api.recurring.values() if v["display_name"] == "weekly-retrain"]
+    assert len(weekly) == 1 and weekly[0]["recurring_run_id"] != first
+    assert weekly[0]["trigger"]["cron_schedule"]["cron"] == "0 0 5 * * 1"  # the new schedule won
+    assert [r.path for r in api.calls("DELETE", f"/recurringruns/{first}")]  # the old one was deleted
+    assert any(v["display_name"] == "other-schedule" for v in api.recurring.values())  # others untouched
+
+
 @pytest.mark.parametrize("cron", ["* * *", "0 0 0 3 * * 1 2"])
 def test_schedule_rejects_bad_cron_before_any_request(kfp_server, cron, capsys):
     assert main(["schedule", "--host", kfp_server.url, "--data", "s3://b/raw", "--cron", cron]) == 2
