@@ -242,7 +242,13 @@ def extract_features(dataset_dir: str, out_dir: str, backbone: str, weights: str
 
 
 def load_features(out_dir: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Read a features folder back (arrays, features.json) without pickle."""
-    arrays = _load_npz(storage.join(out_dir, FEATURES_NPZ))
+    """Read a features folder back (arrays, features.json) without pickle; one-line errors when incomplete."""
+    npz_uri = storage.join(out_dir, FEATURES_NPZ)
+    if not storage.exists(npz_uri):
+        raise BakeoffError(f"missing {npz_uri}; run `bakeoff features DATASET --out {out_dir}` first")
+    arrays = _load_npz(npz_uri)
+    missing = {"features", "split", "label"} - set(arrays)
+    if missing:
+        raise BakeoffError(f"{npz_uri} lacks arrays {sorted(missing)}; re-run `bakeoff features`")
     info = json.loads(storage.read_bytes(storage.join(out_dir, FEATURES_JSON)))
     return arrays, info

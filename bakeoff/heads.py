@@ -14,7 +14,6 @@ Only the train and val splits are read here; the test split is left for ``bakeof
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -23,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from bakeoff import storage
+from bakeoff.features import load_features
 from bakeoff.errors import BakeoffError
 
-FEATURES_NPZ = "features.npz"
-FEATURES_JSON = "features.json"
 HEAD_KERAS = "head.keras"
 HEAD_JSON = "head.json"
 HEAD_KINDS = ("dense", "logreg")
@@ -116,20 +114,6 @@ def probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- features input
-def load_features(features_dir: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Read ``features.npz`` (no pickle) and ``features.json`` from a features folder."""
-    meta = read_json(storage.join(features_dir, FEATURES_JSON))
-    npz_uri = storage.join(features_dir, FEATURES_NPZ)
-    if not storage.exists(npz_uri):
-        raise BakeoffError(f"missing {npz_uri}; run `bakeoff features DATASET --out {features_dir}` first")
-    with np.load(io.BytesIO(storage.read_bytes(npz_uri)), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    missing = {"features", "split", "label"} - set(arrays)
-    if missing:
-        raise BakeoffError(f"{npz_uri} lacks arrays {sorted(missing)}; re-run `bakeoff features`")
-    return arrays, meta
-
-
 def _split_xy(arrays: dict[str, np.ndarray], classes: list[str], split: str) -> tuple[np.ndarray, np.ndarray]:
     mask = arrays["split"] == split
     x = np.asarray(arrays["features"][mask], dtype=np.float32)

@@ -7,7 +7,6 @@ Kubernetes 1.37 OpenAPI schemas in strict mode (unknown fields and wrong types f
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest

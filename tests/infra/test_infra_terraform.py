@@ -7,7 +7,6 @@ tolerate its taint, and if it costs nothing when idle (min 0) yet can still scal
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
-from trackhelp import (S3_KEY_ID, S3_SECRET, VENV_BIN, Server, _stop, _wait_http, build_candidate, free_port,
-                       make_dataset)
+from trackhelp import (S3_KEY_ID, S3_SECRET, VENV_BIN, Candidate, Server, _stop, _wait_http, build_candidate,
+                       free_port, make_dataset)
 
 
 @pytest.fixture(scope="session")
