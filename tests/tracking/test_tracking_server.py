@@ -50,7 +50,8 @@ def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(tracking_env,
     assert len(inputs) == 1 and inputs[0].dataset.digest == manifest.dataset_hash(df)[:16]
     top = {a.path for a in c.list_artifacts(parent)}
     assert {"dataset", "leaderboard.csv", "leaderboard.md", "gate_report.md", "gate_decision.json"} <= top
-    assert {a.path for a in c.list_artifacts(parent, "dataset")} == {"dataset/card.md", "dataset/card.json"}
+    assert {a.path for a in c.list_artifacts(parent, "dataset")} == {"dataset/card.md", "dataset/card.json",
+                                                                     "dataset/splits.parquet"}
     assert f"MLflow: open {tracking_env.url}" in capsys.readouterr().out
 
     # nested candidate runs: params, per-epoch metrics, test metrics, artifacts, model version
