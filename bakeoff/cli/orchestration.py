@@ -171,10 +171,10 @@ def run(
     decision = result["decision"]
     verdict = "[green]PROMOTED to champion[/]" if decision.get("promoted") else "[yellow]not promoted[/]"
     console.print(f"\n[bold]gate[/] ({decision.get('test')}): {verdict}: {decision.get('reason')}")
-    console.print(f"finished in {time.time() - started:.0f} s; leaderboard: {result['leaderboard_path']}")
+    console.print(f"finished in {time.time() - started:.0f} s; leaderboard: {result['leaderboard_path']}", soft_wrap=True)
     from bakeoff import tracking
 
-    console.print(f"compare the runs: {tracking.ui_command(result['tracking_uri'])}")
+    console.print(f"compare the runs: {tracking.ui_command(result['tracking_uri'])}", soft_wrap=True)
 
 
 def _table(rows: list[dict]):
