@@ -91,14 +91,20 @@ def _run_params(config: RunConfig) -> dict:
     return params
 
 
-def submit(host: str, config: RunConfig, *, experiment: str = "bakeoff", run_name: str | None = None,
-           package: str | None = None, version: str | None = None, namespace: str | None = None) -> Submitted:
-    """Upload a pipeline version and start one run of it with ``config.parameters``."""
+def _prepare(host: str, config: RunConfig, experiment: str, package: str | None, version: str | None,
+             namespace: str | None):
+    """What submit and schedule share: check parameters, reach KFP, upload a version, find the experiment."""
     params = _run_params(config)
     client = _client(host, namespace)
     with tempfile.TemporaryDirectory() as workdir:
         pipeline_id, version_id = _upload(client, _compiled(config, package, workdir), config, version)
-    exp = client.create_experiment(experiment, namespace=namespace)
+    return client, params, pipeline_id, version_id, client.create_experiment(experiment, namespace=namespace)
+
+
+def submit(host: str, config: RunConfig, *, experiment: str = "bakeoff", run_name: str | None = None,
+           package: str | None = None, version: str | None = None, namespace: str | None = None) -> Submitted:
+    """Upload a pipeline version and start one run of it with ``config.parameters``."""
+    client, params, pipeline_id, version_id, exp = _prepare(host, config, experiment, package, version, namespace)
     run_name = run_name or f"{config.settings.pipeline_name}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
     run = client.run_pipeline(exp.experiment_id, run_name, params=params, pipeline_id=pipeline_id,
                               version_id=version_id)
@@ -112,11 +118,7 @@ def schedule(host: str, config: RunConfig, cron: str, *, experiment: str = "bake
     Unchanged data reuses the cached ingest and features; the gate registers nothing new unless it wins.
     """
     cron = validate_cron(cron)
-    params = _run_params(config)
-    client = _client(host, namespace)
-    with tempfile.TemporaryDirectory() as workdir:
-        pipeline_id, version_id = _upload(client, _compiled(config, package, workdir), config, version)
-    exp = client.create_experiment(experiment, namespace=namespace)
+    client, params, pipeline_id, version_id, exp = _prepare(host, config, experiment, package, version, namespace)
     name = name or f"{config.settings.pipeline_name}-retrain"
     previous = _recurring_runs_named(client, exp.experiment_id, name)
     job = client.create_recurring_run(exp.experiment_id, name, cron_expression=cron, max_concurrency=1,
