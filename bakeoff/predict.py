@@ -83,36 +83,31 @@ def _model_artifact(model_uri: str, name: str, dst: str) -> str:
                                                dst_path=dst)
 
 
-def load_keras_model(model_uri: str):
-    """The Keras model behind a logged/registered bakeoff model (e.g. ``models:/NAME@champion``)."""
+def _read_model_file(model_uri: str, name: str, read):
+    """Download one file of a logged/registered bakeoff model and ``read`` it before the temp copy goes."""
     import tempfile
-
-    import keras
 
     from bakeoff import tracking
 
     tracking._ensure_configured()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = _model_artifact(model_uri, "model.keras", tmp)
+            path = _model_artifact(model_uri, name, tmp)
         except Exception as exc:
-            raise BakeoffError(f"cannot load {model_uri}: {str(exc).splitlines()[0][:200]}") from exc
-        return keras.models.load_model(path, compile=False)
+            raise BakeoffError(f"cannot read {name} of {model_uri}: {str(exc).splitlines()[0][:200]}") from exc
+        return read(path)
+
+
+def load_keras_model(model_uri: str):
+    """The Keras model behind a logged/registered bakeoff model (e.g. ``models:/NAME@champion``)."""
+    import keras
+
+    return _read_model_file(model_uri, "model.keras", lambda path: keras.models.load_model(path, compile=False))
 
 
 def model_info(model_uri: str) -> dict:
     """``model.json`` (classes, image_size, backbone, weights) of a logged/registered bakeoff model."""
-    import tempfile
-
-    from bakeoff import tracking
-
-    tracking._ensure_configured()
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = _model_artifact(model_uri, "model.json", tmp)
-        except Exception as exc:
-            raise BakeoffError(f"cannot read model.json of {model_uri}: {str(exc).splitlines()[0][:200]}") from exc
-        return json.loads(Path(path).read_text())
+    return _read_model_file(model_uri, "model.json", lambda path: json.loads(Path(path).read_text()))
 
 
 def load_pyfunc(model_uri: str):
