@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +164,7 @@ def make_demo_data(out_dir: str, *, per_class: int = 200, classes: list[str] | s
     storage.write_bytes(raw / class_a / "quasi_uguale.jpg", _encode(near, "JPEG", quality=60))
 
     label_map = {CLASSES[i][0]: CLASSES[i][1] for i in picked}
-    storage.write_bytes(out / LABEL_MAP_NAME, (json.dumps(label_map, indent=2) + "\n").encode())
+    storage.write_json(out / LABEL_MAP_NAME, label_map)
     return DemoResult(
         raw_dir=str(raw), label_map=str(out / LABEL_MAP_NAME), n_images=written,
         classes=[CLASSES[i][0] for i in picked],

@@ -18,7 +18,7 @@ import pandas as pd
 
 from bakeoff import manifest, storage
 from bakeoff.errors import BakeoffError
-from bakeoff.heads import load_keras, probabilities, read_json, write_json
+from bakeoff.heads import load_keras, probabilities
 
 MODEL_KERAS = "model.keras"
 MODEL_JSON = "model.json"
@@ -166,7 +166,7 @@ def evaluate(model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int 
 
     if batch_size < 1 or n_bootstrap < 1:
         raise BakeoffError("need batch_size >= 1 and n_bootstrap >= 1")
-    info = read_json(storage.join(model_dir, MODEL_JSON))
+    info = storage.read_json(storage.join(model_dir, MODEL_JSON))
     classes = list(info.get("classes") or [])
     image_size = info.get("image_size")
     if len(classes) < 2 or not image_size:
@@ -196,8 +196,8 @@ def evaluate(model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int 
     buffer = io.BytesIO()
     preds.to_parquet(buffer, index=False)
     storage.write_bytes(storage.join(out_dir, PREDICTIONS), buffer.getvalue())
-    write_json(storage.join(out_dir, REPORT_JSON), report)
+    storage.write_json(storage.join(out_dir, REPORT_JSON), report)
     storage.write_bytes(storage.join(out_dir, CONFUSION_PNG), plots.confusion_matrix_png(matrix, classes))
     storage.write_bytes(storage.join(out_dir, ROC_PNG), plots.roc_png(y_true, probs, classes))
-    write_json(storage.join(out_dir, METRICS_JSON), metrics)
+    storage.write_json(storage.join(out_dir, METRICS_JSON), metrics)
     return metrics

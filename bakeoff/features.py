@@ -107,7 +107,7 @@ class FeatureCache:
                                             features=np.asarray(features, dtype=np.float32)))
         key_uri = storage.join(self.dir, "key.json")
         if not storage.exists(key_uri):
-            storage.write_bytes(key_uri, (json.dumps(self.key_parts, indent=2) + "\n").encode())
+            storage.write_json(key_uri, self.key_parts)
         return uri
 
 
@@ -237,7 +237,7 @@ def extract_features(dataset_dir: str, out_dir: str, backbone: str, weights: str
         "cache_key": key,
         "cache_uri": cache.dir,
     }
-    storage.write_bytes(storage.join(out_dir, FEATURES_JSON), (json.dumps(info, indent=2) + "\n").encode())
+    storage.write_json(storage.join(out_dir, FEATURES_JSON), info)
     return info
 
 
@@ -250,5 +250,5 @@ def load_features(out_dir: str) -> tuple[dict[str, np.ndarray], dict]:
     missing = {"features", "split", "label"} - set(arrays)
     if missing:
         raise BakeoffError(f"{npz_uri} lacks arrays {sorted(missing)}; re-run `bakeoff features`")
-    info = json.loads(storage.read_bytes(storage.join(out_dir, FEATURES_JSON)))
+    info = storage.read_json(storage.join(out_dir, FEATURES_JSON))
     return arrays, info

@@ -24,8 +24,7 @@ import numpy as np
 
 from bakeoff import manifest, storage
 from bakeoff.errors import BakeoffError
-from bakeoff.heads import (HEAD_JSON, HEAD_KERAS, class_weights, keras_progress, load_keras, loss_for, read_json,
-                           save_keras, write_json)
+from bakeoff.heads import HEAD_JSON, HEAD_KERAS, class_weights, keras_progress, load_keras, loss_for, save_keras
 
 MODEL_KERAS = "model.keras"
 MODEL_JSON = "model.json"
@@ -146,7 +145,7 @@ def finetune(dataset_dir: str, head_dir: str, out_dir: str, *, blocks: int = 1, 
 
     if epochs < 0 or batch_size < 1 or patience < 0 or blocks < 0 or learning_rate <= 0:
         raise BakeoffError("need epochs >= 0, batch_size >= 1, patience >= 0, blocks >= 0, learning_rate > 0")
-    head_info = read_json(storage.join(head_dir, HEAD_JSON))
+    head_info = storage.read_json(storage.join(head_dir, HEAD_JSON))
     for key in ("backbone", "classes"):
         if not head_info.get(key):
             raise BakeoffError(f"{storage.join(head_dir, HEAD_JSON)} lacks {key!r}; re-run `bakeoff train-head`")
@@ -206,5 +205,5 @@ def finetune(dataset_dir: str, head_dir: str, out_dir: str, *, blocks: int = 1, 
         **extra,
     }
     save_keras(model, storage.join(out_dir, MODEL_KERAS))
-    write_json(storage.join(out_dir, MODEL_JSON), result)
+    storage.write_json(storage.join(out_dir, MODEL_JSON), result)
     return result

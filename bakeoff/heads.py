@@ -14,7 +14,6 @@ Only the train and val splits are read here; the test split is left for ``bakeof
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Any
@@ -32,29 +31,6 @@ LOGREG_C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
 # ---------------------------------------------------------------------------------------------- small shared helpers
-def read_json(uri: str) -> dict:
-    """Read a JSON artifact from a local path or s3://, with a one-line error naming the step that makes it."""
-    if not storage.exists(uri):
-        raise BakeoffError(f"missing {uri}; run the step that writes it first (see `bakeoff --help`)")
-    try:
-        return json.loads(storage.read_bytes(uri))
-    except json.JSONDecodeError as exc:
-        raise BakeoffError(f"{uri} is not valid JSON ({exc.msg}); re-run the step that wrote it") from exc
-
-
-def write_json(uri: str, data: dict) -> None:
-    """Write JSON atomically; numpy scalars are converted so callers need not care."""
-    storage.write_bytes(uri, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def save_keras(model, uri: str) -> None:
     """Save a Keras model as ``.keras`` to a local path or s3:// atomically (Keras itself writes non-atomically)."""
     with tempfile.TemporaryDirectory(prefix="bakeoff-save-") as tmp:
@@ -288,5 +264,5 @@ def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: 
     if kind == "logreg":
         result["c_search"] = info["c_search"]
     save_keras(model, storage.join(out_dir, HEAD_KERAS))
-    write_json(storage.join(out_dir, HEAD_JSON), result)
+    storage.write_json(storage.join(out_dir, HEAD_JSON), result)
     return result

@@ -375,7 +375,7 @@ def ingest(
         "dataset_hash": manifest.dataset_hash(df),
     }
     card_json = str(out / manifest.CARD_JSON_NAME)
-    storage.write_bytes(card_json, (json.dumps(card, indent=2) + "\n").encode())
+    storage.write_json(card_json, card)
     card_md_path = str(out / manifest.CARD_MD_NAME)
     storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
     return IngestResult(

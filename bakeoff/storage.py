@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from bakeoff.errors import BakeoffError
 
@@ -136,6 +137,32 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
         return
     with atomic_path(uri) as tmp:
         Path(tmp).write_bytes(data)
+
+
+def read_json(uri: str | os.PathLike, missing_ok: bool = False) -> dict:
+    """Read a JSON artifact; ``{}`` when absent and ``missing_ok``, else a one-line error naming the fix."""
+    uri = str(uri)
+    if not exists(uri):
+        if missing_ok:
+            return {}
+        raise BakeoffError(f"missing {uri}; run the step that writes it first (see `bakeoff --help`)")
+    try:
+        return json.loads(read_bytes(uri))
+    except json.JSONDecodeError as exc:
+        raise BakeoffError(f"{uri} is not valid JSON ({exc.msg}); re-run the step that wrote it") from exc
+
+
+def write_json(uri: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically (indented, newline-terminated); numpy scalars and arrays become plain values."""
+    write_bytes(uri, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @contextlib.contextmanager

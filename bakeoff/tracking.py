@@ -170,15 +170,7 @@ def git_commit() -> str:
 
 
 def _read_json(folder: str, name: str, required: bool = True) -> dict:
-    uri = storage.join(folder, name)
-    if not storage.exists(uri):
-        if required:
-            raise BakeoffError(f"missing {uri}; run the step that writes it first")
-        return {}
-    try:
-        return json.loads(storage.read_bytes(uri))
-    except json.JSONDecodeError as exc:
-        raise BakeoffError(f"{uri} is not valid JSON ({exc.msg}); re-run the step that writes it") from exc
+    return storage.read_json(storage.join(folder, name), missing_ok=not required)
 
 
 def _local(folder: str, name: str, tmp: str) -> str | None:

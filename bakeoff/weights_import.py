@@ -7,7 +7,6 @@ real pretrained weights. Converting them once into the mirror lets every step lo
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -136,7 +135,7 @@ def _write_mirror(mirror: str, backbone: str, name: str, files: dict[str, Path],
     for filename, path in files.items():
         written.append(storage.upload(path, storage.join(mirror, backbone, filename)))
     sidecar_uri = storage.join(mirror, backbone, name + ".json")
-    storage.write_bytes(sidecar_uri, (json.dumps(sidecar, indent=2) + "\n").encode())
+    storage.write_json(sidecar_uri, sidecar)
     written.append(sidecar_uri)
     return written
 
