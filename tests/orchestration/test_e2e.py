@@ -60,7 +60,6 @@ def first_run(workspace):
 
 
 def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run):
-    import mlflow
     from mlflow import MlflowClient
 
     code, out, result, run_dir = first_run
@@ -74,8 +73,8 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in result["rows"])
     assert "| backbone" in result["leaderboard"] and "vgg16" in result["leaderboard"]
 
-    mlflow.set_tracking_uri(result["tracking_uri"])
-    client = MlflowClient()
+    # both URIs explicitly: an earlier test in this process may have left MLflow's registry URI elsewhere
+    client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
     assert result["tracking_uri"].startswith(f"sqlite:///{workspace}")  # the embedded default under the cwd
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert str(champion.version) == str(decision["champion_version_after"])
@@ -99,19 +98,19 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
 
 def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(workspace, first_run):
     """One backbone this time (keeps CI short): its features and the ingest are cache hits."""
-    import mlflow
     from mlflow import MlflowClient
 
     assert first_run[0] == 0
-    mlflow.set_tracking_uri(first_run[2]["tracking_uri"])
-    before = MlflowClient().get_model_version_by_alias(MODEL, "champion").version
+    uri = first_run[2]["tracking_uri"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    before = client.get_model_version_by_alias(MODEL, "champion").version
     code, out, result, run_dir = _run(workspace, "mobilenet_v2")
     assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
     assert "done    fingerprint" in out and "cached  ingest" in out  # the data was listed again: unchanged
     assert out.count("cached  features") == 1
     assert "done    ingest" not in out and "done    features" not in out
     assert result["decision"]["promoted"] is False
-    assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == str(before)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == str(before)
 
 
 def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
