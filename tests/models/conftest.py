@@ -65,13 +65,19 @@ def _idx(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def fashion_mnist_subset():
-    """(x_train, y_train, x_test, y_test) uint8 28x28 from Debian's dataset-fashion-mnist: a class-balanced slice."""
+    """(x_train, y_train, x_test, y_test) uint8 28x28 from Debian's dataset-fashion-mnist.
+
+    Train: the first 30 images of each class (300, a few-shot regime where pretrained features matter most);
+    test: the first 1,000 test images (enough for a paired test to separate a real gap from noise).
+    """
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST missing: apt-get install -y dataset-fashion-mnist (make apt-runtime)")
     x_train, y_train = _idx(FASHION_DIR / "train-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "train-labels-idx1-ubyte.gz")
     x_test, y_test = _idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
-    n_train, n_test = int(os.environ.get("BAKEOFF_FMNIST_TRAIN", 600)), int(os.environ.get("BAKEOFF_FMNIST_TEST", 300))
-    return x_train[:n_train], y_train[:n_train], x_test[:n_test], y_test[:n_test]
+    per_class = int(os.environ.get("BAKEOFF_FMNIST_PER_CLASS", 30))
+    n_test = int(os.environ.get("BAKEOFF_FMNIST_TEST", 1000))
+    chosen = np.concatenate([np.flatnonzero(y_train == c)[:per_class] for c in range(10)])
+    return x_train[chosen], y_train[chosen], x_test[:n_test], y_test[:n_test]
 
 
 # ---------------------------------------------------------------------------------------------------------------

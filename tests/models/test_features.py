@@ -185,26 +185,33 @@ def _fashion_dataset(root: Path, x_train, y_train, x_test, y_test) -> Path:
 
 
 def test_imported_weights_beat_random_weights_on_fashion_mnist(fashion_mnist_subset, tmp_path, mirror_env):
-    """Real pretrained signal: logistic regression on frozen features, imported ImageNet vs random init."""
+    """Real pretrained signal: a linear probe on frozen features, imported ImageNet weights against random init.
+
+    Measured here (30 train images per class, 1,000 test images, 96 px): ImageNet 0.795, random init 0.696-0.724
+    over three seeds. The comparison is paired (the same test images) and one-sided, through the gate's own
+    McNemar test, so a real gap is told from noise; the old 600/300 split at 64 px had a 3-point gap that one
+    machine's thread timing could erase.
+    """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     import keras
 
+    from bakeoff.stats import paired_test
+
     dataset = _fashion_dataset(tmp_path / "fmnist", *fashion_mnist_subset)
-    scores = {}
+    correct = {}
     for spec in ("imagenet", "none"):
         keras.utils.set_random_seed(0)  # the random-init network is the same every run
-        extract_features(str(dataset), str(tmp_path / spec), "mobilenet_v2", spec, image_size=64, batch_size=64,
+        extract_features(str(dataset), str(tmp_path / spec), "mobilenet_v2", spec, image_size=96, batch_size=64,
                          cache_uri=str(tmp_path / "cache"))
         arrays, _ = load_features(str(tmp_path / spec))
         train, test = arrays["split"] == "train", arrays["split"] == "test"
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         clf.fit(arrays["features"][train], arrays["label"][train])
-        scores[spec] = accuracy_score(arrays["label"][test], clf.predict(arrays["features"][test]))
-    # chance is 0.1. Standardised random conv features are a strong baseline on Fashion-MNIST (~0.70 here; 0.12
-    # without scaling, which is why unscaled comparisons look far more dramatic); ImageNet features beat it.
-    assert scores["imagenet"] > 0.7, scores
-    assert scores["imagenet"] > scores["none"] + 0.03, scores
+        correct[spec] = clf.predict(arrays["features"][test]) == arrays["label"][test]
+    result = paired_test(correct["imagenet"], correct["none"], test="mcnemar")
+    # chance is 0.1; standardised random conv features are a strong baseline on Fashion-MNIST (0.70-0.72 here)
+    assert result.n == 1000 and result.accuracy_challenger > 0.72, result
+    assert result.delta >= 0.03 and result.p_value < 1e-3, result
