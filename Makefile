@@ -61,6 +61,16 @@ demo: venv apt-runtime weights ## THE main command: set up, make demo data, run 
 	test -d $(DEMO_DIR)/raw/raw-img || $(BIN)/bakeoff demo-data --out $(DEMO_DIR)/raw --per-class $(DEMO_PER_CLASS)
 	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/bakeoff run --config configs/demo.yaml --data $(DEMO_DIR)/raw/raw-img --label-map $(DEMO_DIR)/raw/translate.json
 
+.PHONY: lint
+lint: venv ## ruff: lint and format check (configuration in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: venv ## ruff: fix what can be fixed and format the tree
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 .PHONY: test
 test: venv apt-test weights ## THE test command: set up and run the default test suite
 	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m pytest $(PYTEST_ARGS)

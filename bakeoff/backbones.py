@@ -48,29 +48,107 @@ def _numbered(prefix: str, first: int, last: int, suffix: str = "") -> tuple[str
 
 
 _ENTRIES = (
-    Backbone("vgg16", "VGG16", "vgg16", 224, 32, 512, _numbered("block", 1, 5),
-             preprocess_mode="caffe", description="VGG16 (notebook baseline), 13 conv layers"),
-    Backbone("resnet50", "ResNet50", "resnet", 224, 32, 2048, _numbered("conv", 1, 5),
-             preprocess_mode="caffe", description="ResNet50 (notebook baseline)"),
-    Backbone("inception_v3", "InceptionV3", "inception_v3", 299, 75, 2048, _numbered("mixed", 0, 10),
-             description="InceptionV3 (notebook baseline), full depth"),
-    Backbone("inception_v3_mixed7", "InceptionV3", "inception_v3", 299, 75, 768, _numbered("mixed", 0, 7),
-             cut_layer="mixed7", description="InceptionV3 cut at mixed7, as one notebook did"),
-    Backbone("mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, 32, 1280,
-             ("Conv1", "expanded_conv") + _numbered("block_", 1, 16) + ("Conv_1",),
-             description="MobileNetV2 1.0; offline ImageNet weights via `bakeoff weights import mobilenet_v2`"),
-    Backbone("mobilenet_v3_small", "MobileNetV3Small", "mobilenet_v3", 224, 32, 576,
-             _numbered("expanded_conv_", 1, 10) + ("conv_1",), builtin_preprocessing=True,
-             preprocess_mode="builtin", description="MobileNetV3 small (fastest)"),
-    Backbone("mobilenet_v3_large", "MobileNetV3Large", "mobilenet_v3", 224, 32, 960,
-             _numbered("expanded_conv_", 1, 14) + ("conv_1",), builtin_preprocessing=True,
-             preprocess_mode="builtin", description="MobileNetV3 large"),
-    Backbone("efficientnet_v2_b0", "EfficientNetV2B0", "efficientnet_v2", 224, 32, 1280,
-             _numbered("block", 1, 6) + ("top",), builtin_preprocessing=True,
-             preprocess_mode="builtin", description="EfficientNetV2-B0"),
-    Backbone("convnext_tiny", "ConvNeXtTiny", "convnext", 224, 32, 768,
-             _numbered("convnext_tiny_stage_", 0, 3), builtin_preprocessing=True,
-             preprocess_mode="builtin", description="ConvNeXt-Tiny (slow on CPU)"),
+    Backbone(
+        "vgg16",
+        "VGG16",
+        "vgg16",
+        224,
+        32,
+        512,
+        _numbered("block", 1, 5),
+        preprocess_mode="caffe",
+        description="VGG16 (notebook baseline), 13 conv layers",
+    ),
+    Backbone(
+        "resnet50",
+        "ResNet50",
+        "resnet",
+        224,
+        32,
+        2048,
+        _numbered("conv", 1, 5),
+        preprocess_mode="caffe",
+        description="ResNet50 (notebook baseline)",
+    ),
+    Backbone(
+        "inception_v3",
+        "InceptionV3",
+        "inception_v3",
+        299,
+        75,
+        2048,
+        _numbered("mixed", 0, 10),
+        description="InceptionV3 (notebook baseline), full depth",
+    ),
+    Backbone(
+        "inception_v3_mixed7",
+        "InceptionV3",
+        "inception_v3",
+        299,
+        75,
+        768,
+        _numbered("mixed", 0, 7),
+        cut_layer="mixed7",
+        description="InceptionV3 cut at mixed7, as one notebook did",
+    ),
+    Backbone(
+        "mobilenet_v2",
+        "MobileNetV2",
+        "mobilenet_v2",
+        224,
+        32,
+        1280,
+        ("Conv1", "expanded_conv") + _numbered("block_", 1, 16) + ("Conv_1",),
+        description="MobileNetV2 1.0; offline ImageNet weights via `bakeoff weights import mobilenet_v2`",
+    ),
+    Backbone(
+        "mobilenet_v3_small",
+        "MobileNetV3Small",
+        "mobilenet_v3",
+        224,
+        32,
+        576,
+        _numbered("expanded_conv_", 1, 10) + ("conv_1",),
+        builtin_preprocessing=True,
+        preprocess_mode="builtin",
+        description="MobileNetV3 small (fastest)",
+    ),
+    Backbone(
+        "mobilenet_v3_large",
+        "MobileNetV3Large",
+        "mobilenet_v3",
+        224,
+        32,
+        960,
+        _numbered("expanded_conv_", 1, 14) + ("conv_1",),
+        builtin_preprocessing=True,
+        preprocess_mode="builtin",
+        description="MobileNetV3 large",
+    ),
+    Backbone(
+        "efficientnet_v2_b0",
+        "EfficientNetV2B0",
+        "efficientnet_v2",
+        224,
+        32,
+        1280,
+        _numbered("block", 1, 6) + ("top",),
+        builtin_preprocessing=True,
+        preprocess_mode="builtin",
+        description="EfficientNetV2-B0",
+    ),
+    Backbone(
+        "convnext_tiny",
+        "ConvNeXtTiny",
+        "convnext",
+        224,
+        32,
+        768,
+        _numbered("convnext_tiny_stage_", 0, 3),
+        builtin_preprocessing=True,
+        preprocess_mode="builtin",
+        description="ConvNeXt-Tiny (slow on CPU)",
+    ),
 )
 
 REGISTRY: dict[str, Backbone] = {b.name: b for b in _ENTRIES}
@@ -110,7 +188,10 @@ def _preprocessing_layers(mode: str):
             kernel[0, 0, in_channel, out_channel] = 1.0
         bias = -np.asarray(CAFFE_BGR_MEAN, dtype="float32")
         conv = keras.layers.Conv2D(
-            3, 1, name="preprocess_caffe", trainable=False,
+            3,
+            1,
+            name="preprocess_caffe",
+            trainable=False,
             kernel_initializer=keras.initializers.Constant(kernel),
             bias_initializer=keras.initializers.Constant(bias),
         )
@@ -123,8 +204,9 @@ def _check_size(bb: Backbone, image_size: int) -> None:
         raise BakeoffError(f"{bb.name} needs --image-size >= {bb.min_size}, got {image_size}")
 
 
-def build_application(backbone: str | Backbone, weights: "ResolvedWeights", image_size: int | None = None,
-                      include_top: bool = False) -> "keras.Model":
+def build_application(
+    backbone: str | Backbone, weights: ResolvedWeights, image_size: int | None = None, include_top: bool = False
+) -> keras.Model:
     """The bare keras.applications network with the resolved weights loaded (no preprocessing, no pooling).
 
     ``include_top`` loads the ``_top`` variant of a mirror weight (used to prove an import on ImageNet classes).
@@ -161,12 +243,15 @@ def build_application(backbone: str | Backbone, weights: "ResolvedWeights", imag
         try:
             app.load_weights(path)
         except Exception as exc:
-            raise BakeoffError(f"weights {weights.spec} ({path}) do not fit {bb.name}: {exc}".replace("\n", " ")) from exc
+            raise BakeoffError(
+                f"weights {weights.spec} ({path}) do not fit {bb.name}: {exc}".replace("\n", " ")
+            ) from exc
     return app
 
 
-def build_feature_extractor(backbone: str | Backbone, weights: "ResolvedWeights", image_size: int | None = None,
-                            cut: str | None = None) -> "keras.Model":
+def build_feature_extractor(
+    backbone: str | Backbone, weights: ResolvedWeights, image_size: int | None = None, cut: str | None = None
+) -> keras.Model:
     """Raw RGB (float32 0..255, [None, S, S, 3]) -> pooled bottleneck vector [None, feature_dim].
 
     The pretrained network is nested as the layer named ``backbone`` so fine-tuning can unfreeze by layer name.
@@ -200,7 +285,7 @@ def _matches(name: str, prefix: str) -> bool:
     return name.startswith(prefix) and (len(name) == len(prefix) or not name[len(prefix)].isdigit())
 
 
-def block_spans(backbone: str | Backbone, base: "keras.Model") -> list[tuple[str, list]]:
+def block_spans(backbone: str | Backbone, base: keras.Model) -> list[tuple[str, list]]:
     """Partition ``base``'s layers into the registry's blocks: a block ends at the last layer matching its prefix;
     the top block also takes the weightless tail (e.g. the final activation)."""
     bb = get_backbone(backbone)
@@ -221,7 +306,7 @@ def block_spans(backbone: str | Backbone, base: "keras.Model") -> list[tuple[str
     return spans
 
 
-def finetune_layers(backbone: str | Backbone, base: "keras.Model", blocks: int) -> list:
+def finetune_layers(backbone: str | Backbone, base: keras.Model, blocks: int) -> list:
     """The layers of the last ``blocks`` blocks (BatchNorm included; the caller keeps those frozen)."""
     spans = block_spans(backbone, base)
     if blocks < 0 or blocks > len(spans):

@@ -24,16 +24,23 @@ def to_markdown(card: dict[str, Any]) -> str:
         f"each group stays in one split)",
     ]
     if card["near_duplicates"].get("groups_with_mixed_labels"):
-        lines.append(f"- near-duplicate groups whose images carry different labels (check them): "
-                     f"{card['near_duplicates']['groups_with_mixed_labels']}")
+        lines.append(
+            f"- near-duplicate groups whose images carry different labels (check them): "
+            f"{card['near_duplicates']['groups_with_mixed_labels']}"
+        )
     if card.get("excluded_by_classes"):
         excluded = ", ".join(f"{k} {v}" for k, v in card["excluded_by_classes"].items())
         lines.append(f"- excluded by --classes: {excluded}")
     if card.get("capped_by_per_class"):
         capped = ", ".join(f"{k} {v}" for k, v in card["capped_by_per_class"].items())
         lines.append(f"- dropped by --per-class {card['per_class']}: {capped}")
-    lines += ["", "## Images per class and split", "", "| class | " + " | ".join(SPLITS) + " | total |",
-              "|---|" + "---:|" * (len(SPLITS) + 1)]
+    lines += [
+        "",
+        "## Images per class and split",
+        "",
+        "| class | " + " | ".join(SPLITS) + " | total |",
+        "|---|" + "---:|" * (len(SPLITS) + 1),
+    ]
     for label, counts in card["counts"].items():
         lines.append(f"| {label} | " + " | ".join(str(counts[s]) for s in SPLITS) + f" | {counts['total']} |")
     totals = card["splits"]

@@ -20,12 +20,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import tensorflow as tf
 
-RESIZE_METHOD = "jpeg-dct-scale+bilinear-antialias"  # part of the feature cache key: change it and cached vectors are recomputed
+RESIZE_METHOD = (
+    "jpeg-dct-scale+bilinear-antialias"  # part of the feature cache key: change it and cached vectors are recomputed
+)
 
 
 def image_cache_dir() -> Path:
     root = os.environ.get("BAKEOFF_IMAGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "images")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "images"
+    )
     return Path(root)
 
 
@@ -42,7 +45,7 @@ def _fetch_one(uri: str, sha256: str) -> str:
     return str(local)
 
 
-def local_paths(df: "pd.DataFrame") -> list[str]:
+def local_paths(df: pd.DataFrame) -> list[str]:
     """Resolved manifest URIs as local paths, fetching s3:// images into the local content-addressed cache."""
     uris = [str(u) for u in df["uri"]]
     remote = [i for i, u in enumerate(uris) if storage.is_s3(u)]
@@ -55,7 +58,7 @@ def local_paths(df: "pd.DataFrame") -> list[str]:
     return uris
 
 
-def _decode(raw: "tf.Tensor", image_size: int) -> "tf.Tensor":
+def _decode(raw: tf.Tensor, image_size: int) -> tf.Tensor:
     """Decode to uint8 RGB. JPEGs much larger than the target are decoded at 1/2, 1/4 or 1/8 scale by libjpeg's
     DCT scaling (header read first), which is several times cheaper than a full decode followed by a resize."""
     import tensorflow as tf
@@ -72,7 +75,7 @@ def _decode(raw: "tf.Tensor", image_size: int) -> "tf.Tensor":
     return tf.cond(tf.io.is_jpeg(raw), jpeg, other)
 
 
-def decode_and_resize(path: "tf.Tensor", image_size: int) -> "tf.Tensor":
+def decode_and_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
     """File -> float32 [S, S, 3] RGB in 0..255 (grey and RGBA become RGB; GIFs use their first frame)."""
     import tensorflow as tf
 
@@ -98,7 +101,7 @@ def pixel_path(cache_dir: str, sha256: str, image_size: int) -> str:
     return os.path.join(cache_dir, f"{image_size}-{method}", sha256[:2], f"{sha256}.rgb")
 
 
-def cached_pixel_mask(df: "pd.DataFrame", image_size: int, cache_dir: str | None) -> list[bool]:
+def cached_pixel_mask(df: pd.DataFrame, image_size: int, cache_dir: str | None) -> list[bool]:
     if not cache_dir:
         return [False] * len(df)
     return [os.path.exists(pixel_path(cache_dir, str(sha), image_size)) for sha in df["sha256"]]
@@ -112,8 +115,15 @@ def write_pixels(cache_dir: str, sha256: str, image_size: int, image) -> None:
         Path(tmp).write_bytes(np.asarray(image).astype(np.uint8).tobytes())
 
 
-def image_dataset(df: "pd.DataFrame", image_size: int, batch_size: int = 32, classes: list[str] | None = None,
-                  shuffle: bool = False, seed: int = 0, pixel_cache: str | None = None) -> "tf.data.Dataset":
+def image_dataset(
+    df: pd.DataFrame,
+    image_size: int,
+    batch_size: int = 32,
+    classes: list[str] | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    pixel_cache: str | None = None,
+) -> tf.data.Dataset:
     """Batches of float32 images [b, S, S, 3] in 0..255, or (images, label_index) when ``classes`` is given.
 
     ``df`` holds manifest rows with resolved URIs (``manifest.read_manifest`` resolves them). Row order is kept
@@ -130,8 +140,10 @@ def image_dataset(df: "pd.DataFrame", image_size: int, batch_size: int = 32, cla
     paths = local_paths(df)
     cached = cached_pixel_mask(df, image_size, pixel_cache)
     if any(cached):
-        paths = [pixel_path(pixel_cache, str(sha), image_size) if hit else path
-                 for path, sha, hit in zip(paths, df["sha256"], cached)]
+        paths = [
+            pixel_path(pixel_cache, str(sha), image_size) if hit else path
+            for path, sha, hit in zip(paths, df["sha256"], cached)
+        ]
     flags = tf.constant(cached, dtype=tf.bool)
 
     def load(path, is_pixels):
@@ -140,6 +152,7 @@ def image_dataset(df: "pd.DataFrame", image_size: int, batch_size: int = 32, cla
             return tf.cast(tf.reshape(data, (image_size, image_size, 3)), tf.float32)
 
         return tf.cond(is_pixels, raw, lambda: decode_and_resize(path, image_size))
+
     if classes is not None:
         unknown = sorted(set(df["label"].astype(str)) - set(classes))
         if unknown:

@@ -90,7 +90,7 @@ def _resolve_classes(classes: list[str] | str | None) -> list[int]:
     return picked
 
 
-def _encode(img, fmt: str, **kwargs) -> bytes:  # noqa: ANN001 - PIL image
+def _encode(img, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
@@ -113,8 +113,14 @@ def _variant(pixels: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
     return _encode(img, "PNG"), "png"
 
 
-def make_demo_data(out_dir: str, *, per_class: int = 200, classes: list[str] | str | None = None,
-                   seed: int = 0, data_dir: str | Path | None = None) -> DemoResult:
+def make_demo_data(
+    out_dir: str,
+    *,
+    per_class: int = 200,
+    classes: list[str] | str | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+) -> DemoResult:
     """Write ``out_dir/raw-img/<italian class>/<file>`` and ``out_dir/translate.json``; see the module doc."""
     from PIL import Image
 
@@ -166,7 +172,9 @@ def make_demo_data(out_dir: str, *, per_class: int = 200, classes: list[str] | s
     label_map = {CLASSES[i][0]: CLASSES[i][1] for i in picked}
     storage.write_json(out / LABEL_MAP_NAME, label_map)
     return DemoResult(
-        raw_dir=str(raw), label_map=str(out / LABEL_MAP_NAME), n_images=written,
+        raw_dir=str(raw),
+        label_map=str(out / LABEL_MAP_NAME),
+        n_images=written,
         classes=[CLASSES[i][0] for i in picked],
         broken=sorted(str(p.relative_to(out)) for p in broken),
     )

@@ -33,8 +33,9 @@ def prob_column(name: str) -> str:
     return f"prob_{name}"
 
 
-def predict_split(model, classes: list[str], image_size: int, dataset_dir: str, split: str = "test",
-                  batch_size: int = 32) -> pd.DataFrame:
+def predict_split(
+    model, classes: list[str], image_size: int, dataset_dir: str, split: str = "test", batch_size: int = 32
+) -> pd.DataFrame:
     """Run ``model`` over one split of a dataset; one row per image in manifest order."""
     from bakeoff.data import image_dataset
 
@@ -44,25 +45,31 @@ def predict_split(model, classes: list[str], image_size: int, dataset_dir: str, 
         raise BakeoffError(f"the dataset at {dataset_dir} has no {split!r} images")
     unknown = sorted(set(rows["label"]) - set(classes))
     if unknown:
-        raise BakeoffError(f"{split} labels {unknown} are not among the model's classes {classes}; "
-                           "evaluate on the dataset the model was trained on")
+        raise BakeoffError(
+            f"{split} labels {unknown} are not among the model's classes {classes}; "
+            "evaluate on the dataset the model was trained on"
+        )
     raw = model.predict(image_dataset(rows, image_size, batch_size=batch_size), verbose=0)
     probs = probabilities(raw, len(classes))
     if len(probs) != len(rows):
         raise BakeoffError(f"got {len(probs)} predictions for {len(rows)} {split} images")
     predicted = [classes[i] for i in probs.argmax(axis=1)]
-    out = pd.DataFrame({
-        "sha256": rows["sha256"].astype(str),
-        "label": rows["label"].astype(str),
-        "predicted": predicted,
-    })
+    out = pd.DataFrame(
+        {
+            "sha256": rows["sha256"].astype(str),
+            "label": rows["label"].astype(str),
+            "predicted": predicted,
+        }
+    )
     out["correct"] = out["label"] == out["predicted"]
     for k, name in enumerate(classes):
         out[prob_column(name)] = probs[:, k]
     return out
 
 
-def bootstrap_ci(correct: np.ndarray, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    correct: np.ndarray, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the accuracy (resample images with replacement; seeded, so reproducible)."""
     correct = np.asarray(correct, dtype=np.float64)
     if correct.size == 0 or n_bootstrap < 1:
@@ -91,18 +98,25 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray, n_classes: int) -> float | No
     return float(roc_auc_score(y_true, normalised, multi_class="ovr", average="macro", labels=list(range(n_classes))))
 
 
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], *, n_bootstrap: int = 1000,
-                    seed: int = 0) -> tuple[dict, dict, np.ndarray]:
+def compute_metrics(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], *, n_bootstrap: int = 1000, seed: int = 0
+) -> tuple[dict, dict, np.ndarray]:
     """All scikit-learn metrics for integer labels and class probabilities -> (metrics, report, confusion)."""
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
-                                 precision_recall_fscore_support)
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        classification_report,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
 
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(classes)))
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro",
-                                                               zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average="macro", zero_division=0
+    )
     low, high = bootstrap_ci(y_true == y_pred, n_bootstrap=n_bootstrap, seed=seed)
     auc = roc_auc(y_true, probs, len(classes))
     metrics = {
@@ -121,8 +135,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], *
     }
     if auc is None:
         metrics["roc_auc_note"] = "undefined: some class has no test image"
-    report = classification_report(y_true, y_pred, labels=labels, target_names=list(classes), output_dict=True,
-                                   zero_division=0)
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=list(classes), output_dict=True, zero_division=0
+    )
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     return metrics, report, matrix
 
@@ -159,8 +174,9 @@ def _first_image(dataset_dir: str, image_size: int) -> np.ndarray:
     raise BakeoffError("no test image to time")
 
 
-def evaluate(model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int = 32, n_bootstrap: int = 1000,
-             seed: int = 0) -> dict:
+def evaluate(
+    model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int = 32, n_bootstrap: int = 1000, seed: int = 0
+) -> dict:
     """Score model_dir/model.keras on the test split; write metrics, report, predictions and plots to out_dir."""
     from bakeoff import plots
 
@@ -181,18 +197,20 @@ def evaluate(model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int 
     metrics, report, matrix = compute_metrics(y_true, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
 
     df = manifest.read_manifest(dataset_dir, resolve=False)
-    metrics.update({
-        "latency_ms_per_image": round(measure_latency(model, _first_image(dataset_dir, int(image_size))), 3),
-        "model_size_mb": _size_mb(model_uri),
-        "backbone": info.get("backbone"),
-        "weights": info.get("weights"),
-        "image_size": int(image_size),
-        "cut": info.get("cut"),
-        "finetuned": bool(info.get("finetuned", False)),
-        "head_kind": info.get("head_kind"),
-        "dataset_hash": manifest.dataset_hash(df),
-        "confusion_matrix": matrix.tolist(),
-    })
+    metrics.update(
+        {
+            "latency_ms_per_image": round(measure_latency(model, _first_image(dataset_dir, int(image_size))), 3),
+            "model_size_mb": _size_mb(model_uri),
+            "backbone": info.get("backbone"),
+            "weights": info.get("weights"),
+            "image_size": int(image_size),
+            "cut": info.get("cut"),
+            "finetuned": bool(info.get("finetuned", False)),
+            "head_kind": info.get("head_kind"),
+            "dataset_hash": manifest.dataset_hash(df),
+            "confusion_matrix": matrix.tolist(),
+        }
+    )
     buffer = io.BytesIO()
     preds.to_parquet(buffer, index=False)
     storage.write_bytes(storage.join(out_dir, PREDICTIONS), buffer.getvalue())

@@ -41,20 +41,27 @@ CACHE_FORMAT = 1  # bump when the stored vectors' meaning changes
 
 def default_cache_uri() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "features")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "features"
+    )
 
 
-def cache_key(backbone: str, weights: "ResolvedWeights", image_size: int, cut: str | None) -> tuple[str, dict]:
+def cache_key(backbone: str, weights: ResolvedWeights, image_size: int, cut: str | None) -> tuple[str, dict]:
     """Hash of everything that changes a vector, and the readable dict it hashes."""
     from bakeoff.backbones import get_backbone
     from bakeoff.data import RESIZE_METHOD
 
     bb = get_backbone(backbone)
     parts = {
-        "format": CACHE_FORMAT, "backbone": bb.name, "application": bb.application,
-        "weights": weights.identity(), "image_size": int(image_size), "cut": cut,
+        "format": CACHE_FORMAT,
+        "backbone": bb.name,
+        "application": bb.application,
+        "weights": weights.identity(),
+        "image_size": int(image_size),
+        "cut": cut,
         "preprocessing": "torch" if weights.preprocessing == "torch" else bb.preprocess_mode,
-        "bn_epsilon": weights.bn_epsilon, "resize": RESIZE_METHOD, "pooling": "avg",
+        "bn_epsilon": weights.bn_epsilon,
+        "resize": RESIZE_METHOD,
+        "pooling": "avg",
     }
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32], parts
@@ -103,8 +110,9 @@ class FeatureCache:
             return None
         shard_id = hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()[:24]
         uri = storage.join(self.dir, "shards", f"{shard_id}.npz")
-        storage.write_bytes(uri, _npz_bytes(sha256=np.asarray(shas, dtype="<U64"),
-                                            features=np.asarray(features, dtype=np.float32)))
+        storage.write_bytes(
+            uri, _npz_bytes(sha256=np.asarray(shas, dtype="<U64"), features=np.asarray(features, dtype=np.float32))
+        )
         key_uri = storage.join(self.dir, "key.json")
         if not storage.exists(key_uri):
             storage.write_json(key_uri, self.key_parts)
@@ -124,10 +132,12 @@ def verify_local_hashes(df) -> None:
         except OSError as exc:
             raise BakeoffError(f"cannot read image {uri}: {exc.strerror}") from exc
         if digest.hexdigest() != sha:
-            raise BakeoffError(f"{uri} changed since ingest (sha256 differs from the manifest); re-run `bakeoff ingest`")
+            raise BakeoffError(
+                f"{uri} changed since ingest (sha256 differs from the manifest); re-run `bakeoff ingest`"
+            )
 
 
-_INFER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_INFER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def inference_function(model):
@@ -139,8 +149,9 @@ def inference_function(model):
     return _INFER[model]
 
 
-def compute_vectors(model, df, image_size: int, batch_size: int, description: str = "features",
-                    pixel_cache: str | None = None) -> np.ndarray:
+def compute_vectors(
+    model, df, image_size: int, batch_size: int, description: str = "features", pixel_cache: str | None = None
+) -> np.ndarray:
     """Run the frozen extractor over manifest rows, with a rich progress bar that shows images/s.
 
     With ``pixel_cache`` the decoded, resized pixels of each image are kept (and reused by the next backbone at
@@ -155,15 +166,20 @@ def compute_vectors(model, df, image_size: int, batch_size: int, description: st
     fresh = [not hit for hit in cached_pixel_mask(df, image_size, pixel_cache)] if pixel_cache else []
     out = []
     start = time.perf_counter()
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[ips]:>7.1f} img/s"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[ips]:>7.1f} img/s"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, transient=True, disable=os.environ.get("BAKEOFF_NO_PROGRESS") == "1") as progress:
         task = progress.add_task(description, total=len(df), ips=0.0)
         done = 0
         for batch in image_dataset(df, image_size, batch_size=batch_size, pixel_cache=pixel_cache):
             out.append(infer(batch).numpy())
             n = int(batch.shape[0])
-            if pixel_cache and any(fresh[done:done + n]):
+            if pixel_cache and any(fresh[done : done + n]):
                 pixels = batch.numpy()
                 for j in range(n):
                     if fresh[done + j]:
@@ -173,9 +189,18 @@ def compute_vectors(model, df, image_size: int, batch_size: int, description: st
     return np.concatenate(out).astype(np.float32)
 
 
-def extract_features(dataset_dir: str, out_dir: str, backbone: str, weights: str = "imagenet", *,
-                     image_size: int | None = None, cut: str | None = None, batch_size: int = 32,
-                     cache_uri: str | None = None, weights_sha256: str | None = None) -> dict:
+def extract_features(
+    dataset_dir: str,
+    out_dir: str,
+    backbone: str,
+    weights: str = "imagenet",
+    *,
+    image_size: int | None = None,
+    cut: str | None = None,
+    batch_size: int = 32,
+    cache_uri: str | None = None,
+    weights_sha256: str | None = None,
+) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned)."""
     from bakeoff.backbones import build_feature_extractor, get_backbone
     from bakeoff.data import pixel_cache_dir
@@ -205,20 +230,24 @@ def extract_features(dataset_dir: str, out_dir: str, backbone: str, weights: str
         model = build_feature_extractor(bb, resolved, size, cut)
         feature_dim = int(model.output.shape[-1])
         t0 = time.perf_counter()
-        vectors = compute_vectors(model, misses, size, batch_size, description=f"{bb.name} features",
-                                  pixel_cache=pixel_cache_dir())
+        vectors = compute_vectors(
+            model, misses, size, batch_size, description=f"{bb.name} features", pixel_cache=pixel_cache_dir()
+        )
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]
         computed = dict(zip(miss_shas, vectors))
         cache.add(miss_shas, vectors)
     table = np.stack([computed[s] if s in computed else cached[s] for s in shas]).astype(np.float32)
     feature_dim = feature_dim or int(table.shape[1])
-    storage.write_bytes(storage.join(out_dir, FEATURES_NPZ), _npz_bytes(
-        sha256=np.asarray(shas, dtype="<U64"),
-        split=np.asarray(df["split"].astype(str).tolist(), dtype="<U5"),
-        label=np.asarray(df["label"].astype(str).tolist(), dtype=str),
-        features=table,
-    ))
+    storage.write_bytes(
+        storage.join(out_dir, FEATURES_NPZ),
+        _npz_bytes(
+            sha256=np.asarray(shas, dtype="<U64"),
+            split=np.asarray(df["split"].astype(str).tolist(), dtype="<U5"),
+            label=np.asarray(df["label"].astype(str).tolist(), dtype=str),
+            features=table,
+        ),
+    )
     elapsed = time.perf_counter() - started
     info = {
         "backbone": bb.name,

@@ -86,8 +86,10 @@ def assemble(head_info: dict, head, *, blocks: int, augment: bool, seed: int = 0
     size = int(head_info.get("image_size") or bb.default_size)
     extractor = build_feature_extractor(bb, resolved, size, head_info.get("cut"))
     if extractor.output.shape[-1] != head.input.shape[-1]:
-        raise BakeoffError(f"head expects {head.input.shape[-1]} features but {bb.name} gives "
-                           f"{extractor.output.shape[-1]}; train the head on this backbone's features")
+        raise BakeoffError(
+            f"head expects {head.input.shape[-1]} features but {bb.name} gives "
+            f"{extractor.output.shape[-1]}; train the head on this backbone's features"
+        )
 
     # Freeze everything in the extractor, then open the chosen blocks of the nested "backbone" minus BatchNorm.
     # Keras 3's `trainable` setter recurses into sublayers, so open the containers first, then close the leaves.
@@ -126,20 +128,38 @@ def _datasets(dataset_dir: str, classes: list[str], size: int, batch_size: int, 
     df = manifest.read_manifest(dataset_dir)
     unknown = sorted(set(df["label"]) - set(classes))
     if unknown:
-        raise BakeoffError(f"dataset labels {unknown} are not among the head's classes {classes}; "
-                           "train the head on this dataset's features")
+        raise BakeoffError(
+            f"dataset labels {unknown} are not among the head's classes {classes}; "
+            "train the head on this dataset's features"
+        )
     train, val = df[df["split"] == "train"], df[df["split"] == "val"]
     if train.empty or val.empty:
         raise BakeoffError(f"fine-tuning needs train and val images (found {len(train)} train, {len(val)} val)")
     index = {c: i for i, c in enumerate(classes)}
     y_train = train["label"].map(index).to_numpy()
-    return (image_dataset(train, size, batch_size, classes=classes, shuffle=True, seed=seed),
-            image_dataset(val, size, batch_size, classes=classes), y_train, len(train), len(val))
+    return (
+        image_dataset(train, size, batch_size, classes=classes, shuffle=True, seed=seed),
+        image_dataset(val, size, batch_size, classes=classes),
+        y_train,
+        len(train),
+        len(val),
+    )
 
 
-def finetune(dataset_dir: str, head_dir: str, out_dir: str, *, blocks: int = 1, epochs: int = 5,
-             learning_rate: float = 1e-5, batch_size: int = 32, patience: int = 2, augment: bool = True,
-             seed: int = 0, mixed_precision: str = "auto") -> dict:
+def finetune(
+    dataset_dir: str,
+    head_dir: str,
+    out_dir: str,
+    *,
+    blocks: int = 1,
+    epochs: int = 5,
+    learning_rate: float = 1e-5,
+    batch_size: int = 32,
+    patience: int = 2,
+    augment: bool = True,
+    seed: int = 0,
+    mixed_precision: str = "auto",
+) -> dict:
     """Fine-tune backbone + head on the train split (val for early stopping); write model.keras + model.json."""
     import keras
 
@@ -165,16 +185,27 @@ def finetune(dataset_dir: str, head_dir: str, out_dir: str, *, blocks: int = 1, 
             train_ds, val_ds, y_train, n_train, n_val = _datasets(dataset_dir, classes, size, batch_size, seed)
             steps = max(1, math.ceil(n_train / batch_size)) * epochs
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.0)
-            model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_for(len(classes)),
-                          metrics=["accuracy"])
+            model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_for(len(classes)), metrics=["accuracy"])
             stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-            fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
-                            class_weight=class_weights(y_train, len(classes)),
-                            callbacks=[stop, keras_progress(epochs, f"finetune {head_info['backbone']}")])
+            fit = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=epochs,
+                verbose=0,
+                shuffle=False,
+                class_weight=class_weights(y_train, len(classes)),
+                callbacks=[stop, keras_progress(epochs, f"finetune {head_info['backbone']}")],
+            )
             history = {k: [float(v) for v in fit.history[k]] for k in history}
             best = int(np.argmin(history["val_loss"]))
-            extra = {"n_train": n_train, "n_val": n_val, "epochs_run": len(history["loss"]), "best_epoch": best + 1,
-                     "stopped_early": len(history["loss"]) < epochs, "val_accuracy": history["val_accuracy"][best]}
+            extra = {
+                "n_train": n_train,
+                "n_val": n_val,
+                "epochs_run": len(history["loss"]),
+                "best_epoch": best + 1,
+                "stopped_early": len(history["loss"]) < epochs,
+                "val_accuracy": history["val_accuracy"][best],
+            }
         if epochs > 0:
             # Save a clean copy: float32 policy (serves on any CPU even after mixed-precision training) and no
             # optimizer state (Adam's moments would double the file). Same architecture, trained variables copied.
@@ -196,9 +227,17 @@ def finetune(dataset_dir: str, head_dir: str, out_dir: str, *, blocks: int = 1, 
         "dataset_hash": manifest.dataset_hash(manifest.read_manifest(dataset_dir, resolve=False)),
         "unfrozen_layers": unfrozen,
         "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
-        "hyperparameters": {"blocks": blocks, "epochs": epochs, "learning_rate": learning_rate,
-                            "lr_schedule": "cosine", "optimizer": "adam", "batch_size": batch_size,
-                            "patience": patience, "augment": augment, "seed": seed},
+        "hyperparameters": {
+            "blocks": blocks,
+            "epochs": epochs,
+            "learning_rate": learning_rate,
+            "lr_schedule": "cosine",
+            "optimizer": "adam",
+            "batch_size": batch_size,
+            "patience": patience,
+            "augment": augment,
+            "seed": seed,
+        },
         "mixed_precision": mixed,
         "finetuned": epochs > 0,
         "history": history,

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from bakeoff import storage
-from bakeoff.features import load_features
 from bakeoff.errors import BakeoffError
+from bakeoff.features import load_features
 
 HEAD_KERAS = "head.keras"
 HEAD_JSON = "head.json"
@@ -59,15 +59,23 @@ def keras_progress(total_epochs: int, description: str):
 
     class _RichEpochs(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False,
-                                      disable=bool(os.environ.get("BAKEOFF_NO_PROGRESS")))
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=False,
+                disable=bool(os.environ.get("BAKEOFF_NO_PROGRESS")),
+            )
             self._progress.start()
             self._task = self._progress.add_task(description, total=total_epochs, info="")
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            info = " ".join(
+                f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")
+            )
             self._progress.update(self._task, advance=1, info=info)
 
         def on_train_end(self, logs=None):
@@ -84,8 +92,9 @@ def probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
     if n_classes == 2 and raw.shape[1] == 1:
         return np.concatenate([1.0 - raw, raw], axis=1)
     if raw.shape[1] != n_classes:
-        raise BakeoffError(f"model gives {raw.shape[1]} outputs but there are {n_classes} classes; "
-                           "was it trained on another dataset?")
+        raise BakeoffError(
+            f"model gives {raw.shape[1]} outputs but there are {n_classes} classes; was it trained on another dataset?"
+        )
     return raw
 
 
@@ -132,22 +141,40 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {int(c): float(w) for c, w in zip(present, weights)}
 
 
-def _fit_dense(x_train, y_train, x_val, y_val, n_classes: int, *, epochs: int, learning_rate: float, hidden: int,
-               dropout: float, batch_size: int, patience: int, weights: dict[int, float] | None) -> tuple[Any, dict]:
+def _fit_dense(
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    n_classes: int,
+    *,
+    epochs: int,
+    learning_rate: float,
+    hidden: int,
+    dropout: float,
+    batch_size: int,
+    patience: int,
+    weights: dict[int, float] | None,
+) -> tuple[Any, dict]:
     import keras
 
     model = build_dense_head(x_train.shape[1], n_classes, hidden, dropout)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_for(n_classes), metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     history = model.fit(
-        x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size, shuffle=True,
-        class_weight=weights, callbacks=[stop, keras_progress(epochs, "head (dense)")],
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        class_weight=weights,
+        callbacks=[stop, keras_progress(epochs, "head (dense)")],
         verbose=0,
     )
     hist = {k: [float(v) for v in history.history[k]] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     best_epoch = int(np.argmin(hist["val_loss"]))
-    extra = {"epochs_run": len(hist["loss"]), "best_epoch": best_epoch + 1,
-             "stopped_early": len(hist["loss"]) < epochs}
+    extra = {"epochs_run": len(hist["loss"]), "best_epoch": best_epoch + 1, "stopped_early": len(hist["loss"]) < epochs}
     return model, {"history": hist, **extra}
 
 
@@ -179,7 +206,7 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, ba
         raise BakeoffError("the train split lacks some classes; logreg needs every class in train")
     # Fold the standardisation into the linear layer: w' = w / scale, b' = b - sum(w * mean / scale).
     scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
-    kernel = (clf.coef_ / scale).T.astype(np.float32)                       # [d, 1] binary, [d, k] multinomial
+    kernel = (clf.coef_ / scale).T.astype(np.float32)  # [d, 1] binary, [d, k] multinomial
     bias = (clf.intercept_ - (clf.coef_ * (scaler.mean_ / scale)).sum(axis=1)).astype(np.float32)
     inputs = keras.Input(shape=(x_train.shape[1],), name="features")
     out_layer = _output_layer(n_classes)
@@ -192,14 +219,31 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, ba
         "val_loss": [float(log_loss(y_val, val_p, labels=labels))],
         "val_accuracy": [float(accuracy_score(y_val, val_p.argmax(1)))],
     }
-    return model, {"history": hist, "C": best_c, "c_search": search, "epochs_run": 1, "best_epoch": 1,
-                   "stopped_early": False}
+    return model, {
+        "history": hist,
+        "C": best_c,
+        "c_search": search,
+        "epochs_run": 1,
+        "best_epoch": 1,
+        "stopped_early": False,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the step
-def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: int = 50, learning_rate: float = 1e-3,
-               hidden: int = 256, dropout: float = 0.5, batch_size: int = 32, patience: int = 5, seed: int = 0,
-               balance_classes: bool = True) -> dict:
+def train_head(
+    features_dir: str,
+    out_dir: str,
+    *,
+    kind: str = "dense",
+    epochs: int = 50,
+    learning_rate: float = 1e-3,
+    hidden: int = 256,
+    dropout: float = 0.5,
+    batch_size: int = 32,
+    patience: int = 5,
+    seed: int = 0,
+    balance_classes: bool = True,
+) -> dict:
     """Train a head on the train split's cached features, early-stopped on val; write head.keras + head.json.
 
     ``balance_classes`` weights each class inversely to its train frequency (scikit-learn's "balanced"), so a
@@ -211,8 +255,9 @@ def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: 
     if kind not in HEAD_KINDS:
         raise BakeoffError(f"unknown head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
     if epochs < 1 or batch_size < 1 or patience < 0 or not 0.0 <= dropout < 1.0 or hidden < 1 or learning_rate <= 0:
-        raise BakeoffError("need epochs >= 1, batch_size >= 1, patience >= 0, hidden >= 1, 0 <= dropout < 1, "
-                           "learning_rate > 0")
+        raise BakeoffError(
+            "need epochs >= 1, batch_size >= 1, patience >= 0, hidden >= 1, 0 <= dropout < 1, learning_rate > 0"
+        )
     arrays, meta = load_features(features_dir)
     classes = list(meta.get("classes") or sorted({str(v) for v in arrays["label"]}))
     if len(classes) < 2:
@@ -220,24 +265,45 @@ def train_head(features_dir: str, out_dir: str, *, kind: str = "dense", epochs: 
     x_train, y_train = _split_xy(arrays, classes, "train")
     x_val, y_val = _split_xy(arrays, classes, "val")
     if len(x_train) == 0 or len(x_val) == 0:
-        raise BakeoffError(f"features in {features_dir} need train and val rows (found {len(x_train)} train, "
-                           f"{len(x_val)} val); re-run `bakeoff ingest` with a val split")
+        raise BakeoffError(
+            f"features in {features_dir} need train and val rows (found {len(x_train)} train, "
+            f"{len(x_val)} val); re-run `bakeoff ingest` with a val split"
+        )
     if len(np.unique(y_train)) < 2:
         raise BakeoffError("the train split holds a single class; a head cannot learn from that")
 
     keras.utils.set_random_seed(seed)
     weights = class_weights(y_train, len(classes)) if balance_classes else None
     if kind == "dense":
-        model, info = _fit_dense(x_train, y_train, x_val, y_val, len(classes), epochs=epochs,
-                                 learning_rate=learning_rate, hidden=hidden, dropout=dropout,
-                                 batch_size=batch_size, patience=patience, weights=weights)
+        model, info = _fit_dense(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            len(classes),
+            epochs=epochs,
+            learning_rate=learning_rate,
+            hidden=hidden,
+            dropout=dropout,
+            batch_size=batch_size,
+            patience=patience,
+            weights=weights,
+        )
     else:
         model, info = _fit_logreg(x_train, y_train, x_val, y_val, len(classes), seed=seed, balanced=balance_classes)
 
     val_prob = probabilities(model.predict(x_val, batch_size=256, verbose=0), len(classes))
     val_pred = val_prob.argmax(axis=1)
-    hyper = {"epochs": epochs, "learning_rate": learning_rate, "hidden": hidden, "dropout": dropout,
-             "batch_size": batch_size, "patience": patience, "seed": seed, "balance_classes": balance_classes}
+    hyper = {
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "hidden": hidden,
+        "dropout": dropout,
+        "batch_size": batch_size,
+        "patience": patience,
+        "seed": seed,
+        "balance_classes": balance_classes,
+    }
     if kind == "logreg":
         hyper = {"C": info["C"], "C_grid": list(LOGREG_C_GRID), "balance_classes": balance_classes, "seed": seed}
     result = {

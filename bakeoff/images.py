@@ -139,10 +139,16 @@ def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Im
         rgb = _to_rgb(oriented)
     except Exception as exc:
         raise ImageRejected("corrupt", _one_line(exc)) from None
-    passthrough = (fmt in _PASSTHROUGH_FORMATS and mode in _PASSTHROUGH_MODES and orientation == 1
-                   and not _is_16bit_png(data, fmt) and "transparency" not in img.info)
-    info = ImageInfo(format=fmt, mode=mode, width=rgb.width, height=rgb.height,
-                     orientation=orientation, passthrough=passthrough)
+    passthrough = (
+        fmt in _PASSTHROUGH_FORMATS
+        and mode in _PASSTHROUGH_MODES
+        and orientation == 1
+        and not _is_16bit_png(data, fmt)
+        and "transparency" not in img.info
+    )
+    info = ImageInfo(
+        format=fmt, mode=mode, width=rgb.width, height=rgb.height, orientation=orientation, passthrough=passthrough
+    )
     return rgb, info
 
 

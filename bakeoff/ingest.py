@@ -21,10 +21,11 @@ import json
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -77,8 +78,9 @@ def load_label_map(label_map: dict | str | os.PathLike | None) -> dict[str, str]
                 mark = getattr(exc, "problem_mark", None)
                 at = f" (line {mark.line + 1})" if mark else ""
                 raise BakeoffError(f"{where} is neither valid JSON nor YAML{at}; write old: new pairs") from exc
-    if not isinstance(mapping, dict) or not all(isinstance(k, (str, int)) and isinstance(v, (str, int))
-                                                for k, v in mapping.items()):
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, (str, int)) and isinstance(v, (str, int)) for k, v in mapping.items()
+    ):
         raise BakeoffError(f"{where} must be a mapping of old class name -> new class name (strings)")
     result = {str(k): str(v) for k, v in mapping.items()}
     for new in result.values():
@@ -89,7 +91,9 @@ def load_label_map(label_map: dict | str | os.PathLike | None) -> dict[str, str]
 def check_label(label: str, where: str) -> str:
     """Labels become folder names under images/: refuse ones that are not a single safe path part."""
     if not label.strip() or label in (".", "..") or _BAD_LABEL_CHARS & set(label):
-        raise BakeoffError(f"{where}: class name {label!r} cannot be a folder name; it must not be empty, '.', '..' or contain '/' or '\\'")
+        raise BakeoffError(
+            f"{where}: class name {label!r} cannot be a folder name; it must not be empty, '.', '..' or contain '/' or '\\'"
+        )
     return label
 
 
@@ -147,15 +151,22 @@ def _progress(enabled: bool):
         def __init__(self) -> None:
             super().__init__("")
 
-        def render(self, task):  # noqa: ANN001 - rich's own type
+        def render(self, task):
             speed = task.finished_speed or task.speed
             from rich.text import Text
 
             return Text(f"{speed:,.0f} files/s" if speed else "", style="progress.data.speed")
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                    TimeElapsedColumn(), disable=not enabled, transient=False,
-                    console=Console(stderr=True))
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+        console=Console(stderr=True),
+    )
 
 
 def _count_files(source: str, out: Path) -> int | None:
@@ -184,8 +195,17 @@ class _Scan:
     seconds: float = 0.0
 
 
-def _scan(source: str, out: Path, *, mapping: dict[str, str], wanted: list[str] | None,
-          csv_labels: dict[str, str] | None, max_pixels: int, workers: int, progress: bool) -> _Scan:
+def _scan(
+    source: str,
+    out: Path,
+    *,
+    mapping: dict[str, str],
+    wanted: list[str] | None,
+    csv_labels: dict[str, str] | None,
+    max_pixels: int,
+    workers: int,
+    progress: bool,
+) -> _Scan:
     """Read every file once: ignore litter, label, map, filter, then decode/hash/materialise in a thread pool.
 
     Bounded in flight (4 per worker), so memory does not depend on how many files the source holds.
@@ -240,8 +260,10 @@ def _drop_files_beside_class_folders(df: pd.DataFrame, folders: set[str], reject
     """raw-img/stray.jpg beside raw-img/cane/ and raw-img/gatto/: raw-img holds classes, it is not one."""
     containers = {f.rsplit("/", k)[0] for f in folders for k in range(1, f.count("/") + 1)}
     beside = df["folder"].isin(containers)
-    rejected.extend((origin, "unlabelled: file beside class folders (put it in a class folder)")
-                    for origin in df.loc[beside, "source"])
+    rejected.extend(
+        (origin, "unlabelled: file beside class folders (put it in a class folder)")
+        for origin in df.loc[beside, "source"]
+    )
     return df[~beside]
 
 
@@ -302,8 +324,16 @@ def ingest(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    scan = _scan(source, out, mapping=mapping, wanted=wanted, csv_labels=csv_labels, max_pixels=max_pixels,
-                 workers=workers or min(4, os.cpu_count() or 1), progress=progress)
+    scan = _scan(
+        source,
+        out,
+        mapping=mapping,
+        wanted=wanted,
+        csv_labels=csv_labels,
+        max_pixels=max_pixels,
+        workers=workers or min(4, os.cpu_count() or 1),
+        progress=progress,
+    )
     if scan.files_seen == 0:
         raise BakeoffError(f"no files found in {source}; check the path (an s3:// prefix is case-sensitive)")
     rejected = scan.rejected
@@ -325,12 +355,17 @@ def ingest(
     before_cap = df["label"].value_counts()
     df = splits.cap_per_class(df, per_class, seed)
     after_cap = df["label"].value_counts()
-    capped = {k: int(before_cap[k] - after_cap.get(k, 0)) for k in sorted(before_cap.index)
-              if before_cap[k] > after_cap.get(k, 0)}
+    capped = {
+        k: int(before_cap[k] - after_cap.get(k, 0))
+        for k in sorted(before_cap.index)
+        if before_cap[k] > after_cap.get(k, 0)
+    }
     labels_left = sorted(set(df["label"]))
     if len(labels_left) < 2:
-        raise BakeoffError(f"need at least 2 classes to split, found {len(labels_left)} {labels_left}; "
-                           f"check the folder layout (class folders with images inside), --label-map and --classes{hint}")
+        raise BakeoffError(
+            f"need at least 2 classes to split, found {len(labels_left)} {labels_left}; "
+            f"check the folder layout (class folders with images inside), --label-map and --classes{hint}"
+        )
 
     df = df.sort_values("sha256", kind="stable").reset_index(drop=True)
     df["group"] = splits.near_duplicate_groups(df["sha256"].tolist(), df["phash"].tolist(), near_duplicate_distance)
@@ -342,8 +377,10 @@ def ingest(
 
     group_sizes = df["group"].value_counts()
     merged = group_sizes[group_sizes > 1]
-    counts = {label: {s: int(((df["label"] == label) & (df["split"] == s)).sum()) for s in manifest.SPLITS}
-              for label in labels_left}
+    counts = {
+        label: {s: int(((df["label"] == label) & (df["split"] == s)).sum()) for s in manifest.SPLITS}
+        for label in labels_left
+    }
     for label in counts:
         counts[label]["total"] = sum(counts[label][s] for s in manifest.SPLITS)
     card = {
@@ -379,8 +416,15 @@ def ingest(
     card_md_path = str(out / manifest.CARD_MD_NAME)
     storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
     return IngestResult(
-        out_dir=str(out), manifest=manifest_path, rejected=rejected_path, card_json=card_json, card_md=card_md_path,
-        n_images=int(len(df)), n_rejected=len(rejected), counts=counts, card=card,
+        out_dir=str(out),
+        manifest=manifest_path,
+        rejected=rejected_path,
+        card_json=card_json,
+        card_md=card_md_path,
+        n_images=int(len(df)),
+        n_rejected=len(rejected),
+        counts=counts,
+        card=card,
         seconds=time.perf_counter() - started,
         images_per_s=scan.files_seen / scan.seconds if scan.seconds > 0 else 0.0,
     )

@@ -35,7 +35,8 @@ def confusion_matrix_png(matrix: np.ndarray, classes: list[str], title: str = "C
     side = max(4.0, 0.6 * len(classes) + 2.5)
     plt, (fig, ax) = _figure(side, side)
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=classes).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if len(classes) > 4 else "horizontal")
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if len(classes) > 4 else "horizontal"
+    )
     ax.set_title(title)
     return _png(plt, fig)
 

@@ -54,8 +54,7 @@ class KerasImageClassifier(mlflow.pyfunc.PythonModel):
             x = x[None]
         probs = class_probabilities(self.keras_model.predict(x, batch_size=BATCH, verbose=0), len(self.classes))
         best = probs.argmax(axis=1)
-        out = pd.DataFrame({"label": [self.classes[i] for i in best],
-                            "probability": probs[np.arange(len(best)), best]})
+        out = pd.DataFrame({"label": [self.classes[i] for i in best], "probability": probs[np.arange(len(best)), best]})
         for j, name in enumerate(self.classes):
             out[f"prob_{name}"] = probs[:, j]
         return out
@@ -65,8 +64,12 @@ def pip_requirements() -> list[str]:
     """Pinned requirements for the logged model (passing them skips MLflow's slow inference)."""
     import keras
 
-    reqs = [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}",
-            f"pandas=={pd.__version__}"]
+    reqs = [
+        f"mlflow=={mlflow.__version__}",
+        f"keras=={keras.__version__}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+    ]
     try:
         from importlib.metadata import version
 
@@ -79,8 +82,7 @@ def pip_requirements() -> list[str]:
 def _model_artifact(model_uri: str, name: str, dst: str) -> str:
     import mlflow.artifacts
 
-    return mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/{name}",
-                                               dst_path=dst)
+    return mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/{name}", dst_path=dst)
 
 
 def _read_model_file(model_uri: str, name: str, read):
@@ -117,8 +119,10 @@ def load_pyfunc(model_uri: str):
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:
-        raise BakeoffError(f"cannot load {model_uri}: {str(exc).splitlines()[0][:200]}; "
-                           "check the name/alias with `bakeoff compare` or the MLflow UI") from exc
+        raise BakeoffError(
+            f"cannot load {model_uri}: {str(exc).splitlines()[0][:200]}; "
+            "check the name/alias with `bakeoff compare` or the MLflow UI"
+        ) from exc
 
 
 def _input_size(model) -> int:

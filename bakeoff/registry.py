@@ -26,10 +26,10 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
@@ -47,9 +47,9 @@ LOCK_EXPIRES_TAG = "bakeoff.lock_expires"
 class GateConfig:
     """How sure the gate must be: which paired test, its significance level, the minimum accuracy gain."""
 
-    test: str = "mcnemar"        # "mcnemar" (exact), "mcnemar-midp" or "bootstrap"
+    test: str = "mcnemar"  # "mcnemar" (exact), "mcnemar-midp" or "bootstrap"
     alpha: float = 0.05
-    min_delta: float = 0.0       # challenger accuracy - champion accuracy must exceed this
+    min_delta: float = 0.0  # challenger accuracy - champion accuracy must exceed this
     n_bootstrap: int = 2000
     lock_timeout_s: float = 900.0
     lock_ttl_s: float = 1800.0
@@ -62,6 +62,7 @@ class GateConfig:
 
 
 # ---------------------------------------------------------------------------------------- the lock
+
 
 @contextmanager
 def registry_lock(model_name: str, *, timeout_s: float = 900.0, ttl_s: float = 1800.0) -> Iterator[str]:
@@ -80,17 +81,21 @@ def registry_lock(model_name: str, *, timeout_s: float = 900.0, ttl_s: float = 1
     while True:
         try:
             c.create_registered_model(
-                name, tags={LOCK_OWNER_TAG: token, LOCK_EXPIRES_TAG: f"{time.time() + ttl_s:.3f}"},
+                name,
+                tags={LOCK_OWNER_TAG: token, LOCK_EXPIRES_TAG: f"{time.time() + ttl_s:.3f}"},
                 description=f"bakeoff promotion lock for {model_name}: held while a pipeline moves its aliases. "
-                            "Safe to delete only if no pipeline is promoting; it expires by itself.")
+                "Safe to delete only if no pipeline is promoting; it expires by itself.",
+            )
             break
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             _break_if_stale(c, name)
             if time.monotonic() > deadline:
-                raise BakeoffError(f"registry lock {name!r} is held by another pipeline for over {timeout_s:.0f}s; "
-                                   "retry later, or delete that registered model if its pipeline died") from exc
+                raise BakeoffError(
+                    f"registry lock {name!r} is held by another pipeline for over {timeout_s:.0f}s; "
+                    "retry later, or delete that registered model if its pipeline died"
+                ) from exc
             time.sleep(0.2 + random.random() * 0.4)
     try:
         yield token
@@ -131,6 +136,7 @@ def _release(c, name: str, token: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+
 
 def _metric(run, key: str) -> float:
     value = run.data.metrics.get(key)
@@ -177,9 +183,9 @@ def _challenger_predictions(run, dataset_dir: str, dataset_hash: str) -> pd.Data
     if run.data.tags.get("bakeoff.dataset_hash") == dataset_hash:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                                           artifact_path="evaluation/predictions.parquet",
-                                                           dst_path=tmp)
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path="evaluation/predictions.parquet", dst_path=tmp
+                )
                 return pd.read_parquet(path)
             except Exception:
                 pass  # fall through: predict again
@@ -199,8 +205,9 @@ def _seen_by_model(model_name: str, version: str) -> set[str]:
         run = c.get_run(c.get_model_version(model_name, version).run_id)
         source_run_id = run.data.tags.get("mlflow.parentRunId") or run.info.run_id
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=source_run_id,
-                                                       artifact_path=tracking.SPLITS_ARTIFACT, dst_path=tmp)
+            path = mlflow.artifacts.download_artifacts(
+                run_id=source_run_id, artifact_path=tracking.SPLITS_ARTIFACT, dst_path=tmp
+            )
             splits = pd.read_parquet(path)
     except Exception:  # older runs without the split table: nothing to exclude
         return set()
@@ -212,34 +219,69 @@ def _paired(challenger: pd.DataFrame, champion: pd.DataFrame) -> tuple[pd.Series
     b = champion[["sha256", "correct"]].drop_duplicates("sha256")
     both = a.merge(b, on="sha256", suffixes=("_challenger", "_champion"), how="inner")
     if len(both) != len(a) or len(both) != len(b):
-        raise BakeoffError(f"challenger and champion were scored on different test images ({len(a)} vs {len(b)}, "
-                           f"{len(both)} shared); re-run evaluate on this dataset")
+        raise BakeoffError(
+            f"challenger and champion were scored on different test images ({len(a)} vs {len(b)}, "
+            f"{len(both)} shared); re-run evaluate on this dataset"
+        )
     return both["correct_challenger"].astype(bool), both["correct_champion"].astype(bool)
 
 
 def _report(decision: dict) -> str:
-    lines = [f"# Promotion gate: {decision['model_name']}", "",
-             f"**{'PROMOTED' if decision['promoted'] else 'NOT promoted'}**: {decision['reason']}", "",
-             "| field | value |", "|---|---|"]
-    for key in ("challenger_run_id", "challenger_backbone", "challenger_version", "champion_version_before",
-                "champion_version_after", "test", "alpha", "min_delta", "n", "accuracy_challenger",
-                "accuracy_champion", "delta", "challenger_only", "champion_only", "p_value",
-                "n_excluded_seen_by_champion", "dataset_hash"):
+    lines = [
+        f"# Promotion gate: {decision['model_name']}",
+        "",
+        f"**{'PROMOTED' if decision['promoted'] else 'NOT promoted'}**: {decision['reason']}",
+        "",
+        "| field | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "challenger_run_id",
+        "challenger_backbone",
+        "challenger_version",
+        "champion_version_before",
+        "champion_version_after",
+        "test",
+        "alpha",
+        "min_delta",
+        "n",
+        "accuracy_challenger",
+        "accuracy_champion",
+        "delta",
+        "challenger_only",
+        "champion_only",
+        "p_value",
+        "n_excluded_seen_by_champion",
+        "dataset_hash",
+    ):
         value = decision.get(key)
         if isinstance(value, float):
             value = f"{value:.6g}"
         lines.append(f"| {key} | {'' if value is None else value} |")
-    lines += ["", "The champion was re-evaluated on the same test split as the challenger; the test is paired "
-              "and one-sided (H1: the challenger is more accurate). `challenger_only` / `champion_only` count the "
-              "images only that model classifies correctly. Test images the champion trained or validated on "
-              "(`n_excluded_seen_by_champion`) are left out of the comparison."]
+    lines += [
+        "",
+        "The champion was re-evaluated on the same test split as the challenger; the test is paired "
+        "and one-sided (H1: the challenger is more accurate). `challenger_only` / `champion_only` count the "
+        "images only that model classifies correctly. Test images the champion trained or validated on "
+        "(`n_excluded_seen_by_champion`) are left out of the comparison.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _log_decision(run_id: str, decision: dict) -> None:
     c = tracking.client()
-    for key in ("promoted", "reason", "challenger_run_id", "challenger_version", "champion_version_before",
-                "champion_version_after", "p_value", "delta", "test", "alpha"):
+    for key in (
+        "promoted",
+        "reason",
+        "challenger_run_id",
+        "challenger_version",
+        "champion_version_before",
+        "champion_version_after",
+        "p_value",
+        "delta",
+        "test",
+        "alpha",
+    ):
         value = decision.get(key)
         c.set_tag(run_id, f"bakeoff.gate.{key}", "" if value is None else tracking.redact(str(value))[:5000])
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,37 +293,51 @@ def _log_decision(run_id: str, decision: dict) -> None:
 
 # ---------------------------------------------------------------------------------------- the gate
 
-def _compare(challenger_run, model_name: str, champion_version: str, dataset_dir: str, dataset_hash: str,
-             gate: GateConfig) -> dict:
+
+def _compare(
+    challenger_run, model_name: str, champion_version: str, dataset_dir: str, dataset_hash: str, gate: GateConfig
+) -> dict:
     """Paired comparison of the challenger with the champion on this dataset's test split -> decision fields."""
     chal = _challenger_predictions(challenger_run, dataset_dir, dataset_hash)
     try:
         champ = _model_predictions(f"models:/{model_name}/{champion_version}", dataset_dir)
     except BakeoffError as exc:  # e.g. the class set changed: no fair paired comparison exists
-        return {"reason": f"champion v{champion_version} cannot be scored on this test split ({exc}); "
-                          "not promoted automatically: review, then move the alias by hand"}
+        return {
+            "reason": f"champion v{champion_version} cannot be scored on this test split ({exc}); "
+            "not promoted automatically: review, then move the alias by hand"
+        }
     seen = _seen_by_model(model_name, champion_version)
     test_shas = set(chal["sha256"])
     excluded = len(test_shas & seen)
     if excluded:  # the champion trained/validated on these: comparing on them would flatter it
         chal, champ = chal[~chal["sha256"].isin(seen)], champ[~champ["sha256"].isin(seen)]
         if chal.empty:
-            return {"n_excluded_seen_by_champion": excluded,
-                    "reason": f"every test image was in champion v{champion_version}'s training or validation "
-                              "data: no fair comparison; not promoted automatically"}
+            return {
+                "n_excluded_seen_by_champion": excluded,
+                "reason": f"every test image was in champion v{champion_version}'s training or validation "
+                "data: no fair comparison; not promoted automatically",
+            }
     a, b = _paired(chal, champ)
     result = stats.paired_test(a.to_numpy(), b.to_numpy(), test=gate.test, n_bootstrap=gate.n_bootstrap)
     out = {**result.as_dict(), "n_excluded_seen_by_champion": excluded}
     if result.delta <= gate.min_delta:
-        out["reason"] = (f"not better than champion v{champion_version}: accuracy delta "
-                         f"{result.delta:+.4f} <= min_delta {gate.min_delta}")
+        out["reason"] = (
+            f"not better than champion v{champion_version}: accuracy delta "
+            f"{result.delta:+.4f} <= min_delta {gate.min_delta}"
+        )
     elif result.p_value >= gate.alpha:
-        out["reason"] = (f"better than champion v{champion_version} by {result.delta:+.4f} but not "
-                         f"significantly ({gate.test} p={result.p_value:.4g} >= alpha {gate.alpha})")
+        out["reason"] = (
+            f"better than champion v{champion_version} by {result.delta:+.4f} but not "
+            f"significantly ({gate.test} p={result.p_value:.4g} >= alpha {gate.alpha})"
+        )
     else:
-        out.update(promoted=True, reason=(
-            f"beats champion v{champion_version} by {result.delta:+.4f} accuracy on the same "
-            f"{result.n} test images ({gate.test} p={result.p_value:.4g} < alpha {gate.alpha})"))
+        out.update(
+            promoted=True,
+            reason=(
+                f"beats champion v{champion_version} by {result.delta:+.4f} accuracy on the same "
+                f"{result.n} test images ({gate.test} p={result.p_value:.4g} < alpha {gate.alpha})"
+            ),
+        )
     return out
 
 
@@ -291,19 +347,31 @@ def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: 
     tags = challenger_run.data.tags
     version = tags.get("bakeoff.model_version")
     if not version:
-        raise BakeoffError(f"run {challenger_run.info.run_id} has no registered model version; "
-                           "was it logged with tracking.log_candidate?")
+        raise BakeoffError(
+            f"run {challenger_run.info.run_id} has no registered model version; "
+            "was it logged with tracking.log_candidate?"
+        )
     if tags.get("bakeoff.model_name", model_name) != model_name:
-        raise BakeoffError(f"run {challenger_run.info.run_id} is a version of {tags['bakeoff.model_name']!r}, "
-                           f"not {model_name!r}; pass --model-name {tags['bakeoff.model_name']}")
+        raise BakeoffError(
+            f"run {challenger_run.info.run_id} is a version of {tags['bakeoff.model_name']!r}, "
+            f"not {model_name!r}; pass --model-name {tags['bakeoff.model_name']}"
+        )
     pretrained = tags.get("bakeoff.weights_pretrained", "true") == "true"
     dataset_hash = manifest.dataset_hash(manifest.read_manifest(dataset_dir, resolve=False))
     decision: dict = {
-        "promoted": False, "reason": "", "model_name": model_name,
-        "challenger_run_id": challenger_run.info.run_id, "challenger_version": version,
+        "promoted": False,
+        "reason": "",
+        "model_name": model_name,
+        "challenger_run_id": challenger_run.info.run_id,
+        "challenger_version": version,
         "challenger_backbone": tags.get("bakeoff.backbone", ""),
-        "champion_version_before": None, "champion_version_after": None,
-        "p_value": None, "delta": None, "test": gate.test, "alpha": gate.alpha, "min_delta": gate.min_delta,
+        "champion_version_before": None,
+        "champion_version_after": None,
+        "p_value": None,
+        "delta": None,
+        "test": gate.test,
+        "alpha": gate.alpha,
+        "min_delta": gate.min_delta,
         "dataset_hash": dataset_hash,
     }
     with registry_lock(model_name, timeout_s=gate.lock_timeout_s, ttl_s=gate.lock_ttl_s):
@@ -328,8 +396,14 @@ def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: 
     return decision
 
 
-def select_and_register(parent_run_id: str, candidate_run_ids: list[str], *, model_name: str, dataset_dir: str,
-                        gate: GateConfig | None = None) -> dict:
+def select_and_register(
+    parent_run_id: str,
+    candidate_run_ids: list[str],
+    *,
+    model_name: str,
+    dataset_dir: str,
+    gate: GateConfig | None = None,
+) -> dict:
     """Pick the run's challenger, gate it against the current champion, log the decision on the parent run."""
     gate = gate or GateConfig()
     c = tracking.client()
@@ -340,8 +414,9 @@ def select_and_register(parent_run_id: str, candidate_run_ids: list[str], *, mod
     return decision
 
 
-def promote(run_id: str, *, model_name: str | None = None, dataset_dir: str | None = None,
-            gate: GateConfig | None = None) -> dict:
+def promote(
+    run_id: str, *, model_name: str | None = None, dataset_dir: str | None = None, gate: GateConfig | None = None
+) -> dict:
     """The gate by hand: ``run_id`` is a pipeline (parent) run or one candidate run.
 
     The model name and dataset default to what the run recorded (``bakeoff.model_name`` tag, parent's
@@ -355,8 +430,9 @@ def promote(run_id: str, *, model_name: str | None = None, dataset_dir: str | No
         raise BakeoffError(f"no MLflow run {run_id!r} at {tracking._ensure_configured()}") from exc
     if run.data.tags.get(tracking.KIND_TAG) == "pipeline":
         parent = run
-        children = c.search_runs([run.info.experiment_id],
-                                 filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1000)
+        children = c.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1000
+        )
         if not children:
             raise BakeoffError(f"pipeline run {run_id} has no candidate runs")
         challenger = pick_challenger(children)

@@ -16,9 +16,9 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from bakeoff import storage
 from bakeoff.errors import BakeoffError
@@ -196,7 +196,9 @@ def iter_source(source: str, *, exclude: str | None = None) -> Iterator[SourceIt
         return
     path = Path(source)
     if not path.exists():
-        raise BakeoffError(f"source not found: {source}; give a folder, a .zip/.tar/.tar.gz archive or s3://bucket/prefix")
+        raise BakeoffError(
+            f"source not found: {source}; give a folder, a .zip/.tar/.tar.gz archive or s3://bucket/prefix"
+        )
     if path.is_dir():
         skip_prefix = None
         if exclude is not None:
@@ -212,7 +214,9 @@ def iter_source(source: str, *, exclude: str | None = None) -> Iterator[SourceIt
     if is_archive(source):
         yield from _iter_archive(source, source)
         return
-    raise BakeoffError(f"unsupported source {source}: give a folder, a .zip/.tar/.tar.gz/.tgz archive or s3://bucket/prefix")
+    raise BakeoffError(
+        f"unsupported source {source}: give a folder, a .zip/.tar/.tar.gz/.tgz archive or s3://bucket/prefix"
+    )
 
 
 def _suffix(name: str) -> str:

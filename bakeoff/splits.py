@@ -53,9 +53,13 @@ def assign_splits(df: pd.DataFrame, *, val: float, test: float, seed: int) -> pd
 
     sizes = df.groupby("group").size()
     group_label = (
-        df.groupby(["group", "label"]).size().rename("n").reset_index()
+        df.groupby(["group", "label"])
+        .size()
+        .rename("n")
+        .reset_index()
         .sort_values(["group", "n", "label"], ascending=[True, False, True], kind="stable")
-        .drop_duplicates("group").set_index("group")["label"]
+        .drop_duplicates("group")
+        .set_index("group")["label"]
     )
     by_class: dict[str, list[str]] = defaultdict(list)
     for group, label in group_label.items():
@@ -72,7 +76,7 @@ def assign_splits(df: pd.DataFrame, *, val: float, test: float, seed: int) -> pd
                 f"or use smaller --val/--test (0 turns a split off)"
             )
         target = {s: fractions[s] * n_images for s in SPLITS}
-        have = {s: 0 for s in SPLITS}
+        have = dict.fromkeys(SPLITS, 0)
         for i, group in enumerate(groups):
             if i < len(wanted):
                 split = wanted[i]
@@ -87,8 +91,9 @@ NEAR_DUPLICATE_MAX_DISTANCE = 16
 """Hashes at most this many bits apart (of 256) are the same picture (resized / re-encoded copies)."""
 
 
-def near_duplicate_groups(shas: list[str], hashes: list[bytes],
-                          max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE) -> list[str]:
+def near_duplicate_groups(
+    shas: list[str], hashes: list[bytes], max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE
+) -> list[str]:
     """Union-find over pairs of perceptual hashes within ``max_distance`` bits.
 
     Returns, per row, its group id: the smallest sha256 in its group (so ids depend on content only).
@@ -109,7 +114,7 @@ def near_duplicate_groups(shas: list[str], hashes: list[bytes],
         return i
 
     for i in range(n - 1):
-        distance = np.bitwise_count(words[i + 1:] ^ words[i]).sum(axis=1)
+        distance = np.bitwise_count(words[i + 1 :] ^ words[i]).sum(axis=1)
         for j in (np.nonzero(distance <= max_distance)[0] + i + 1).tolist():
             a, b = find(i), find(j)
             if a != b:

@@ -27,12 +27,12 @@ class PairedResult:
 
     test: str
     p_value: float
-    delta: float           # challenger accuracy - champion accuracy
+    delta: float  # challenger accuracy - champion accuracy
     accuracy_challenger: float
     accuracy_champion: float
-    n: int                 # paired images
-    challenger_only: int   # images only the challenger gets right
-    champion_only: int     # images only the champion gets right
+    n: int  # paired images
+    challenger_only: int  # images only the challenger gets right
+    champion_only: int  # images only the champion gets right
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,8 +63,9 @@ def mcnemar_p(challenger_only: int, champion_only: int, mid_p: bool = False) -> 
     return min(max(p, 0.0), 1.0)
 
 
-def bootstrap_p(challenger_correct: np.ndarray, champion_correct: np.ndarray, n_bootstrap: int = 2000,
-                seed: int = 0) -> float:
+def bootstrap_p(
+    challenger_correct: np.ndarray, champion_correct: np.ndarray, n_bootstrap: int = 2000, seed: int = 0
+) -> float:
     """One-sided paired bootstrap p-value: share of resamples where the challenger is not better."""
     diff = challenger_correct.astype(np.float64) - champion_correct.astype(np.float64)
     n = diff.size
@@ -82,8 +83,9 @@ def bootstrap_p(challenger_correct: np.ndarray, champion_correct: np.ndarray, n_
     return float((np.sum(deltas <= 0.0) + 1) / (n_bootstrap + 1))
 
 
-def paired_test(challenger_correct, champion_correct, test: str = "mcnemar", n_bootstrap: int = 2000,
-                seed: int = 0) -> PairedResult:
+def paired_test(
+    challenger_correct, champion_correct, test: str = "mcnemar", n_bootstrap: int = 2000, seed: int = 0
+) -> PairedResult:
     """Compare two models' per-image correctness on the same images (same order)."""
     a = _as_bool(challenger_correct, "challenger_correct")
     b = _as_bool(champion_correct, "champion_correct")
@@ -102,5 +104,13 @@ def paired_test(challenger_correct, champion_correct, test: str = "mcnemar", n_b
     else:
         raise BakeoffError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
     acc_a, acc_b = float(a.mean()), float(b.mean())
-    return PairedResult(test=test, p_value=p, delta=acc_a - acc_b, accuracy_challenger=acc_a,
-                        accuracy_champion=acc_b, n=int(a.size), challenger_only=only_a, champion_only=only_b)
+    return PairedResult(
+        test=test,
+        p_value=p,
+        delta=acc_a - acc_b,
+        accuracy_challenger=acc_a,
+        accuracy_champion=acc_b,
+        n=int(a.size),
+        challenger_only=only_a,
+        champion_only=only_b,
+    )

@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bakeoff.errors import BakeoffError
 
@@ -31,7 +32,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     """Split ``s3://bucket/key/prefix`` into ``("bucket", "key/prefix")``."""
     if not is_s3(uri):
         raise BakeoffError(f"not an s3:// URI: {uri}")
-    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
     if not bucket:
         raise BakeoffError(f"s3 URI has no bucket: {uri}")
     return bucket, key
@@ -45,7 +46,7 @@ def join(base: str | os.PathLike, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _client_for(endpoint: str | None, region: str | None):
     import boto3
     from botocore.config import Config
@@ -87,7 +88,7 @@ def list_files(root: str | os.PathLike) -> Iterator[StoredFile]:
                     key = obj["Key"]
                     if key.endswith("/"):
                         continue
-                    yield StoredFile(f"{S3_SCHEME}{bucket}/{key}", key[len(prefix):], int(obj["Size"]))
+                    yield StoredFile(f"{S3_SCHEME}{bucket}/{key}", key[len(prefix) :], int(obj["Size"]))
         except Exception as exc:  # botocore raises many types; all mean the same to a user
             raise BakeoffError(f"cannot list {root}: {exc}") from exc
         return

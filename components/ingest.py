@@ -19,9 +19,17 @@ def ingest(
 
     from bakeoff import ingest as core
 
-    result = core.ingest(data_uri, dataset.path, label_map=label_map_uri or None, classes=classes or None,
-                         per_class=per_class or None, val=val_fraction, test=test_fraction, seed=seed,
-                         progress=False)
+    result = core.ingest(
+        data_uri,
+        dataset.path,
+        label_map=label_map_uri or None,
+        classes=classes or None,
+        per_class=per_class or None,
+        val=val_fraction,
+        test=test_fraction,
+        seed=seed,
+        progress=False,
+    )
     dataset.metadata.update({k: result.card[k] for k in ("dataset_hash", "classes") if k in result.card})
     dataset.metadata.update({"n_images": result.n_images, "n_rejected": result.n_rejected})
     dataset.metadata["data_version"] = data_version

@@ -26,9 +26,17 @@ def open_run(
     from bakeoff import tracking
 
     tracking.configure()
-    params = dict(data_uri=data_uri, backbones=",".join(backbones), weights=weights, image_size=image_size,
-                  head_kind=head_kind, finetune_epochs=finetune_epochs, model_name=model_name,
-                  gate_test=gate_test, gate_alpha=gate_alpha)
+    params = dict(
+        data_uri=data_uri,
+        backbones=",".join(backbones),
+        weights=weights,
+        image_size=image_size,
+        head_kind=head_kind,
+        finetune_epochs=finetune_epochs,
+        model_name=model_name,
+        gate_test=gate_test,
+        gate_alpha=gate_alpha,
+    )
     run_id = tracking.start_pipeline_run(experiment, dataset.path, kfp_run_id=kfp_run_id or None, params=params)
     with open(parent_run.path, "w") as handle:
         handle.write(run_id)

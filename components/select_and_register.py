@@ -25,20 +25,40 @@ def select_and_register(
     tracking.configure()
     for item in candidate_metrics:  # every branch reported; a silent gap would skew the bake-off
         print(f"candidate {item.metadata.get('backbone')}: accuracy {item.metadata.get('accuracy')}")
-    result = registry.select_and_register(parent_run_id, list(candidate_run_ids), model_name=model_name,
-                                          dataset_dir=dataset.path,
-                                          gate=registry.GateConfig(test=gate_test, alpha=gate_alpha))
+    result = registry.select_and_register(
+        parent_run_id,
+        list(candidate_run_ids),
+        model_name=model_name,
+        dataset_dir=dataset.path,
+        gate=registry.GateConfig(test=gate_test, alpha=gate_alpha),
+    )
     board = tracking.leaderboard(experiment, parent_run_id=parent_run_id)
     tracking.finish_pipeline_run(parent_run_id, board, result)
-    shown = [c for c in ("backbone", "weights", "pretrained", "image_size", "test_accuracy", "test_f1_macro",
-                         "test_roc_auc", "latency_ms_per_image", "model_size_mb", "model_version", "run_id")
-             if c in board.columns]
+    shown = [
+        c
+        for c in (
+            "backbone",
+            "weights",
+            "pretrained",
+            "image_size",
+            "test_accuracy",
+            "test_f1_macro",
+            "test_roc_auc",
+            "latency_ms_per_image",
+            "model_size_mb",
+            "model_version",
+            "run_id",
+        )
+        if c in board.columns
+    ]
     board = board[shown]
 
     verdict = "promoted to champion" if result.get("promoted") else "not promoted"
-    text = (f"# Bake-off leaderboard\n\n{board.to_markdown(index=False)}\n\n"
-            f"**Gate ({result.get('test')}):** challenger {result.get('challenger_run_id')} {verdict}: "
-            f"{result.get('reason')}\n")
+    text = (
+        f"# Bake-off leaderboard\n\n{board.to_markdown(index=False)}\n\n"
+        f"**Gate ({result.get('test')}):** challenger {result.get('challenger_run_id')} {verdict}: "
+        f"{result.get('reason')}\n"
+    )
     with open(leaderboard.path, "w") as handle:
         handle.write(text)
     leaderboard.metadata["rows"] = json.loads(board.to_json(orient="records"))

@@ -14,7 +14,19 @@ def train_head(
 ):
     from bakeoff.heads import train_head as core
 
-    info = core(features.path, head.path, kind=kind, epochs=epochs, learning_rate=learning_rate,
-                batch_size=batch_size, seed=seed)
-    head.metadata.update({"kind": kind, "backbone": info.get("backbone"),
-                          "val_accuracy": (info.get("val") or {}).get("accuracy", info.get("val_accuracy"))})
+    info = core(
+        features.path,
+        head.path,
+        kind=kind,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    head.metadata.update(
+        {
+            "kind": kind,
+            "backbone": info.get("backbone"),
+            "val_accuracy": (info.get("val") or {}).get("accuracy", info.get("val_accuracy")),
+        }
+    )

@@ -31,8 +31,9 @@ def _client(host: str, namespace: str | None):
     import kfp
 
     try:
-        client = kfp.Client(host=host, namespace=namespace or "kubeflow",
-                            existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None)
+        client = kfp.Client(
+            host=host, namespace=namespace or "kubeflow", existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None
+        )
         client.get_kfp_healthz()
     except Exception as exc:  # connection refused, TLS, 401: all mean "cannot reach KFP"
         raise BakeoffError(f"cannot reach Kubeflow Pipelines at {host}: {str(exc).splitlines()[0][:200]}") from exc
@@ -51,11 +52,12 @@ def validate_cron(cron: str) -> str:
 
 def _upload(client, package: str, config: RunConfig, version: str | None) -> tuple[str, str]:
     name = config.settings.pipeline_name
-    version = version or f"{name}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    version = version or f"{name}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     pipeline_id = client.get_pipeline_id(name)
     if pipeline_id is None:
-        pipeline_id = client.upload_pipeline(package, pipeline_name=name,
-                                             description="Transfer-learning bake-off (bakeoff compile)").pipeline_id
+        pipeline_id = client.upload_pipeline(
+            package, pipeline_name=name, description="Transfer-learning bake-off (bakeoff compile)"
+        ).pipeline_id
     created = client.upload_pipeline_version(package, pipeline_version_name=version, pipeline_id=pipeline_id)
     return pipeline_id, created.pipeline_version_id
 
@@ -91,8 +93,9 @@ def _run_params(config: RunConfig) -> dict:
     return params
 
 
-def _prepare(host: str, config: RunConfig, experiment: str, package: str | None, version: str | None,
-             namespace: str | None):
+def _prepare(
+    host: str, config: RunConfig, experiment: str, package: str | None, version: str | None, namespace: str | None
+):
     """What submit and schedule share: check parameters, reach KFP, upload a version, find the experiment."""
     params = _run_params(config)
     client = _client(host, namespace)
@@ -101,18 +104,38 @@ def _prepare(host: str, config: RunConfig, experiment: str, package: str | None,
     return client, params, pipeline_id, version_id, client.create_experiment(experiment, namespace=namespace)
 
 
-def submit(host: str, config: RunConfig, *, experiment: str = "bakeoff", run_name: str | None = None,
-           package: str | None = None, version: str | None = None, namespace: str | None = None) -> Submitted:
+def submit(
+    host: str,
+    config: RunConfig,
+    *,
+    experiment: str = "bakeoff",
+    run_name: str | None = None,
+    package: str | None = None,
+    version: str | None = None,
+    namespace: str | None = None,
+) -> Submitted:
     """Upload a pipeline version and start one run of it with ``config.parameters``."""
     client, params, pipeline_id, version_id, exp = _prepare(host, config, experiment, package, version, namespace)
-    run_name = run_name or f"{config.settings.pipeline_name}-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
-    run = client.run_pipeline(exp.experiment_id, run_name, params=params, pipeline_id=pipeline_id,
-                              version_id=version_id)
-    return Submitted(pipeline_id, version_id, exp.experiment_id, run.run_id, f"{host.rstrip('/')}/#/runs/details/{run.run_id}")
+    run_name = run_name or f"{config.settings.pipeline_name}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}"
+    run = client.run_pipeline(
+        exp.experiment_id, run_name, params=params, pipeline_id=pipeline_id, version_id=version_id
+    )
+    return Submitted(
+        pipeline_id, version_id, exp.experiment_id, run.run_id, f"{host.rstrip('/')}/#/runs/details/{run.run_id}"
+    )
 
 
-def schedule(host: str, config: RunConfig, cron: str, *, experiment: str = "bakeoff", name: str | None = None,
-             package: str | None = None, version: str | None = None, namespace: str | None = None) -> Submitted:
+def schedule(
+    host: str,
+    config: RunConfig,
+    cron: str,
+    *,
+    experiment: str = "bakeoff",
+    name: str | None = None,
+    package: str | None = None,
+    version: str | None = None,
+    namespace: str | None = None,
+) -> Submitted:
     """A recurring run: at most one at a time (max_concurrency 1) and no catch-up of missed slots.
 
     Unchanged data reuses the cached ingest and features; the gate registers nothing new unless it wins.
@@ -121,12 +144,25 @@ def schedule(host: str, config: RunConfig, cron: str, *, experiment: str = "bake
     client, params, pipeline_id, version_id, exp = _prepare(host, config, experiment, package, version, namespace)
     name = name or f"{config.settings.pipeline_name}-retrain"
     previous = _recurring_runs_named(client, exp.experiment_id, name)
-    job = client.create_recurring_run(exp.experiment_id, name, cron_expression=cron, max_concurrency=1,
-                                      no_catchup=True, params=params, pipeline_id=pipeline_id,
-                                      version_id=version_id, enabled=True)
+    job = client.create_recurring_run(
+        exp.experiment_id,
+        name,
+        cron_expression=cron,
+        max_concurrency=1,
+        no_catchup=True,
+        params=params,
+        pipeline_id=pipeline_id,
+        version_id=version_id,
+        enabled=True,
+    )
     # Re-scheduling replaces: the new recurring run exists before the old ones go, so a failure in between
     # never leaves the team without a schedule, and a rerun (e.g. the infra Job) never leaves two.
     for old_id in previous:
         client.delete_recurring_run(old_id)
-    return Submitted(pipeline_id, version_id, exp.experiment_id, job.recurring_run_id,
-                     f"{host.rstrip('/')}/#/recurringrun/details/{job.recurring_run_id}")
+    return Submitted(
+        pipeline_id,
+        version_id,
+        exp.experiment_id,
+        job.recurring_run_id,
+        f"{host.rstrip('/')}/#/recurringrun/details/{job.recurring_run_id}",
+    )

@@ -14,7 +14,8 @@ The same function runs locally (kfp.local ignores the Kubernetes settings) and o
 from __future__ import annotations
 
 import inspect
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from pipelines.settings import Parameters, Settings
 
@@ -42,8 +43,11 @@ def _signature(defaults: Parameters, outputs) -> tuple[inspect.Signature, str]:
     params, doc = [], ["Transfer-learning bake-off of pretrained backbones, tracked in MLflow.", "", "Args:"]
     for name, field in Parameters.model_fields.items():
         kind = _python_type(field.annotation)
-        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        default=getattr(defaults, name), annotation=kind))
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=getattr(defaults, name), annotation=kind
+            )
+        )
         doc.append(f"    {name}: {field.description or name.replace('_', ' ')}")
     return inspect.Signature(params, return_annotation=outputs), "\n".join(doc)
 
@@ -55,8 +59,12 @@ def _configure(task, step: str, settings: Settings):
     task.set_caching_options(enable_caching=step in CACHED_STEPS)
     task.set_display_name(step.replace("_", "-"))
     if step in RETRIED_STEPS and settings.retries:
-        task.set_retry(num_retries=settings.retries, backoff_duration=settings.retry_backoff, backoff_factor=2.0,
-                       backoff_max_duration="3600s")
+        task.set_retry(
+            num_retries=settings.retries,
+            backoff_duration=settings.retry_backoff,
+            backoff_factor=2.0,
+            backoff_max_duration="3600s",
+        )
     task.set_cpu_request(settings.cpu_request)
     if step in GPU_STEPS and settings.accelerator_limit:
         task.set_memory_limit(settings.gpu_memory_limit)
@@ -77,8 +85,9 @@ def _configure(task, step: str, settings: Settings):
 
 def create_pipeline(settings: Settings | None = None, defaults: Parameters | None = None) -> Callable:
     """Build the bake-off pipeline function (decorated with ``dsl.pipeline``) for these settings."""
-    import components
     from kfp import dsl
+
+    import components
 
     settings = settings or Settings()
     defaults = defaults or Parameters()
@@ -89,40 +98,98 @@ def create_pipeline(settings: Settings | None = None, defaults: Parameters | Non
         ops = gpu if name in GPU_STEPS else cpu
         return _configure(getattr(ops, name)(**kwargs), name, settings)
 
-    Outputs = NamedTuple("Outputs", [("leaderboard", dsl.Markdown), ("decision", str)])
+    class Outputs(NamedTuple):
+        leaderboard: dsl.Markdown
+        decision: str
 
     names = list(Parameters.model_fields)
 
     def bakeoff(*args, **kwargs):
         p = {**dict(zip(names, args)), **kwargs}  # KFP passes the parameter channels positionally
-        version = step("fingerprint", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"],
-                       data_version=p["data_version"]).output
-        data = step("ingest", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"], classes=p["classes"],
-                    per_class=p["per_class"], val_fraction=p["val_fraction"], test_fraction=p["test_fraction"],
-                    seed=p["seed"], data_version=version).outputs["dataset"]
-        opened = step("open_run", dataset=data, experiment=p["experiment"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                      data_uri=p["data_uri"], backbones=p["backbones"], weights=p["weights"],
-                      image_size=p["image_size"], head_kind=p["head_kind"], finetune_epochs=p["finetune_epochs"],
-                      model_name=p["model_name"], gate_test=p["gate_test"], gate_alpha=p["gate_alpha"])
+        version = step(
+            "fingerprint", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"], data_version=p["data_version"]
+        ).output
+        data = step(
+            "ingest",
+            data_uri=p["data_uri"],
+            label_map_uri=p["label_map_uri"],
+            classes=p["classes"],
+            per_class=p["per_class"],
+            val_fraction=p["val_fraction"],
+            test_fraction=p["test_fraction"],
+            seed=p["seed"],
+            data_version=version,
+        ).outputs["dataset"]
+        opened = step(
+            "open_run",
+            dataset=data,
+            experiment=p["experiment"],
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            data_uri=p["data_uri"],
+            backbones=p["backbones"],
+            weights=p["weights"],
+            image_size=p["image_size"],
+            head_kind=p["head_kind"],
+            finetune_epochs=p["finetune_epochs"],
+            model_name=p["model_name"],
+            gate_test=p["gate_test"],
+            gate_alpha=p["gate_alpha"],
+        )
         with dsl.ParallelFor(items=p["backbones"], parallelism=settings.parallelism, name="backbones") as backbone:
-            feats = step("features", dataset=data, backbone=backbone, weights=p["weights"],
-                         image_size=p["image_size"], batch_size=p["batch_size"]).outputs["features"]
-            head = step("train_head", features=feats, kind=p["head_kind"], epochs=p["head_epochs"],
-                        learning_rate=p["head_lr"], batch_size=p["batch_size"], seed=p["seed"]).outputs["head"]
-            model = step("finetune", dataset=data, head=head, blocks=p["finetune_blocks"],
-                         epochs=p["finetune_epochs"], learning_rate=p["finetune_lr"], batch_size=p["batch_size"],
-                         seed=p["seed"]).outputs["model"]
-            evaluation = step("evaluate", dataset=data, features=feats, head=head, model=model,
-                              parent_run=opened.outputs["parent_run"],
-                              model_name=p["model_name"], batch_size=p["batch_size"], seed=p["seed"])
-        select = step("select_and_register", dataset=data, parent_run_id=opened.outputs["Output"],
-                      candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
-                      candidate_metrics=dsl.Collected(evaluation.outputs["metrics"]),
-                      experiment=p["experiment"], model_name=p["model_name"], gate_test=p["gate_test"],
-                      gate_alpha=p["gate_alpha"])
+            feats = step(
+                "features",
+                dataset=data,
+                backbone=backbone,
+                weights=p["weights"],
+                image_size=p["image_size"],
+                batch_size=p["batch_size"],
+            ).outputs["features"]
+            head = step(
+                "train_head",
+                features=feats,
+                kind=p["head_kind"],
+                epochs=p["head_epochs"],
+                learning_rate=p["head_lr"],
+                batch_size=p["batch_size"],
+                seed=p["seed"],
+            ).outputs["head"]
+            model = step(
+                "finetune",
+                dataset=data,
+                head=head,
+                blocks=p["finetune_blocks"],
+                epochs=p["finetune_epochs"],
+                learning_rate=p["finetune_lr"],
+                batch_size=p["batch_size"],
+                seed=p["seed"],
+            ).outputs["model"]
+            evaluation = step(
+                "evaluate",
+                dataset=data,
+                features=feats,
+                head=head,
+                model=model,
+                parent_run=opened.outputs["parent_run"],
+                model_name=p["model_name"],
+                batch_size=p["batch_size"],
+                seed=p["seed"],
+            )
+        select = step(
+            "select_and_register",
+            dataset=data,
+            parent_run_id=opened.outputs["Output"],
+            candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
+            candidate_metrics=dsl.Collected(evaluation.outputs["metrics"]),
+            experiment=p["experiment"],
+            model_name=p["model_name"],
+            gate_test=p["gate_test"],
+            gate_alpha=p["gate_alpha"],
+        )
         return Outputs(leaderboard=select.outputs["leaderboard"], decision=select.outputs["Output"])
 
     bakeoff.__signature__, bakeoff.__doc__ = _signature(defaults, Outputs)
-    bakeoff.__annotations__ = {**{n: q.annotation for n, q in bakeoff.__signature__.parameters.items()},
-                               "return": Outputs}
+    bakeoff.__annotations__ = {
+        **{n: q.annotation for n, q in bakeoff.__signature__.parameters.items()},
+        "return": Outputs,
+    }
     return dsl.pipeline(name=settings.pipeline_name, description=bakeoff.__doc__.splitlines()[0])(bakeoff)

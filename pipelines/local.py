@@ -53,8 +53,9 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
     pipeline = create_pipeline(settings, params)
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=True,
-               raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=True, raise_on_error=True
+    )
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")

@@ -28,7 +28,9 @@ class Parameters(BaseModel):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     seed: int = 0
-    data_version: str = Field("", description="any label; changing it forces a fresh ingest (new data is detected anyway)")
+    data_version: str = Field(
+        "", description="any label; changing it forces a fresh ingest (new data is detected anyway)"
+    )
     backbones: list[str] = Field(default_factory=lambda: ["mobilenet_v2", "vgg16"], min_length=1)
     weights: str = Field("imagenet", description='one spec, or per backbone: "mobilenet_v2=imagenet,vgg16=hed"')
     image_size: int = Field(0, ge=0, description="input size in pixels (0: each backbone's default)")
@@ -101,8 +103,11 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
     params = dict(raw.get("parameters") or {})
     params.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return RunConfig(parameters=params, settings=raw.get("settings") or {},
-                         **{k: v for k, v in raw.items() if k not in ("parameters", "settings")})
+        return RunConfig(
+            parameters=params,
+            settings=raw.get("settings") or {},
+            **{k: v for k, v in raw.items() if k not in ("parameters", "settings")},
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])

@@ -21,8 +21,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_image(path: Path, size: tuple[int, int] = (32, 32), color: tuple[int, int, int] = (200, 30, 30),
-                fmt: str | None = None, seed: int = 0, mode: str = "RGB") -> Path:
+def write_image(
+    path: Path,
+    size: tuple[int, int] = (32, 32),
+    color: tuple[int, int, int] = (200, 30, 30),
+    fmt: str | None = None,
+    seed: int = 0,
+    mode: str = "RGB",
+) -> Path:
     """Write a small real image: a colour field with seeded noise and a diagonal bar, so images differ."""
     from PIL import Image
 

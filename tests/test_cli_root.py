@@ -1,6 +1,5 @@
 """The root command: version, usage errors and user errors map to exit codes and one-line messages."""
 
-
 from bakeoff.cli import app, main
 from bakeoff.errors import BakeoffError
 

@@ -11,7 +11,10 @@ def test_mlflow_folder_does_not_shadow_the_mlflow_package():
     """`import mlflow` from the repository root must find the real package, not ./mlflow/."""
     out = subprocess.run(
         [sys.executable, "-c", "import mlflow, sys; print(mlflow.__file__); print(hasattr(mlflow, 'start_run'))"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert "site-packages" in out[0]
     assert out[1] == "True"
@@ -20,8 +23,11 @@ def test_mlflow_folder_does_not_shadow_the_mlflow_package():
 
 def test_core_never_imports_kfp():
     """The core library knows nothing of KFP (dependencies point downward only)."""
-    offenders = [p.name for p in (ROOT / "bakeoff").rglob("*.py")
-                 if "cli" not in p.parts and ("import kfp" in p.read_text() or "from kfp" in p.read_text())]
+    offenders = [
+        p.name
+        for p in (ROOT / "bakeoff").rglob("*.py")
+        if "cli" not in p.parts and ("import kfp" in p.read_text() or "from kfp" in p.read_text())
+    ]
     assert offenders == []
 
 

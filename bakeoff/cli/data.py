@@ -5,8 +5,6 @@ Only light imports at module level: the core modules are imported inside the com
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 INGEST_HELP = """Turn a raw image dump into a clean, split dataset folder.
@@ -44,23 +42,45 @@ near duplicate). Same --seed, same files.
 
 
 def ingest_command(
-    source: str = typer.Argument(..., help="Folder, .zip/.tar/.tar.gz archive, or s3://bucket/prefix with the raw images."),
+    source: str = typer.Argument(
+        ..., help="Folder, .zip/.tar/.tar.gz archive, or s3://bucket/prefix with the raw images."
+    ),
     out: str = typer.Option(..., "--out", "-o", help="Dataset folder to write (created; safe to re-run into)."),
-    label_map: Optional[str] = typer.Option(None, "--label-map", help="JSON or YAML file: old class name -> new name."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Keep only these classes (after the label map), comma-separated."),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="At most N images per class (deterministic choice by content and seed)."),
+    label_map: str | None = typer.Option(None, "--label-map", help="JSON or YAML file: old class name -> new name."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Keep only these classes (after the label map), comma-separated."
+    ),
+    per_class: int | None = typer.Option(
+        None, "--per-class", help="At most N images per class (deterministic choice by content and seed)."
+    ),
     val: float = typer.Option(0.15, "--val", help="Fraction of each class for validation."),
     test: float = typer.Option(0.15, "--test", help="Fraction of each class for the test split."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of the --per-class choice."),
-    labels_csv: Optional[str] = typer.Option(None, "--labels-csv", help="CSV with columns path,label (paths relative to SOURCE) instead of folder names."),
-    max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Reject images with more pixels than this (decompression bombs)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decode threads (default: up to 4)."),
+    labels_csv: str | None = typer.Option(
+        None, "--labels-csv", help="CSV with columns path,label (paths relative to SOURCE) instead of folder names."
+    ),
+    max_pixels: int = typer.Option(
+        40_000_000, "--max-pixels", help="Reject images with more pixels than this (decompression bombs)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Decode threads (default: up to 4)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     from bakeoff.ingest import ingest
 
-    result = ingest(source, out, label_map=label_map, classes=classes, per_class=per_class, val=val, test=test,
-                    seed=seed, labels_csv=labels_csv, progress=progress, max_pixels=max_pixels, workers=workers)
+    result = ingest(
+        source,
+        out,
+        label_map=label_map,
+        classes=classes,
+        per_class=per_class,
+        val=val,
+        test=test,
+        seed=seed,
+        labels_csv=labels_csv,
+        progress=progress,
+        max_pixels=max_pixels,
+        workers=workers,
+    )
     card = result.card
     splits = card["splits"]
     typer.echo(
@@ -76,14 +96,18 @@ def ingest_command(
 def demo_data_command(
     out: str = typer.Option(..., "--out", "-o", help="Folder to write raw-img/ and translate.json into."),
     per_class: int = typer.Option(200, "--per-class", help="Images per class (10 classes; at most 6000)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Only these classes (Italian or English names), comma-separated."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Only these classes (Italian or English names), comma-separated."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for which images are picked and how they are encoded."),
 ) -> None:
     from bakeoff.demo_data import make_demo_data
 
     result = make_demo_data(out, per_class=per_class, classes=classes, seed=seed)
-    typer.echo(f"wrote {result.n_images} images in {len(result.classes)} classes to {result.raw_dir} "
-               f"(+ {len(result.broken)} deliberately broken files), label map {result.label_map}")
+    typer.echo(
+        f"wrote {result.n_images} images in {len(result.classes)} classes to {result.raw_dir} "
+        f"(+ {len(result.broken)} deliberately broken files), label map {result.label_map}"
+    )
     typer.echo(f"next: bakeoff ingest {result.raw_dir} --out DIR --label-map {result.label_map}")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 weights_app = typer.Typer(
@@ -26,19 +24,41 @@ def backbones_cmd() -> None:
     from bakeoff.backbones import REGISTRY
 
     table = Table(title="bakeoff backbones")
-    for column in ("name", "keras application", "default size", "min size", "feature dim", "preprocessing",
-                   "cut", "fine-tune blocks (top 3)", "notes"):
+    for column in (
+        "name",
+        "keras application",
+        "default size",
+        "min size",
+        "feature dim",
+        "preprocessing",
+        "cut",
+        "fine-tune blocks (top 3)",
+        "notes",
+    ):
         table.add_column(column)
     for bb in REGISTRY.values():
-        table.add_row(bb.name, bb.application, str(bb.default_size), str(bb.min_size), str(bb.feature_dim),
-                      bb.preprocess_mode, bb.cut_layer or "-", ", ".join(bb.finetune_blocks[-3:]), bb.description)
+        table.add_row(
+            bb.name,
+            bb.application,
+            str(bb.default_size),
+            str(bb.min_size),
+            str(bb.feature_dim),
+            bb.preprocess_mode,
+            bb.cut_layer or "-",
+            ", ".join(bb.finetune_blocks[-3:]),
+            bb.description,
+        )
     Console().print(table)
 
 
 def weights_import_cmd(
-    names: List[str] = typer.Argument(..., help="What to import: mobilenet_v2 and/or vgg16_hed."),
-    mirror: Optional[str] = typer.Option(None, "--mirror", envvar="BAKEOFF_WEIGHTS_URI",
-                                         help="Mirror folder or s3:// prefix (default $BAKEOFF_WEIGHTS_URI)."),
+    names: list[str] = typer.Argument(..., help="What to import: mobilenet_v2 and/or vgg16_hed."),
+    mirror: str | None = typer.Option(
+        None,
+        "--mirror",
+        envvar="BAKEOFF_WEIGHTS_URI",
+        help="Mirror folder or s3:// prefix (default $BAKEOFF_WEIGHTS_URI).",
+    ),
 ) -> None:
     """Convert the offline pretrained checkpoints into Keras weights in the mirror.
 
@@ -58,8 +78,12 @@ def weights_import_cmd(
 
 
 def weights_list_cmd(
-    mirror: Optional[str] = typer.Option(None, "--mirror", envvar="BAKEOFF_WEIGHTS_URI",
-                                         help="Mirror folder or s3:// prefix (default $BAKEOFF_WEIGHTS_URI)."),
+    mirror: str | None = typer.Option(
+        None,
+        "--mirror",
+        envvar="BAKEOFF_WEIGHTS_URI",
+        help="Mirror folder or s3:// prefix (default $BAKEOFF_WEIGHTS_URI).",
+    ),
 ) -> None:
     """List the weights in a mirror with sha256, preprocessing and provenance.
 
@@ -74,25 +98,45 @@ def weights_list_cmd(
     for column in ("backbone", "name", "MB", "sha256", "preprocessing", "BN eps", "top", "provenance"):
         table.add_column(column)
     for row in list_mirror(mirror):
-        table.add_row(row["backbone"], row["name"], str(row["size_mb"]), (row["sha256"] or "?")[:12],
-                      row["preprocessing"], str(row["bn_epsilon"] or "-"), "yes" if row["has_top"] else "no",
-                      row["provenance"])
+        table.add_row(
+            row["backbone"],
+            row["name"],
+            str(row["size_mb"]),
+            (row["sha256"] or "?")[:12],
+            row["preprocessing"],
+            str(row["bn_epsilon"] or "-"),
+            "yes" if row["has_top"] else "no",
+            row["provenance"],
+        )
     Console().print(table)
 
 
 def features_cmd(
-    dataset: str = typer.Argument(..., help="Dataset folder (or s3:// prefix) with manifest.parquet from `bakeoff ingest`."),
+    dataset: str = typer.Argument(
+        ..., help="Dataset folder (or s3:// prefix) with manifest.parquet from `bakeoff ingest`."
+    ),
     out: str = typer.Option(..., "--out", help="Output folder or s3:// prefix for features.npz + features.json."),
     backbone: str = typer.Option("mobilenet_v2", "--backbone", help="Registry name; see `bakeoff backbones`."),
-    weights: str = typer.Option("imagenet", "--weights",
-                                help="imagenet | none | mirror name (e.g. hed) | path or s3:// URI of a .weights.h5 | "
-                                     "per-backbone mapping 'mobilenet_v2=imagenet,vgg16=hed'."),
-    weights_sha256: Optional[str] = typer.Option(None, "--weights-sha256", help="Fail unless the weights file has this sha256."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (default: the backbone's)."),
-    cut: Optional[str] = typer.Option(None, "--cut", help="Take features from this layer (e.g. mixed7) instead of the top."),
+    weights: str = typer.Option(
+        "imagenet",
+        "--weights",
+        help="imagenet | none | mirror name (e.g. hed) | path or s3:// URI of a .weights.h5 | "
+        "per-backbone mapping 'mobilenet_v2=imagenet,vgg16=hed'.",
+    ),
+    weights_sha256: str | None = typer.Option(
+        None, "--weights-sha256", help="Fail unless the weights file has this sha256."
+    ),
+    image_size: int | None = typer.Option(None, "--image-size", help="Square input size (default: the backbone's)."),
+    cut: str | None = typer.Option(
+        None, "--cut", help="Take features from this layer (e.g. mixed7) instead of the top."
+    ),
     batch_size: int = typer.Option(32, "--batch-size"),
-    cache: Optional[str] = typer.Option(None, "--cache", envvar="BAKEOFF_CACHE_URI",
-                                        help="Feature cache folder or s3:// prefix (default ~/.cache/bakeoff/features)."),
+    cache: str | None = typer.Option(
+        None,
+        "--cache",
+        envvar="BAKEOFF_CACHE_URI",
+        help="Feature cache folder or s3:// prefix (default ~/.cache/bakeoff/features).",
+    ),
 ) -> None:
     """Extract pooled bottleneck vectors from a frozen backbone for every image in the manifest.
 
@@ -105,11 +149,22 @@ def features_cmd(
     """
     from bakeoff.features import extract_features
 
-    info = extract_features(dataset, out, backbone, weights, image_size=image_size, cut=cut, batch_size=batch_size,
-                            cache_uri=cache, weights_sha256=weights_sha256)
+    info = extract_features(
+        dataset,
+        out,
+        backbone,
+        weights,
+        image_size=image_size,
+        cut=cut,
+        batch_size=batch_size,
+        cache_uri=cache,
+        weights_sha256=weights_sha256,
+    )
     flag = "" if info["weights"]["pretrained"] else "  [RANDOM WEIGHTS: smoke test only]"
-    typer.echo(f"{info['n_images']} images -> {out} ({info['backbone']}, dim {info['feature_dim']}, "
-               f"{info['cache_hits']} cached, {info['cache_misses']} computed, {info['images_per_s']} img/s){flag}")
+    typer.echo(
+        f"{info['n_images']} images -> {out} ({info['backbone']}, dim {info['feature_dim']}, "
+        f"{info['cache_hits']} cached, {info['cache_misses']} computed, {info['images_per_s']} img/s){flag}"
+    )
 
 
 def register(app: typer.Typer) -> None:

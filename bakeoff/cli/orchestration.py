@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -39,27 +38,63 @@ EXPERIMENT = typer.Option(None, "--experiment", help="MLflow experiment name.")
 MODEL_NAME = typer.Option(None, "--model-name", help="Registered model name in MLflow.")
 GATE_TEST = typer.Option(None, "--gate-test", help="mcnemar | bootstrap: the paired test of the promotion gate.")
 GATE_ALPHA = typer.Option(None, "--gate-alpha", help="Significance level the challenger must reach to be promoted.")
-HOST = typer.Option(..., "--host", envvar="KF_PIPELINES_ENDPOINT",
-                    help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline (or $KF_PIPELINES_ENDPOINT).")
+HOST = typer.Option(
+    ...,
+    "--host",
+    envvar="KF_PIPELINES_ENDPOINT",
+    help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline (or $KF_PIPELINES_ENDPOINT).",
+)
 NAMESPACE = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user KFP).")
 PACKAGE = typer.Option(None, "--package", help="A pipeline.yaml from `bakeoff compile` (default: compile now).")
 KFP_EXPERIMENT = typer.Option("bakeoff", "--kfp-experiment", help="KFP experiment to file the run under.")
 
 
-def _config(config: Optional[Path], **overrides):
+def _config(config: Path | None, **overrides):
     from pipelines.settings import load_config
 
     return load_config(config, overrides)
 
 
-def _overrides(data, label_map, classes, per_class, seed, backbones, weights, image_size, head_kind, head_epochs,
-               head_lr, finetune_epochs, finetune_lr, finetune_blocks, experiment, model_name, gate_test,
-               gate_alpha) -> dict:
-    return dict(data_uri=data, label_map_uri=label_map, classes=classes, per_class=per_class, seed=seed,
-                backbones=backbones, weights=weights, image_size=image_size, head_kind=head_kind,
-                head_epochs=head_epochs, head_lr=head_lr, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-                finetune_blocks=finetune_blocks, experiment=experiment, model_name=model_name,
-                gate_test=gate_test, gate_alpha=gate_alpha)
+def _overrides(
+    data,
+    label_map,
+    classes,
+    per_class,
+    seed,
+    backbones,
+    weights,
+    image_size,
+    head_kind,
+    head_epochs,
+    head_lr,
+    finetune_epochs,
+    finetune_lr,
+    finetune_blocks,
+    experiment,
+    model_name,
+    gate_test,
+    gate_alpha,
+) -> dict:
+    return dict(
+        data_uri=data,
+        label_map_uri=label_map,
+        classes=classes,
+        per_class=per_class,
+        seed=seed,
+        backbones=backbones,
+        weights=weights,
+        image_size=image_size,
+        head_kind=head_kind,
+        head_epochs=head_epochs,
+        head_lr=head_lr,
+        finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr,
+        finetune_blocks=finetune_blocks,
+        experiment=experiment,
+        model_name=model_name,
+        gate_test=gate_test,
+        gate_alpha=gate_alpha,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -113,14 +148,28 @@ def _follow(proc: subprocess.Popen, log: Path, console) -> list[str]:
 
 
 def run(
-    config: Optional[Path] = CONFIG, data: Optional[str] = DATA, label_map: Optional[str] = LABEL_MAP,
-    classes: Optional[str] = CLASSES, per_class: Optional[int] = PER_CLASS, seed: Optional[int] = SEED,
-    backbones: Optional[str] = BACKBONES, weights: Optional[str] = WEIGHTS, image_size: Optional[int] = IMAGE_SIZE,
-    head_kind: Optional[str] = HEAD_KIND, head_epochs: Optional[int] = HEAD_EPOCHS, head_lr: Optional[float] = HEAD_LR,
-    finetune_epochs: Optional[int] = FT_EPOCHS, finetune_lr: Optional[float] = FT_LR,
-    finetune_blocks: Optional[int] = FT_BLOCKS, experiment: Optional[str] = EXPERIMENT,
-    model_name: Optional[str] = MODEL_NAME, gate_test: Optional[str] = GATE_TEST, gate_alpha: Optional[float] = GATE_ALPHA,
-    workdir: Path = typer.Option(Path(".bakeoff"), "--workdir", help="Local pipeline root, caches, logs, MLflow store."),
+    config: Path | None = CONFIG,
+    data: str | None = DATA,
+    label_map: str | None = LABEL_MAP,
+    classes: str | None = CLASSES,
+    per_class: int | None = PER_CLASS,
+    seed: int | None = SEED,
+    backbones: str | None = BACKBONES,
+    weights: str | None = WEIGHTS,
+    image_size: int | None = IMAGE_SIZE,
+    head_kind: str | None = HEAD_KIND,
+    head_epochs: int | None = HEAD_EPOCHS,
+    head_lr: float | None = HEAD_LR,
+    finetune_epochs: int | None = FT_EPOCHS,
+    finetune_lr: float | None = FT_LR,
+    finetune_blocks: int | None = FT_BLOCKS,
+    experiment: str | None = EXPERIMENT,
+    model_name: str | None = MODEL_NAME,
+    gate_test: str | None = GATE_TEST,
+    gate_alpha: float | None = GATE_ALPHA,
+    workdir: Path = typer.Option(
+        Path(".bakeoff"), "--workdir", help="Local pipeline root, caches, logs, MLflow store."
+    ),
 ) -> None:
     """Run the WHOLE pipeline on this machine (kfp.local), tracked in MLflow; print the leaderboard and the gate.
 
@@ -135,11 +184,33 @@ def run(
     """
     from rich.console import Console
 
-    cfg = _config(config, **_overrides(data, label_map, classes, per_class, seed, backbones, weights, image_size,
-                                       head_kind, head_epochs, head_lr, finetune_epochs, finetune_lr, finetune_blocks,
-                                       experiment, model_name, gate_test, gate_alpha))
+    cfg = _config(
+        config,
+        **_overrides(
+            data,
+            label_map,
+            classes,
+            per_class,
+            seed,
+            backbones,
+            weights,
+            image_size,
+            head_kind,
+            head_epochs,
+            head_lr,
+            finetune_epochs,
+            finetune_lr,
+            finetune_blocks,
+            experiment,
+            model_name,
+            gate_test,
+            gate_alpha,
+        ),
+    )
     if not cfg.parameters.data_uri:
-        raise BakeoffError("no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set parameters.data_uri in --config")
+        raise BakeoffError(
+            "no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set parameters.data_uri in --config"
+        )
     console = Console(width=None if sys.stdout.isatty() else 120)  # logs/CI: don't squeeze the table to 80
     run_dir = workdir / "runs" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -151,9 +222,23 @@ def run(
     started = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.local", "--config", str(run_dir / "config.json"),
-                                 "--result", str(result_path), "--workdir", str(workdir)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.local",
+                "--config",
+                str(run_dir / "config.json"),
+                "--result",
+                str(result_path),
+                "--workdir",
+                str(workdir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         try:
             failed = _follow(proc, log, console)
         except KeyboardInterrupt:  # stop the pipeline AND its task processes (one process group)
@@ -171,7 +256,9 @@ def run(
     decision = result["decision"]
     verdict = "[green]PROMOTED to champion[/]" if decision.get("promoted") else "[yellow]not promoted[/]"
     console.print(f"\n[bold]gate[/] ({decision.get('test')}): {verdict}: {decision.get('reason')}")
-    console.print(f"finished in {time.time() - started:.0f} s; leaderboard: {result['leaderboard_path']}", soft_wrap=True)
+    console.print(
+        f"finished in {time.time() - started:.0f} s; leaderboard: {result['leaderboard_path']}", soft_wrap=True
+    )
     from bakeoff import tracking
 
     console.print(f"compare the runs: {tracking.ui_command(result['tracking_uri'])}", soft_wrap=True)
@@ -182,13 +269,24 @@ def _table(rows: list[dict]):
     from rich.table import Table
 
     table = Table(title="leaderboard (test split)")
-    headers = {"backbone": "backbone", "weights": "weights", "pretrained": "pretrained", "image_size": "px",
-               "test_accuracy": "accuracy", "test_f1_macro": "F1", "latency_ms_per_image": "ms/img",
-               "model_size_mb": "MB", "model_version": "version"}
+    headers = {
+        "backbone": "backbone",
+        "weights": "weights",
+        "pretrained": "pretrained",
+        "image_size": "px",
+        "test_accuracy": "accuracy",
+        "test_f1_macro": "F1",
+        "latency_ms_per_image": "ms/img",
+        "model_size_mb": "MB",
+        "model_version": "version",
+    }
     columns = [c for c in headers if rows and c in rows[0]]
     for column in columns:
-        table.add_column(headers[column], justify="left" if column in ("backbone", "weights") else "right",
-                         no_wrap=column in ("backbone", "weights"))
+        table.add_column(
+            headers[column],
+            justify="left" if column in ("backbone", "weights") else "right",
+            no_wrap=column in ("backbone", "weights"),
+        )
     for row in rows:
         table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     return table
@@ -206,10 +304,10 @@ def _last_error(log: Path) -> str:
 # ------------------------------------------------------------------------------------------ compile
 def compile_(
     out: Path = typer.Option(Path("pipeline.yaml"), "--out", "-o", help="Where to write the IR YAML."),
-    config: Optional[Path] = CONFIG,
-    image: Optional[str] = typer.Option(None, "--image", help="Container image for every step (the CPU build)."),
-    gpu_image: Optional[str] = typer.Option(None, "--gpu-image", help="Image for features/finetune (the CUDA build)."),
-    parallelism: Optional[int] = typer.Option(None, "--parallelism", help="Backbones trained at once."),
+    config: Path | None = CONFIG,
+    image: str | None = typer.Option(None, "--image", help="Container image for every step (the CPU build)."),
+    gpu_image: str | None = typer.Option(None, "--gpu-image", help="Image for features/finetune (the CUDA build)."),
+    parallelism: int | None = typer.Option(None, "--parallelism", help="Backbones trained at once."),
 ) -> None:
     """Compile the pipeline to KFP IR YAML for the KFP UI or `bakeoff submit --package`.
 
@@ -230,15 +328,30 @@ def compile_(
 
 # ------------------------------------------------------------------------------------- submit/schedule
 def submit(
-    host: str = HOST, config: Optional[Path] = CONFIG, data: Optional[str] = DATA, label_map: Optional[str] = LABEL_MAP,
-    classes: Optional[str] = CLASSES, per_class: Optional[int] = PER_CLASS, seed: Optional[int] = SEED,
-    backbones: Optional[str] = BACKBONES, weights: Optional[str] = WEIGHTS, image_size: Optional[int] = IMAGE_SIZE,
-    head_kind: Optional[str] = HEAD_KIND, head_epochs: Optional[int] = HEAD_EPOCHS, head_lr: Optional[float] = HEAD_LR,
-    finetune_epochs: Optional[int] = FT_EPOCHS, finetune_lr: Optional[float] = FT_LR,
-    finetune_blocks: Optional[int] = FT_BLOCKS, experiment: Optional[str] = EXPERIMENT,
-    model_name: Optional[str] = MODEL_NAME, gate_test: Optional[str] = GATE_TEST, gate_alpha: Optional[float] = GATE_ALPHA,
-    package: Optional[str] = PACKAGE, kfp_experiment: str = KFP_EXPERIMENT, namespace: Optional[str] = NAMESPACE,
-    run_name: Optional[str] = typer.Option(None, "--run-name", help="Display name of the run."),
+    host: str = HOST,
+    config: Path | None = CONFIG,
+    data: str | None = DATA,
+    label_map: str | None = LABEL_MAP,
+    classes: str | None = CLASSES,
+    per_class: int | None = PER_CLASS,
+    seed: int | None = SEED,
+    backbones: str | None = BACKBONES,
+    weights: str | None = WEIGHTS,
+    image_size: int | None = IMAGE_SIZE,
+    head_kind: str | None = HEAD_KIND,
+    head_epochs: int | None = HEAD_EPOCHS,
+    head_lr: float | None = HEAD_LR,
+    finetune_epochs: int | None = FT_EPOCHS,
+    finetune_lr: float | None = FT_LR,
+    finetune_blocks: int | None = FT_BLOCKS,
+    experiment: str | None = EXPERIMENT,
+    model_name: str | None = MODEL_NAME,
+    gate_test: str | None = GATE_TEST,
+    gate_alpha: float | None = GATE_ALPHA,
+    package: str | None = PACKAGE,
+    kfp_experiment: str = KFP_EXPERIMENT,
+    namespace: str | None = NAMESPACE,
+    run_name: str | None = typer.Option(None, "--run-name", help="Display name of the run."),
 ) -> None:
     """Upload the pipeline as a new version to a Kubeflow Pipelines endpoint and start one run.
 
@@ -249,25 +362,61 @@ def submit(
     """
     from pipelines.client import submit as do_submit
 
-    cfg = _config(config, **_overrides(data, label_map, classes, per_class, seed, backbones, weights, image_size,
-                                       head_kind, head_epochs, head_lr, finetune_epochs, finetune_lr, finetune_blocks,
-                                       experiment, model_name, gate_test, gate_alpha))
+    cfg = _config(
+        config,
+        **_overrides(
+            data,
+            label_map,
+            classes,
+            per_class,
+            seed,
+            backbones,
+            weights,
+            image_size,
+            head_kind,
+            head_epochs,
+            head_lr,
+            finetune_epochs,
+            finetune_lr,
+            finetune_blocks,
+            experiment,
+            model_name,
+            gate_test,
+            gate_alpha,
+        ),
+    )
     done = do_submit(host, cfg, experiment=kfp_experiment, run_name=run_name, package=package, namespace=namespace)
     typer.echo(f"run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 
 
 def schedule(
     host: str = HOST,
-    cron: str = typer.Option(..., "--cron", help='6 fields, seconds first: "0 0 3 * * 1" = Mondays 03:00 (5 fields get "0 ").'),
-    config: Optional[Path] = CONFIG, data: Optional[str] = DATA, label_map: Optional[str] = LABEL_MAP,
-    classes: Optional[str] = CLASSES, per_class: Optional[int] = PER_CLASS, seed: Optional[int] = SEED,
-    backbones: Optional[str] = BACKBONES, weights: Optional[str] = WEIGHTS, image_size: Optional[int] = IMAGE_SIZE,
-    head_kind: Optional[str] = HEAD_KIND, head_epochs: Optional[int] = HEAD_EPOCHS, head_lr: Optional[float] = HEAD_LR,
-    finetune_epochs: Optional[int] = FT_EPOCHS, finetune_lr: Optional[float] = FT_LR,
-    finetune_blocks: Optional[int] = FT_BLOCKS, experiment: Optional[str] = EXPERIMENT,
-    model_name: Optional[str] = MODEL_NAME, gate_test: Optional[str] = GATE_TEST, gate_alpha: Optional[float] = GATE_ALPHA,
-    package: Optional[str] = PACKAGE, kfp_experiment: str = KFP_EXPERIMENT, namespace: Optional[str] = NAMESPACE,
-    name: Optional[str] = typer.Option(None, "--name", help="Display name of the recurring run."),
+    cron: str = typer.Option(
+        ..., "--cron", help='6 fields, seconds first: "0 0 3 * * 1" = Mondays 03:00 (5 fields get "0 ").'
+    ),
+    config: Path | None = CONFIG,
+    data: str | None = DATA,
+    label_map: str | None = LABEL_MAP,
+    classes: str | None = CLASSES,
+    per_class: int | None = PER_CLASS,
+    seed: int | None = SEED,
+    backbones: str | None = BACKBONES,
+    weights: str | None = WEIGHTS,
+    image_size: int | None = IMAGE_SIZE,
+    head_kind: str | None = HEAD_KIND,
+    head_epochs: int | None = HEAD_EPOCHS,
+    head_lr: float | None = HEAD_LR,
+    finetune_epochs: int | None = FT_EPOCHS,
+    finetune_lr: float | None = FT_LR,
+    finetune_blocks: int | None = FT_BLOCKS,
+    experiment: str | None = EXPERIMENT,
+    model_name: str | None = MODEL_NAME,
+    gate_test: str | None = GATE_TEST,
+    gate_alpha: float | None = GATE_ALPHA,
+    package: str | None = PACKAGE,
+    kfp_experiment: str = KFP_EXPERIMENT,
+    namespace: str | None = NAMESPACE,
+    name: str | None = typer.Option(None, "--name", help="Display name of the recurring run."),
 ) -> None:
     """Schedule retraining on Kubeflow Pipelines: a recurring run, one at a time, no catch-up of missed slots.
 
@@ -278,9 +427,29 @@ def schedule(
     """
     from pipelines.client import schedule as do_schedule
 
-    cfg = _config(config, **_overrides(data, label_map, classes, per_class, seed, backbones, weights, image_size,
-                                       head_kind, head_epochs, head_lr, finetune_epochs, finetune_lr, finetune_blocks,
-                                       experiment, model_name, gate_test, gate_alpha))
+    cfg = _config(
+        config,
+        **_overrides(
+            data,
+            label_map,
+            classes,
+            per_class,
+            seed,
+            backbones,
+            weights,
+            image_size,
+            head_kind,
+            head_epochs,
+            head_lr,
+            finetune_epochs,
+            finetune_lr,
+            finetune_blocks,
+            experiment,
+            model_name,
+            gate_test,
+            gate_alpha,
+        ),
+    )
     done = do_schedule(host, cfg, cron, experiment=kfp_experiment, name=name, package=package, namespace=namespace)
     typer.echo(f"recurring run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 

@@ -15,8 +15,13 @@ import typer
 DEFAULT_EXPERIMENT = "bakeoff"
 DEFAULT_MODEL = "bakeoff-classifier"
 
-TRACKING_URI = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
-                            help="MLflow tracking server or DB; default: ./.bakeoff/mlflow/mlflow.db (embedded).")
+TRACKING_URI = typer.Option(
+    None,
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    show_envvar=True,
+    help="MLflow tracking server or DB; default: ./.bakeoff/mlflow/mlflow.db (embedded).",
+)
 
 
 def compare(
@@ -43,9 +48,17 @@ def compare(
     if csv:
         board.to_csv(csv, index=False)
     table = Table(title=f"{experiment}: {len(board)} candidates (best first)")
-    columns = [("backbone", "backbone"), ("weights", "weights"), ("test_accuracy", "accuracy"),
-               ("test_f1_macro", "F1"), ("test_roc_auc", "ROC-AUC"), ("latency_ms_per_image", "ms/img"),
-               ("model_size_mb", "MB"), ("model_version", "version"), ("run_id", "run")]
+    columns = [
+        ("backbone", "backbone"),
+        ("weights", "weights"),
+        ("test_accuracy", "accuracy"),
+        ("test_f1_macro", "F1"),
+        ("test_roc_auc", "ROC-AUC"),
+        ("latency_ms_per_image", "ms/img"),
+        ("model_size_mb", "MB"),
+        ("model_version", "version"),
+        ("run_id", "run"),
+    ]
     for _, title in columns:
         table.add_column(title, justify="right" if title not in ("backbone", "weights", "run") else "left")
     for _, row in board.iterrows():
@@ -67,8 +80,11 @@ def compare(
 def promote(
     run_id: str = typer.Argument(..., help="A pipeline (parent) run id, or one candidate run id."),
     model_name: str = typer.Option(None, "--model-name", help="Registered model (default: the run's own)."),
-    dataset: str = typer.Option(None, "--dataset", help="Dataset folder/s3 prefix for the paired test "
-                                "(default: the one the pipeline run recorded)."),
+    dataset: str = typer.Option(
+        None,
+        "--dataset",
+        help="Dataset folder/s3 prefix for the paired test (default: the one the pipeline run recorded).",
+    ),
     test: str = typer.Option("mcnemar", "--test", help="Paired test: mcnemar (exact), mcnemar-midp, bootstrap."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level: promote only if p < alpha."),
     min_delta: float = typer.Option(0.0, "--min-delta", help="Minimum accuracy gain over the champion."),
@@ -91,14 +107,21 @@ def promote(
     decision = registry.promote(run_id, model_name=model_name, dataset_dir=dataset, gate=gate)
     typer.echo(json.dumps(registry.decision_dict(decision), indent=2))
     verdict = "PROMOTED to champion" if decision["promoted"] else "not promoted (alias: challenger)"
-    typer.secho(f"{decision['model_name']} v{decision['challenger_version']}: {verdict}: {decision['reason']}",
-                fg=typer.colors.GREEN if decision["promoted"] else typer.colors.YELLOW, err=True)
+    typer.secho(
+        f"{decision['model_name']} v{decision['challenger_version']}: {verdict}: {decision['reason']}",
+        fg=typer.colors.GREEN if decision["promoted"] else typer.colors.YELLOW,
+        err=True,
+    )
 
 
 def predict(
     source: str = typer.Argument(..., help="Folder, .zip/.tar(.gz) archive, or s3:// prefix of images."),
-    model: str = typer.Option(f"models:/{DEFAULT_MODEL}@champion", "--model", "-m",
-                              help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model."),
+    model: str = typer.Option(
+        f"models:/{DEFAULT_MODEL}@champion",
+        "--model",
+        "-m",
+        help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model.",
+    ),
     out: str = typer.Option("predictions.csv", "--out", "-o", help="CSV to write (local path or s3://)."),
     tracking_uri: str = TRACKING_URI,
 ) -> None:

@@ -20,8 +20,11 @@ def _pretrained_flag(weights: dict | None) -> str:
 def train_head_cmd(
     features: str = typer.Argument(..., help="Features folder (or s3:// prefix) from `bakeoff features`."),
     out: str = typer.Option(..., "--out", help="Output folder or s3:// prefix for head.keras + head.json."),
-    kind: str = typer.Option("dense", "--kind", help="dense (Dense+Dropout, the notebooks' head) or logreg "
-                                                      "(scikit-learn LogisticRegression baseline)."),
+    kind: str = typer.Option(
+        "dense",
+        "--kind",
+        help="dense (Dense+Dropout, the notebooks' head) or logreg (scikit-learn LogisticRegression baseline).",
+    ),
     epochs: int = typer.Option(50, "--epochs", help="Ceiling on epochs (dense); early stopping usually ends sooner."),
     learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam learning rate (dense)."),
     hidden: int = typer.Option(256, "--hidden", help="Units of the hidden Dense layer (dense)."),
@@ -29,8 +32,11 @@ def train_head_cmd(
     batch_size: int = typer.Option(32, "--batch-size"),
     patience: int = typer.Option(5, "--patience", help="Epochs without val-loss improvement before stopping."),
     seed: int = typer.Option(0, "--seed", help="Seeds Python, NumPy and the backend: same inputs, same head."),
-    balance: bool = typer.Option(True, "--balance/--no-balance",
-                                 help="Weight classes inversely to their train frequency (scikit-learn 'balanced')."),
+    balance: bool = typer.Option(
+        True,
+        "--balance/--no-balance",
+        help="Weight classes inversely to their train frequency (scikit-learn 'balanced').",
+    ),
 ) -> None:
     """Train a classifier head on cached bottleneck features (seconds, not minutes: no images are read).
 
@@ -44,28 +50,47 @@ def train_head_cmd(
     """
     from bakeoff.heads import train_head
 
-    info = train_head(features, out, kind=kind, epochs=epochs, learning_rate=learning_rate, hidden=hidden,
-                      dropout=dropout, batch_size=batch_size, patience=patience, seed=seed, balance_classes=balance)
-    typer.echo(f"{info['kind']} head on {info['backbone']} features -> {out}: val accuracy {info['val_accuracy']:.4f} "
-               f"({info['n_train']} train, {info['n_val']} val"
-               f"{', ' + str(info['epochs_run']) + ' epochs' if info['kind'] == 'dense' else ''})"
-               f"{_pretrained_flag(info.get('weights'))}")
+    info = train_head(
+        features,
+        out,
+        kind=kind,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        hidden=hidden,
+        dropout=dropout,
+        batch_size=batch_size,
+        patience=patience,
+        seed=seed,
+        balance_classes=balance,
+    )
+    typer.echo(
+        f"{info['kind']} head on {info['backbone']} features -> {out}: val accuracy {info['val_accuracy']:.4f} "
+        f"({info['n_train']} train, {info['n_val']} val"
+        f"{', ' + str(info['epochs_run']) + ' epochs' if info['kind'] == 'dense' else ''})"
+        f"{_pretrained_flag(info.get('weights'))}"
+    )
 
 
 def finetune_cmd(
-    dataset: str = typer.Argument(..., help="Dataset folder (or s3:// prefix) with manifest.parquet from `bakeoff ingest`."),
+    dataset: str = typer.Argument(
+        ..., help="Dataset folder (or s3:// prefix) with manifest.parquet from `bakeoff ingest`."
+    ),
     head: str = typer.Argument(..., help="Head folder from `bakeoff train-head` (its head.json names the backbone)."),
     out: str = typer.Option(..., "--out", help="Output folder or s3:// prefix for model.keras + model.json."),
-    blocks: int = typer.Option(1, "--blocks", help="How many of the backbone's top blocks to unfreeze "
-                                                   "(see `bakeoff backbones`); 0 trains the head only."),
+    blocks: int = typer.Option(
+        1,
+        "--blocks",
+        help="How many of the backbone's top blocks to unfreeze (see `bakeoff backbones`); 0 trains the head only.",
+    ),
     epochs: int = typer.Option(5, "--epochs", help="Ceiling on epochs; 0 only assembles backbone + head."),
     learning_rate: float = typer.Option(1e-5, "--learning-rate", help="Peak learning rate of the cosine schedule."),
     batch_size: int = typer.Option(32, "--batch-size"),
     patience: int = typer.Option(2, "--patience", help="Epochs without val-loss improvement before stopping."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation and zoom while training."),
     seed: int = typer.Option(0, "--seed"),
-    mixed_precision: str = typer.Option("auto", "--mixed-precision",
-                                        help="auto (mixed_float16 only when a GPU is visible) | on | off."),
+    mixed_precision: str = typer.Option(
+        "auto", "--mixed-precision", help="auto (mixed_float16 only when a GPU is visible) | on | off."
+    ),
 ) -> None:
     """Fine-tune the pretrained backbone together with its trained head on the images.
 
@@ -80,18 +105,35 @@ def finetune_cmd(
     """
     from bakeoff.finetune import finetune
 
-    info = finetune(dataset, head, out, blocks=blocks, epochs=epochs, learning_rate=learning_rate,
-                    batch_size=batch_size, patience=patience, augment=augment, seed=seed,
-                    mixed_precision=mixed_precision)
-    what = (f"fine-tuned {info['epochs_run']} epochs, best val accuracy {info['val_accuracy']:.4f}"
-            if info["finetuned"] else "assembled (no training)")
-    typer.echo(f"{info['backbone']} + {info['head_kind']} head -> {out}: {what}; "
-               f"{len(info['unfrozen_layers'])} backbone layers trainable{_pretrained_flag(info.get('weights'))}")
+    info = finetune(
+        dataset,
+        head,
+        out,
+        blocks=blocks,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        patience=patience,
+        augment=augment,
+        seed=seed,
+        mixed_precision=mixed_precision,
+    )
+    what = (
+        f"fine-tuned {info['epochs_run']} epochs, best val accuracy {info['val_accuracy']:.4f}"
+        if info["finetuned"]
+        else "assembled (no training)"
+    )
+    typer.echo(
+        f"{info['backbone']} + {info['head_kind']} head -> {out}: {what}; "
+        f"{len(info['unfrozen_layers'])} backbone layers trainable{_pretrained_flag(info.get('weights'))}"
+    )
 
 
 def evaluate_cmd(
     model: str = typer.Argument(..., help="Model folder from `bakeoff finetune` (model.keras + model.json)."),
-    dataset: str = typer.Argument(..., help="Dataset folder (or s3:// prefix) with manifest.parquet; only its test split is read."),
+    dataset: str = typer.Argument(
+        ..., help="Dataset folder (or s3:// prefix) with manifest.parquet; only its test split is read."
+    ),
     out: str = typer.Option(..., "--out", help="Output folder or s3:// prefix for metrics, predictions and plots."),
     batch_size: int = typer.Option(32, "--batch-size"),
     n_bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the accuracy's 95% CI."),
@@ -110,10 +152,12 @@ def evaluate_cmd(
 
     m = evaluate(model, dataset, out, batch_size=batch_size, n_bootstrap=n_bootstrap, seed=seed)
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    typer.echo(f"{m['backbone']} on {m['n_test']} test images -> {out}: accuracy {m['accuracy']:.4f} "
-               f"[{m['accuracy_ci_low']:.4f}, {m['accuracy_ci_high']:.4f}], balanced {m['balanced_accuracy']:.4f}, "
-               f"macro F1 {m['f1_macro']:.4f}, ROC-AUC {auc}, {m['latency_ms_per_image']:.2f} ms/image, "
-               f"{m['model_size_mb']:.1f} MB{_pretrained_flag(m.get('weights'))}")
+    typer.echo(
+        f"{m['backbone']} on {m['n_test']} test images -> {out}: accuracy {m['accuracy']:.4f} "
+        f"[{m['accuracy_ci_low']:.4f}, {m['accuracy_ci_high']:.4f}], balanced {m['balanced_accuracy']:.4f}, "
+        f"macro F1 {m['f1_macro']:.4f}, ROC-AUC {auc}, {m['latency_ms_per_image']:.2f} ms/image, "
+        f"{m['model_size_mb']:.1f} MB{_pretrained_flag(m.get('weights'))}"
+    )
 
 
 def _help(func) -> str:

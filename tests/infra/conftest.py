@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from infra_helpers import IMAGE, K8S, OVERLAYS, ROOT, compile_ir, kustomize, podman_env
 
 
@@ -35,11 +34,17 @@ def built_image() -> dict:
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed: apt-get install -y podman buildah runc debootstrap")
     start = time.monotonic()
-    out = subprocess.run(["make", "image", f"IMAGE={IMAGE}"], cwd=ROOT, env=podman_env(),
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["make", "image", f"IMAGE={IMAGE}"], cwd=ROOT, env=podman_env(), capture_output=True, text=True
+    )
     seconds = time.monotonic() - start
     assert out.returncode == 0, f"make image failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    size = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE], env=podman_env(),
-                          capture_output=True, text=True, check=True).stdout.strip()
+    size = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE],
+        env=podman_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     print(f"\nmake image: {seconds:.0f} s, {IMAGE} {int(size) / 1e9:.2f} GB")
     return {"seconds": seconds, "bytes": int(size)}

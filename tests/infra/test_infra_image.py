@@ -17,7 +17,6 @@ import time
 
 import pytest
 import yaml
-
 from infra_helpers import IMAGE, podman_env
 
 CLASSES = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
@@ -58,35 +57,73 @@ def test_ingest_component_runs_inside_the_image_against_s3(built_image, s3_serve
     container, component = _executor(IMAGE, tmp_path)
     assert container["image"] == IMAGE
 
-    values = {"data_uri": data_uri, "label_map_uri": "", "classes": "", "per_class": 0, "val_fraction": 0.2,
-              "test_fraction": 0.2, "seed": 0, "data_version": ""}
+    values = {
+        "data_uri": data_uri,
+        "label_map_uri": "",
+        "classes": "",
+        "per_class": 0,
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+        "seed": 0,
+        "data_version": "",
+    }
     params = component["inputDefinitions"]["parameters"]
     assert set(params) == set(values), f"ingest's inputs changed: {sorted(params)}"
     executor_input = {
         "inputs": {"parameterValues": values},
         "outputs": {
-            "artifacts": {"dataset": {"artifacts": [{
-                "name": "dataset", "type": {"schemaTitle": "system.Dataset", "schemaVersion": "0.0.1"},
-                "uri": DATASET_URI, "metadata": {}}]}},
+            "artifacts": {
+                "dataset": {
+                    "artifacts": [
+                        {
+                            "name": "dataset",
+                            "type": {"schemaTitle": "system.Dataset", "schemaVersion": "0.0.1"},
+                            "uri": DATASET_URI,
+                            "metadata": {},
+                        }
+                    ]
+                }
+            },
             "outputFile": "/kfp-out/executor_output.json",
         },
     }
     # KFP's launcher substitutes {{$}} with the executor input, runs the command, then uploads the
     # local artifact path (/s3/<bucket>/<key>: the image keeps /s3 writable for uid 1000) to its URI.
     args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container["args"]]
-    local_path = "/s3/" + DATASET_URI[len("s3://"):]
-    launcher = ('set -e; id -u; "$@"; '
-                f'python3 -c "from bakeoff import storage; storage.upload_tree(\'{local_path}\', \'{DATASET_URI}\')"')
+    local_path = "/s3/" + DATASET_URI[len("s3://") :]
+    launcher = (
+        'set -e; id -u; "$@"; '
+        f"python3 -c \"from bakeoff import storage; storage.upload_tree('{local_path}', '{DATASET_URI}')\""
+    )
     out_dir = tmp_path / "kfp-out"
     out_dir.mkdir()
     out_dir.chmod(0o777)
-    env = [f"--env={k}={os.environ[k]}" for k in
-           ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")]
+    env = [
+        f"--env={k}={os.environ[k]}"
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    ]
     start = time.monotonic()
     run = subprocess.run(
-        ["podman", "run", "--rm", "--network=host", *env, f"--volume={out_dir}:/kfp-out",
-         IMAGE, "sh", "-c", launcher, "kfp-launcher", *container["command"], *args],
-        env=podman_env(), capture_output=True, text=True, timeout=600)
+        [
+            "podman",
+            "run",
+            "--rm",
+            "--network=host",
+            *env,
+            f"--volume={out_dir}:/kfp-out",
+            IMAGE,
+            "sh",
+            "-c",
+            launcher,
+            "kfp-launcher",
+            *container["command"],
+            *args,
+        ],
+        env=podman_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     seconds = time.monotonic() - start
     print(f"ingest executor in the container: {seconds:.1f} s")
     assert run.returncode == 0, f"container failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
@@ -103,10 +140,12 @@ def test_ingest_component_runs_inside_the_image_against_s3(built_image, s3_serve
     import pandas as pd
 
     s3 = boto3.client("s3")
-    prefix = DATASET_URI[len(f"s3://{BUCKET}/"):]
-    keys = {o["Key"][len(prefix) + 1:] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    prefix = DATASET_URI[len(f"s3://{BUCKET}/") :]
+    keys = {o["Key"][len(prefix) + 1 :] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
     assert {"manifest.parquet", "card.json", "rejected.csv"} <= keys
-    manifest = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.parquet")["Body"].read()))
+    manifest = pd.read_parquet(
+        io.BytesIO(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.parquet")["Body"].read())
+    )
     assert len(manifest) == PER_CLASS * len(CLASSES)
     assert sorted(manifest["label"].unique()) == sorted(CLASSES)
     assert set(manifest["split"]) == {"train", "val", "test"}

@@ -15,8 +15,11 @@ BUILD_SH = ROOT / "infra" / "image" / "build.sh"
 
 def _instructions() -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", DOCKERFILE)
-    return [(line.split()[0].upper(), line.split(None, 1)[1]) for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        (line.split()[0].upper(), line.split(None, 1)[1])
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_base_image_and_tensorflow_are_build_args():
@@ -36,8 +39,11 @@ def test_runs_as_numeric_non_root_user_without_entrypoint():
 
 
 def test_build_context_keeps_every_installed_package_and_nothing_else():
-    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    ignore = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ignore[0] == "**", "deny by default"
     kept = {line[1:] for line in ignore if line.startswith("!")}
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -54,7 +60,14 @@ def test_build_script_needs_two_arguments():
 
 def test_build_script_says_what_to_install_when_buildah_is_missing(tmp_path):
     (tmp_path / "dirname").symlink_to("/usr/bin/dirname")
-    out = subprocess.run(["/bin/bash", str(BUILD_SH), "bakeoff:x", "python:3.11-slim-bookworm"],
-                         capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path)})
+    out = subprocess.run(
+        ["/bin/bash", str(BUILD_SH), "bakeoff:x", "python:3.11-slim-bookworm"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(tmp_path)},
+    )
     assert out.returncode == 1
-    assert out.stderr.strip() == "error: buildah not found: apt-get install -y buildah podman runc debootstrap (see docs/infra.md)"
+    assert (
+        out.stderr.strip()
+        == "error: buildah not found: apt-get install -y buildah podman runc debootstrap (see docs/infra.md)"
+    )

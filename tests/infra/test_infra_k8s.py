@@ -11,7 +11,6 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-
 from infra_helpers import K8S, KUSTOMIZATIONS, OVERLAYS, ROOT, find, k8s_executors, kustomize, pod_specs
 
 K8S_VERSION = "1.37.0"
@@ -69,8 +68,9 @@ def test_no_secret_values_are_committed(rendered, overlay):
         for container in spec.get("containers", []) + spec.get("initContainers", []):
             for env in container.get("env", []):
                 if SECRET_LIKE.search(env["name"]) and "value" in env:
-                    assert env["name"].endswith("_PATH"), \
+                    assert env["name"].endswith("_PATH"), (
                         f"{obj['metadata']['name']}: {env['name']} has a literal value; use secretKeyRef"
+                    )
 
 
 def _secret_refs(objects: list[dict]) -> dict[tuple[str, str], set[str]]:
@@ -133,7 +133,10 @@ def test_pipeline_config_map_feeds_exactly_what_the_compiled_pipeline_maps(rende
         data = set(cm["data"])
         assert data <= keys, f"{name} keys {data - keys} reach no pipeline pod"
         assert {"MLFLOW_TRACKING_URI", "BAKEOFF_WEIGHTS_URI"} <= data
-        assert cm["metadata"]["namespace"] == find(rendered[overlay], "Job", "bakeoff-schedule")[0]["metadata"]["namespace"]
+        assert (
+            cm["metadata"]["namespace"]
+            == find(rendered[overlay], "Job", "bakeoff-schedule")[0]["metadata"]["namespace"]
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -154,8 +157,12 @@ def test_services_select_pods_and_target_declared_ports(rendered, overlay):
     objects = rendered[overlay]
     for svc in find(objects, "Service"):
         ns, selector = svc["metadata"]["namespace"], svc["spec"]["selector"]
-        pods = [(o, s) for o, s in pod_specs(objects) if o["metadata"]["namespace"] == ns
-                and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()]
+        pods = [
+            (o, s)
+            for o, s in pod_specs(objects)
+            if o["metadata"]["namespace"] == ns
+            and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert pods, f"Service {svc['metadata']['name']} selects no pod"
         port_names = {p.get("name") for _, s in pods for c in s["containers"] for p in c.get("ports", [])}
         for port in svc["spec"]["ports"]:
@@ -191,7 +198,10 @@ def test_mlflow_server_uses_postgres_and_s3_with_proxied_artifacts(rendered, ove
     [deploy] = find(objects, "Deployment", "mlflow")
     [container] = deploy["spec"]["template"]["spec"]["containers"]
     script = container["args"][0]
-    assert "postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@${POSTGRES_HOST}:${POSTGRES_PORT}/${POSTGRES_DB}" in script
+    assert (
+        "postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@${POSTGRES_HOST}:${POSTGRES_PORT}/${POSTGRES_DB}"
+        in script
+    )
     assert "--serve-artifacts" in script and "--app-name basic-auth" in script
     [cfg] = find(objects, "ConfigMap", "mlflow-config")
     assert cfg["data"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")

@@ -14,7 +14,6 @@ import sys
 
 import pytest
 import yaml
-
 from infra_helpers import OVERLAYS, ROOT, find
 
 
@@ -94,5 +93,7 @@ def test_rerunning_the_schedule_job_keeps_one_enabled_recurring_run(rendered, tm
     argv, _, _ = job_invocation(rendered["dev"], tmp_path, api.url)
     assert main(argv[1:]) == 0
     assert main(argv[1:]) == 0
-    enabled = [r for r in api.recurring.values() if r.get("status") == "ENABLED" and r.get("mode", "ENABLE") == "ENABLE"]
+    enabled = [
+        r for r in api.recurring.values() if r.get("status") == "ENABLED" and r.get("mode", "ENABLE") == "ENABLE"
+    ]
     assert len(enabled) == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from infra_helpers import K8S, ROOT, compile_ir, k8s_executors
 
 TF_DIR = ROOT / "infra" / "terraform" / "eks-gpu-node-pool"
@@ -72,8 +71,10 @@ def _pool(tf: dict) -> tuple[dict, list[dict]]:
 
 
 def _gpu_pod_settings(platform: dict) -> dict[str, tuple[dict, list]]:
-    return {name: (ex.get("nodeSelector", {}).get("labels", {}), ex.get("tolerations", []))
-            for name, ex in k8s_executors(platform).items()}
+    return {
+        name: (ex.get("nodeSelector", {}).get("labels", {}), ex.get("tolerations", []))
+        for name, ex in k8s_executors(platform).items()
+    }
 
 
 def _tolerates(toleration: dict, taint: dict) -> bool:
@@ -92,8 +93,9 @@ def test_pool_autoscales_from_zero(tf):
     assert _resolve(scaling["min_size"], tf) == 0
     assert _resolve(scaling["desired_size"], tf) == 0
     assert _resolve(scaling["max_size"], tf) >= 1
-    assert "scaling_config[0].desired_size" in str(_node_group(tf)["lifecycle"]), \
+    assert "scaling_config[0].desired_size" in str(_node_group(tf)["lifecycle"]), (
         "Terraform must not reset the autoscaler's desired size"
+    )
 
 
 def test_pool_is_tainted_for_nvidia_gpus_only(tf):

@@ -22,7 +22,6 @@ import urllib.request
 import uuid
 
 import pytest
-
 from infra_helpers import IMAGE, find, free_port, podman_env
 
 PG_PASSWORD = "pg" + uuid.uuid4().hex
@@ -48,20 +47,54 @@ def postgres(rendered):
     shutil.chown(pwfile, "postgres", "postgres")
     data = os.path.join(root, "data")
     as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, _pg_bin("initdb"), "-D", data, "-U", "mlflow", f"--pwfile={pwfile}",
-                    "--auth=scram-sha-256", "-E", "UTF8"], check=True, capture_output=True)
-    subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", data, "-w", "-l", os.path.join(root, "log"), "-o",
-                    f"-p {port} -c listen_addresses=127.0.0.1 -k {root}", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_pg,
+            _pg_bin("initdb"),
+            "-D",
+            data,
+            "-U",
+            "mlflow",
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_pg,
+            _pg_bin("pg_ctl"),
+            "-D",
+            data,
+            "-w",
+            "-l",
+            os.path.join(root, "log"),
+            "-o",
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {root}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     url = f"postgresql://mlflow:{PG_PASSWORD}@127.0.0.1:{port}"
     try:
         [cfg] = find(rendered["dev"], "ConfigMap", "mlflow-config")
-        subprocess.run(["psql", f"{url}/postgres", "-v", "ON_ERROR_STOP=1", "-c",
-                        f"CREATE DATABASE {cfg['data']['POSTGRES_DB']}"], check=True, capture_output=True)
+        subprocess.run(
+            ["psql", f"{url}/postgres", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {cfg['data']['POSTGRES_DB']}"],
+            check=True,
+            capture_output=True,
+        )
         # what the postgres image's entrypoint does with /docker-entrypoint-initdb.d/*.sql on first start
         [init] = find(rendered["dev"], "ConfigMap", "mlflow-postgres-init")
-        for name, sql in sorted(init["data"].items()):
-            subprocess.run(["psql", f"{url}/{cfg['data']['POSTGRES_DB']}", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                           check=True, capture_output=True)
+        for _name, sql in sorted(init["data"].items()):
+            subprocess.run(
+                ["psql", f"{url}/{cfg['data']['POSTGRES_DB']}", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                check=True,
+                capture_output=True,
+            )
         yield {"port": port, "url": url}
     finally:
         subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", data, "-m", "fast", "stop"], capture_output=True)
@@ -95,8 +128,12 @@ def _wait_healthy(url: str, name: str, timeout: float = 180) -> None:
                     return
         except (urllib.error.URLError, ConnectionError, OSError):
             pass
-        state = subprocess.run(["podman", "inspect", "--format", "{{.State.Running}}", name], env=podman_env(),
-                               capture_output=True, text=True).stdout.strip()
+        state = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Running}}", name],
+            env=podman_env(),
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         if state != "true":
             break
         time.sleep(1)
@@ -109,9 +146,15 @@ def _admin_call(url: str, method: str, path: str, body: dict) -> dict:
     import base64
     import json
 
-    req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method=method, headers={
-        "Content-Type": "application/json",
-        "Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()})
+    req = urllib.request.Request(
+        f"{url}{path}",
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode(),
+        },
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 200, (path, resp.status)
         return json.loads(resp.read() or b"{}")
@@ -119,8 +162,10 @@ def _admin_call(url: str, method: str, path: str, body: dict) -> dict:
 
 @pytest.mark.slow
 def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
-        built_image, rendered, postgres, s3_server, monkeypatch, tmp_path):
+    built_image, rendered, postgres, s3_server, monkeypatch, tmp_path
+):
     import boto3
+
     import mlflow
 
     objects = rendered["dev"]
@@ -129,32 +174,61 @@ def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
     port = free_port()
     key_id, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
     [cfg] = find(objects, "ConfigMap", "mlflow-config")
-    env = _container_env(objects, overrides={
-        # what differs between the cluster and this host: addresses, bucket, worker count
-        "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(postgres["port"]),
-        "MLFLOW_S3_ENDPOINT_URL": s3_server, "MLFLOW_ARTIFACTS_DESTINATION": "s3://bakeoff-test/mlflow",
-        "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
-        "MLFLOW_SERVER_ALLOWED_HOSTS": f"{cfg['data']['MLFLOW_SERVER_ALLOWED_HOSTS']},127.0.0.1:{port}",
-    }, secrets={
-        "mlflow-postgres": {"POSTGRES_USER": "mlflow", "POSTGRES_PASSWORD": PG_PASSWORD},
-        "mlflow-s3": {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret},
-        "mlflow-auth": {"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                        "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex},
-    })
+    env = _container_env(
+        objects,
+        overrides={
+            # what differs between the cluster and this host: addresses, bucket, worker count
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(postgres["port"]),
+            "MLFLOW_S3_ENDPOINT_URL": s3_server,
+            "MLFLOW_ARTIFACTS_DESTINATION": "s3://bakeoff-test/mlflow",
+            "MLFLOW_HOST": "127.0.0.1",
+            "MLFLOW_PORT": str(port),
+            "MLFLOW_WORKERS": "1",
+            "MLFLOW_SERVER_ALLOWED_HOSTS": f"{cfg['data']['MLFLOW_SERVER_ALLOWED_HOSTS']},127.0.0.1:{port}",
+        },
+        secrets={
+            "mlflow-postgres": {"POSTGRES_USER": "mlflow", "POSTGRES_PASSWORD": PG_PASSWORD},
+            "mlflow-s3": {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret},
+            "mlflow-auth": {
+                "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+            },
+        },
+    )
     env_file = tmp_path / "env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     mounts = [m["mountPath"] for m in container["volumeMounts"]]  # emptyDirs -> tmpfs
     name = f"bakeoff-mlflow-{uuid.uuid4().hex[:8]}"
     run = subprocess.run(
-        ["podman", "run", "-d", "--name", name, "--network=host", "--read-only", "--env-file", str(env_file),
-         *[f"--tmpfs={m}:rw,mode=1777" for m in mounts], IMAGE, *container["command"], *container["args"]],
-        env=podman_env(), capture_output=True, text=True)
+        [
+            "podman",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network=host",
+            "--read-only",
+            "--env-file",
+            str(env_file),
+            *[f"--tmpfs={m}:rw,mode=1777" for m in mounts],
+            IMAGE,
+            *container["command"],
+            *container["args"],
+        ],
+        env=podman_env(),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     url = f"http://127.0.0.1:{port}"
     try:
         start = time.monotonic()
         _wait_healthy(url, name)
-        print(f"\nMLflow server (PostgreSQL, S3, basic auth) healthy in the image after {time.monotonic() - start:.1f} s")
+        print(
+            f"\nMLflow server (PostgreSQL, S3, basic auth) healthy in the image after {time.monotonic() - start:.1f} s"
+        )
 
         # Basic auth is on: no credentials, no API.
         with pytest.raises(urllib.error.HTTPError) as denied:
@@ -163,9 +237,12 @@ def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
 
         # docs/infra.md step 5: the admin creates the pipeline's user and makes it an admin (REST, JSON).
         pipeline_password = uuid.uuid4().hex
-        _admin_call(url, "POST", "/api/2.0/mlflow/users/create",
-                    {"username": "bakeoff-pipeline", "password": pipeline_password})
-        _admin_call(url, "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": "bakeoff-pipeline", "is_admin": True})
+        _admin_call(
+            url, "POST", "/api/2.0/mlflow/users/create", {"username": "bakeoff-pipeline", "password": pipeline_password}
+        )
+        _admin_call(
+            url, "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": "bakeoff-pipeline", "is_admin": True}
+        )
 
         # The pipeline's client: MLflow credentials (Secret bakeoff-mlflow), NO S3 credentials: the
         # artifacts are proxied by the server.
@@ -189,14 +266,18 @@ def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
 
     # The run lives in PostgreSQL, the artifact in S3, the admin user in the auth database.
     def psql(db: str, sql: str) -> str:
-        return subprocess.run(["psql", f"{postgres['url']}/{db}", "-tAc", sql], check=True,
-                              capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["psql", f"{postgres['url']}/{db}", "-tAc", sql], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     assert psql("mlflow", f"SELECT count(*) FROM runs WHERE run_uuid = '{run_id}'") == "1"
-    assert psql("mlflow_auth", "SELECT username FROM users WHERE is_admin ORDER BY username").split() == \
-        ["admin", "bakeoff-pipeline"]
+    assert psql("mlflow_auth", "SELECT username FROM users WHERE is_admin ORDER BY username").split() == [
+        "admin",
+        "bakeoff-pipeline",
+    ]
     assert psql("mlflow", f"SELECT user_id FROM runs WHERE run_uuid = '{run_id}'") == "bakeoff-pipeline"
-    s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=key_id, aws_secret_access_key=secret,
-                      region_name="us-east-1")
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_server, aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1"
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bakeoff-test", Prefix="mlflow/")["Contents"]]
     assert any(k.endswith(f"{run_id}/artifacts/reports/leaderboard.md") for k in keys), keys

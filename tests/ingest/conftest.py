@@ -16,8 +16,9 @@ def make_dump(make_image):
     Returns {label: [paths]}.
     """
 
-    def build(root: Path, spec: dict[str, int], start_seed: int = 0, fmt: str = "PNG", ext: str = "png",
-              prefix: str = "img") -> dict[str, list[Path]]:
+    def build(
+        root: Path, spec: dict[str, int], start_seed: int = 0, fmt: str = "PNG", ext: str = "png", prefix: str = "img"
+    ) -> dict[str, list[Path]]:
         seed = start_seed
         out: dict[str, list[Path]] = {}
         for label, n in spec.items():
@@ -30,4 +31,3 @@ def make_dump(make_image):
         return out
 
     return build
-

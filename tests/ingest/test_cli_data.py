@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from ingest_helpers import read
 
 from bakeoff.cli import main
-from ingest_helpers import read
 
 
 def _error_line(capsys) -> str:
@@ -20,9 +20,27 @@ def _error_line(capsys) -> str:
 def test_ingest_cli_end_to_end(tmp_path, make_dump, capsys):
     make_dump(tmp_path / "raw" / "raw-img", {"cane": 5, "cavallo": 5, "gatto": 5})
     (tmp_path / "map.yaml").write_text("cane: dog\ncavallo: horse\n")
-    code = main(["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "ds"), "--label-map", str(tmp_path / "map.yaml"),
-                 "--classes", "dog,horse", "--per-class", "4", "--val", "0.25", "--test", "0.25", "--seed", "5",
-                 "--no-progress"])
+    code = main(
+        [
+            "ingest",
+            str(tmp_path / "raw"),
+            "--out",
+            str(tmp_path / "ds"),
+            "--label-map",
+            str(tmp_path / "map.yaml"),
+            "--classes",
+            "dog,horse",
+            "--per-class",
+            "4",
+            "--val",
+            "0.25",
+            "--test",
+            "0.25",
+            "--seed",
+            "5",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "ingested 8 images in 2 classes (train 4, val 2, test 2)" in out
@@ -47,8 +65,10 @@ def test_ingest_cli_usage_errors_exit_2_with_one_line(tmp_path, make_dump, capsy
     make_dump(tmp_path / "raw", {"cane": 4, "gatto": 4})
     (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    extra = [e.format(missing=tmp_path / "nope.json", badmap=tmp_path / "bad.yaml", badcsv=tmp_path / "bad.csv")
-             for e in extra]
+    extra = [
+        e.format(missing=tmp_path / "nope.json", badmap=tmp_path / "bad.yaml", badcsv=tmp_path / "bad.csv")
+        for e in extra
+    ]
     code = main(["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "ds"), "--no-progress", *extra])
     assert code == 2
     assert message in _error_line(capsys)

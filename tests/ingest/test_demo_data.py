@@ -8,29 +8,40 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ingest_helpers import read
 from PIL import Image
 
 from bakeoff import demo_data
 from bakeoff.cli import main
 from bakeoff.ingest import ingest
-from ingest_helpers import read
 
-pytestmark = pytest.mark.skipif(not (demo_data.FASHION_MNIST_DIR / demo_data.IMAGES_FILE).exists(),
-                                reason="needs Debian's dataset-fashion-mnist (make apt-runtime)")
+pytestmark = pytest.mark.skipif(
+    not (demo_data.FASHION_MNIST_DIR / demo_data.IMAGES_FILE).exists(),
+    reason="needs Debian's dataset-fashion-mnist (make apt-runtime)",
+)
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_demo_data_layout_and_determinism(tmp_path, capsys):
-    assert main(["demo-data", "--out", str(tmp_path / "a"), "--per-class", "6", "--classes", "maglietta,trouser,borsa"]) == 0
+    assert (
+        main(["demo-data", "--out", str(tmp_path / "a"), "--per-class", "6", "--classes", "maglietta,trouser,borsa"])
+        == 0
+    )
     assert "wrote 18 images in 3 classes" in capsys.readouterr().out
     raw = tmp_path / "a" / "raw-img"
     assert sorted(p.name for p in raw.iterdir() if p.is_dir()) == ["borsa", "maglietta", "pantaloni"]
     assert json.loads((tmp_path / "a" / "translate.json").read_text()) == {
-        "maglietta": "tshirt", "pantaloni": "trouser", "borsa": "bag"}
+        "maglietta": "tshirt",
+        "pantaloni": "trouser",
+        "borsa": "bag",
+    }
     files = [p for p in raw.rglob("*") if p.is_file()]
     formats, modes = set(), set()
     for p in files:
@@ -39,12 +50,18 @@ def test_demo_data_layout_and_determinism(tmp_path, capsys):
                 formats.add(img.format)
                 modes.add(img.mode)
     assert formats == {"JPEG", "PNG"} and modes == {"L", "RGB"}
-    for name in ("maglietta/vuoto.jpg", "maglietta/troncato.jpeg", "pantaloni/leggimi.jpg", ".DS_Store", "senza_cartella.png"):
+    for name in (
+        "maglietta/vuoto.jpg",
+        "maglietta/troncato.jpeg",
+        "pantaloni/leggimi.jpg",
+        ".DS_Store",
+        "senza_cartella.png",
+    ):
         assert (raw / name).exists(), name
     main(["demo-data", "--out", str(tmp_path / "b"), "--per-class", "6", "--classes", "maglietta,trouser,borsa"])
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")  # same seed, same bytes
     main(["demo-data", "--out", str(tmp_path / "b"), "--per-class", "4", "--classes", "maglietta,trouser,borsa"])
-    assert len([p for p in (tmp_path / "b" / "raw-img" / "borsa").iterdir()]) == 4  # stale files replaced
+    assert len(list((tmp_path / "b" / "raw-img" / "borsa").iterdir())) == 4  # stale files replaced
 
 
 def test_ingest_of_demo_data_finds_every_planted_problem(tmp_path):

@@ -8,12 +8,11 @@ import zlib
 
 import numpy as np
 import pytest
+from ingest_helpers import encode, photo
 from PIL import Image
 
 from bakeoff import images
 from bakeoff.images import ImageRejected, load_image
-
-from ingest_helpers import encode, photo
 
 
 def _rejected(data: bytes, **kwargs) -> ImageRejected:
@@ -27,7 +26,7 @@ def _png_claiming(width: int, height: int) -> bytes:
     real = encode(Image.new("L", (8, 8)))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return real[:8] + chunk + real[8 + len(chunk):]
+    return real[:8] + chunk + real[8 + len(chunk) :]
 
 
 def test_zero_byte():
@@ -41,7 +40,7 @@ def test_text_named_jpg_is_not_an_image():
 def test_corrupt_png_data_is_rejected_with_detail():
     data = bytearray(encode(photo("coffee").resize((64, 48))))
     idat = data.index(b"IDAT")
-    data[idat + 40: idat + 240] = bytes(200)  # zeros inside the compressed stream
+    data[idat + 40 : idat + 240] = bytes(200)  # zeros inside the compressed stream
     error = _rejected(bytes(data))
     assert error.code in {"corrupt", "truncated"}
     assert error.detail  # says why
@@ -156,9 +155,17 @@ def test_perceptual_hash_groups_copies_not_different_photos():
 def test_damaged_files_of_every_format_only_ever_raise_image_rejected():
     """Bit flips, cuts and spliced garbage in 9 formats: each file is either accepted or rejected, never a crash."""
     base = photo("coffee").resize((64, 48))
-    seeds = [encode(base, "JPEG"), encode(base), encode(base.convert("P"), "GIF"), encode(base, "TIFF"),
-             encode(base, "WEBP"), encode(base, "BMP"), encode(base.convert("CMYK"), "JPEG"), encode(base, "ICO"),
-             encode(base, "PPM")]
+    seeds = [
+        encode(base, "JPEG"),
+        encode(base),
+        encode(base.convert("P"), "GIF"),
+        encode(base, "TIFF"),
+        encode(base, "WEBP"),
+        encode(base, "BMP"),
+        encode(base.convert("CMYK"), "JPEG"),
+        encode(base, "ICO"),
+        encode(base, "PPM"),
+    ]
     rng = np.random.default_rng(0)
     outcomes = set()
     for k in range(450):
@@ -171,7 +178,7 @@ def test_damaged_files_of_every_format_only_ever_raise_image_rejected():
             data = data[: int(rng.integers(len(data)))]
         else:
             at = int(rng.integers(len(data)))
-            data[at: at + 32] = rng.bytes(32)
+            data[at : at + 32] = rng.bytes(32)
         try:
             img, _ = load_image(bytes(data))
             images.perceptual_hash(img)
@@ -207,6 +214,10 @@ print("done")
     assert run.stdout.strip() == "done"
     assert "Warning" not in run.stderr, run.stderr[:500]
     # and without the filter the same data does warn, so the test can fail
-    unfiltered = code.replace("from bakeoff import images", "from bakeoff import images\nimport warnings; warnings.resetwarnings()")
-    run = subprocess.run([sys.executable, "-W", "default", "-c", unfiltered], capture_output=True, text=True, check=True)
+    unfiltered = code.replace(
+        "from bakeoff import images", "from bakeoff import images\nimport warnings; warnings.resetwarnings()"
+    )
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-c", unfiltered], capture_output=True, text=True, check=True
+    )
     assert "Warning" in run.stderr

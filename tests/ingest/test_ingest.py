@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ingest_helpers import encode, photo, read
 from PIL import Image
 
 from bakeoff import images, manifest
 from bakeoff.errors import BakeoffError
 from bakeoff.ingest import ingest
-from ingest_helpers import encode, photo, read
 
 
 def _files_under(root: Path) -> set[str]:
@@ -72,7 +72,7 @@ def test_every_bad_kind_is_rejected_with_a_reason_and_the_run_goes_on(tmp_path, 
     (raw / "cane" / "half.jpg").write_bytes(chelsea[: len(chelsea) // 2])
     corrupt = bytearray(encode(photo("coffee").resize((64, 48))))
     at = corrupt.index(b"IDAT")
-    corrupt[at + 40: at + 240] = bytes(200)
+    corrupt[at + 40 : at + 240] = bytes(200)
     (raw / "gatto" / "corrupt.png").write_bytes(bytes(corrupt))
     big = encode(Image.new("L", (3000, 2000)))  # 6 MP, small file
     (raw / "gatto" / "huge.png").write_bytes(big)
@@ -98,8 +98,16 @@ def test_os_litter_and_hidden_files_are_ignored_not_rejected(tmp_path, make_dump
     raw = tmp_path / "raw"
     make_dump(raw, {"cane": 3, "gatto": 3})
     junk = encode(photo("coffee").resize((40, 30)))  # even a real image is litter in these places
-    for rel in (".DS_Store", "cane/.DS_Store", "cane/Thumbs.db", "gatto/desktop.ini", "cane/._img0000.png",
-                "__MACOSX/cane/._x.png", ".hidden/cane/x.png", "gatto/.secret.png"):
+    for rel in (
+        ".DS_Store",
+        "cane/.DS_Store",
+        "cane/Thumbs.db",
+        "gatto/desktop.ini",
+        "cane/._img0000.png",
+        "__MACOSX/cane/._x.png",
+        ".hidden/cane/x.png",
+        "gatto/.secret.png",
+    ):
         (raw / rel).parent.mkdir(parents=True, exist_ok=True)
         (raw / rel).write_bytes(junk)
     result = ingest(str(raw), str(tmp_path / "ds"), progress=False)
@@ -156,8 +164,9 @@ def test_exact_duplicates_kept_once_and_label_conflicts_rejected(tmp_path, make_
     shutil.copy(made["gatto"][0], raw / "ragno" / "same_as_a_gatto.png")
     coffee = encode(photo("coffee").resize((40, 30)))
     for label in ("cane", "gatto", "ragno"):  # so every class still has 3 images to split
-        (raw / label / "extra.png").write_bytes(encode(photo("astronaut").resize((30, 30)).rotate(
-            {"cane": 0, "gatto": 90, "ragno": 180}[label])))
+        (raw / label / "extra.png").write_bytes(
+            encode(photo("astronaut").resize((30, 30)).rotate({"cane": 0, "gatto": 90, "ragno": 180}[label]))
+        )
     (raw / "cane" / "coffee.png").write_bytes(coffee)
     result = ingest(str(raw), str(tmp_path / "ds"), progress=False)
 
@@ -231,9 +240,10 @@ def test_rerun_into_same_folder_is_idempotent_and_drops_stale_images(tmp_path, m
     assert {name: (out / name).read_bytes() for name in first} == first
     ingest(str(raw), str(out), progress=False, classes="cane,gatto")
     assert {p.name for p in (out / "images").iterdir()} == {"cane", "gatto"}
-    assert _files_under(out / "images") == {u[len("images/"):] for u in read(out)["uri"].map(
-        lambda u: Path(u).relative_to(out).as_posix())}
-    assert not [p for p in out.rglob("*.tmp")]
+    assert _files_under(out / "images") == {
+        u[len("images/") :] for u in read(out)["uri"].map(lambda u: Path(u).relative_to(out).as_posix())
+    }
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_label_map_json_and_yaml_classes_and_excluded_counts(tmp_path, make_dump):
@@ -247,7 +257,7 @@ def test_label_map_json_and_yaml_classes_and_excluded_counts(tmp_path, make_dump
         df = read(out)
         assert df["label"].value_counts().to_dict() == {"dog": 7, "horse": 4}  # cane + dog folders merge
         assert result.card["excluded_by_classes"] == {"cat": 3}
-        assert set(p.name for p in (out / "images").iterdir()) == {"dog", "horse"}
+        assert {p.name for p in (out / "images").iterdir()} == {"dog", "horse"}
     assert result.card["label_map_unused"] == ["unused"]
     dict_result = ingest(str(raw), str(tmp_path / "ds_dict"), progress=False, label_map={"cane": "dog"})
     assert dict_result.card["classes"] == ["cavallo", "dog", "gatto"]
@@ -271,10 +281,18 @@ def test_per_class_cap_is_deterministic_and_content_based(tmp_path, make_dump):
 
 def test_labels_csv_overrides_folders(tmp_path, make_dump):
     made = make_dump(tmp_path / "flat", {"unsorted": 8})
-    lines = ["path,label"] + [f"unsorted/{p.name},{'dog' if i % 2 else 'horse'}" for i, p in enumerate(made["unsorted"][:7])]
+    lines = ["path,label"] + [
+        f"unsorted/{p.name},{'dog' if i % 2 else 'horse'}" for i, p in enumerate(made["unsorted"][:7])
+    ]
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
-    result = ingest(str(tmp_path / "flat"), str(tmp_path / "ds"), progress=False, labels_csv=str(tmp_path / "labels.csv"),
-                    val=0.2, test=0.2)
+    result = ingest(
+        str(tmp_path / "flat"),
+        str(tmp_path / "ds"),
+        progress=False,
+        labels_csv=str(tmp_path / "labels.csv"),
+        val=0.2,
+        test=0.2,
+    )
     assert read(tmp_path / "ds")["label"].value_counts().to_dict() == {"horse": 4, "dog": 3}
     assert _reasons(tmp_path / "ds") == {made["unsorted"][7].name: "unlabelled: not listed in the labels CSV"}
     assert result.n_images == 7
@@ -330,8 +348,16 @@ def test_no_pixels_or_bytes_are_kept_after_each_file(tmp_path, make_dump, monkey
     assert len(alive) == 12 and all(ref() is None for ref in alive)
     from bakeoff.ingest import _Accepted
 
-    assert set(_Accepted.__dataclass_fields__) == {"uri", "label", "sha256", "width", "height", "source", "phash",
-                                                   "folder"}
+    assert set(_Accepted.__dataclass_fields__) == {
+        "uri",
+        "label",
+        "sha256",
+        "width",
+        "height",
+        "source",
+        "phash",
+        "folder",
+    }
 
 
 def test_a_dump_with_only_bad_files_fails_with_a_pointer_to_rejected_csv(tmp_path):
@@ -389,7 +415,7 @@ def test_tensorflow_reads_every_materialised_image_as_pillow_does(tmp_path, make
         "cane/cmyk.jpg": encode(base.convert("CMYK"), "JPEG", quality=95),
         "cane/palette.png": encode(base.convert("P")),
         "cane/rotated.jpg": encode(base, "JPEG", quality=95, exif=exif.tobytes()),
-        "cane/sixteen.png": encode(Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257))),
+        "cane/sixteen.png": encode(Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257)),
         "gatto/alpha.png": encode(photo("astronaut").resize((48, 32)).convert("RGBA")),
         "gatto/grey.jpg": encode(photo("chelsea").resize((48, 32)).convert("L"), "JPEG", quality=95),
         "gatto/photo.webp": encode(photo("china.jpg").resize((48, 32)), "WEBP"),

@@ -10,11 +10,11 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
+from ingest_helpers import encode, photo, read
 
 from bakeoff import sources
 from bakeoff.errors import BakeoffError
 from bakeoff.ingest import ingest
-from ingest_helpers import encode, photo, read
 
 
 def test_normalise_relpath_strips_escapes():
@@ -30,11 +30,20 @@ def test_label_is_the_folder_directly_above_the_file():
     assert sources.label_from_relpath("x.png") is None
 
 
-@pytest.mark.parametrize("path, litter", [
-    (".DS_Store", True), ("cane/.DS_Store", True), ("cane/Thumbs.db", True), ("cane/desktop.ini", True),
-    ("__MACOSX/cane/._a.jpg", True), (".git/cane/a.jpg", True), ("cane/.hidden.jpg", True),
-    ("cane/a.jpg", False), ("raw-img/cane/thumbs.png", False),
-])
+@pytest.mark.parametrize(
+    "path, litter",
+    [
+        (".DS_Store", True),
+        ("cane/.DS_Store", True),
+        ("cane/Thumbs.db", True),
+        ("cane/desktop.ini", True),
+        ("__MACOSX/cane/._a.jpg", True),
+        (".git/cane/a.jpg", True),
+        ("cane/.hidden.jpg", True),
+        ("cane/a.jpg", False),
+        ("raw-img/cane/thumbs.png", False),
+    ],
+)
 def test_litter(path, litter):
     assert sources.is_litter(path) is litter
 
@@ -62,7 +71,7 @@ def test_zip_with_escaping_member_and_symlink(tmp_path, make_dump):
         zf.writestr("loose.png", encode(photo("astronaut").resize((40, 30))))
         zf.writestr("__MACOSX/raw-img/cane/._x.png", b"\x00\x05\x16\x07")
         link = zipfile.ZipInfo("raw-img/cane/link.png")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         zf.writestr(link, "/etc/passwd")
     out = tmp_path / "ds"
     result = ingest(str(archive), str(out), progress=False)
@@ -85,6 +94,7 @@ def test_tar_gz_with_escaping_member_symlink_and_device(tmp_path, make_dump):
     evil = encode(photo("coffee").resize((40, 30)))
     archive = tmp_path / "dump.tar.gz"
     with tarfile.open(archive, "w:gz") as tf:
+
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -120,8 +130,10 @@ def test_folder_tar_and_zip_give_the_same_dataset(tmp_path, make_dump):
         for label, paths in made.items():
             for p in paths:
                 zf.write(p, f"raw-img/{label}/{p.name}")
-    hashes = {ingest(str(tmp_path / s), str(tmp_path / f"out_{i}"), progress=False).card["dataset_hash"]
-              for i, s in enumerate(["src", "d.tar", "d.zip"])}
+    hashes = {
+        ingest(str(tmp_path / s), str(tmp_path / f"out_{i}"), progress=False).card["dataset_hash"]
+        for i, s in enumerate(["src", "d.tar", "d.zip"])
+    }
     assert len(hashes) == 1
 
 

@@ -15,12 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def build_tiny_dataset(write_image, root: Path, per_class: int = 6, size: tuple[int, int] = (40, 36),
-                       classes: dict[str, tuple[int, int, int]] | None = None) -> Path:
+def build_tiny_dataset(
+    write_image,
+    root: Path,
+    per_class: int = 6,
+    size: tuple[int, int] = (40, 36),
+    classes: dict[str, tuple[int, int, int]] | None = None,
+) -> Path:
     """A dataset folder as ingest writes it: images/<label>/<sha>.png + manifest.parquet (relative URIs).
 
     Classes differ by colour, so even a random backbone separates them a little; splits cycle train/train/val/test...
@@ -37,8 +41,18 @@ def build_tiny_dataset(write_image, root: Path, per_class: int = 6, size: tuple[
             rel = Path("images", label, f"{sha}.png")
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             tmp.rename(root / rel)
-            rows.append({"uri": rel.as_posix(), "label": label, "split": splits[i % len(splits)], "sha256": sha,
-                         "width": size[0], "height": size[1], "group": sha[:12], "source": f"{label}/{i}.png"})
+            rows.append(
+                {
+                    "uri": rel.as_posix(),
+                    "label": label,
+                    "split": splits[i % len(splits)],
+                    "sha256": sha,
+                    "width": size[0],
+                    "height": size[1],
+                    "group": sha[:12],
+                    "source": f"{label}/{i}.png",
+                }
+            )
     manifest.write_manifest(pd.DataFrame(rows), root)
     return root
 
@@ -59,7 +73,7 @@ def _idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as handle:
         data = handle.read()
     ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -72,7 +86,10 @@ def fashion_mnist_subset():
     """
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST missing: apt-get install -y dataset-fashion-mnist (make apt-runtime)")
-    x_train, y_train = _idx(FASHION_DIR / "train-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "train-labels-idx1-ubyte.gz")
+    x_train, y_train = (
+        _idx(FASHION_DIR / "train-images-idx3-ubyte.gz"),
+        _idx(FASHION_DIR / "train-labels-idx1-ubyte.gz"),
+    )
     x_test, y_test = _idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
     per_class = int(os.environ.get("BAKEOFF_FMNIST_PER_CLASS", 30))
     n_test = int(os.environ.get("BAKEOFF_FMNIST_TEST", 1000))
@@ -102,8 +119,18 @@ def _hfe_write_dataset(root, images, labels, splits):
         rel = f"images/{label}/{sha}.png"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
-        rows.append({"uri": rel, "label": label, "split": split, "sha256": sha, "width": pixels.shape[1],
-                     "height": pixels.shape[0], "group": sha, "source": f"{label}/{sha[:8]}.png"})
+        rows.append(
+            {
+                "uri": rel,
+                "label": label,
+                "split": split,
+                "sha256": sha,
+                "width": pixels.shape[1],
+                "height": pixels.shape[0],
+                "group": sha,
+                "source": f"{label}/{sha[:8]}.png",
+            }
+        )
     manifest.write_manifest(pd.DataFrame(rows), root)
     return str(root)
 
@@ -147,8 +174,9 @@ def hfe_faces_features(hfe_faces_dataset, hfe_mirror_env, tmp_path_factory) -> s
 
     out = tmp_path_factory.mktemp("hfe-faces-features")
     cache = tmp_path_factory.mktemp("hfe-feature-cache")
-    extract_features(hfe_faces_dataset, str(out), "mobilenet_v2", "imagenet", image_size=64, batch_size=32,
-                     cache_uri=str(cache))
+    extract_features(
+        hfe_faces_dataset, str(out), "mobilenet_v2", "imagenet", image_size=64, batch_size=32, cache_uri=str(cache)
+    )
     return str(out)
 
 
@@ -171,6 +199,7 @@ def hfe_faces_finetuned(hfe_faces_dataset, hfe_faces_head, tmp_path_factory) -> 
     before = tmp_path_factory.mktemp("hfe-model-before")
     after = tmp_path_factory.mktemp("hfe-model-after")
     finetune(hfe_faces_dataset, hfe_faces_head, str(before), epochs=0, blocks=2)
-    finetune(hfe_faces_dataset, hfe_faces_head, str(after), epochs=2, blocks=2, learning_rate=1e-4, batch_size=16,
-             patience=2)
+    finetune(
+        hfe_faces_dataset, hfe_faces_head, str(after), epochs=2, blocks=2, learning_rate=1e-4, batch_size=16, patience=2
+    )
     return str(before), str(after)

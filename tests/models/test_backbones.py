@@ -15,8 +15,16 @@ SLOW = [name for name in backbones.list_backbones() if name not in FAST]
 
 def test_registry_has_the_notebook_and_modern_backbones():
     names = set(backbones.list_backbones())
-    assert {"vgg16", "resnet50", "inception_v3", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-            "efficientnet_v2_b0", "convnext_tiny"} <= names
+    assert {
+        "vgg16",
+        "resnet50",
+        "inception_v3",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "efficientnet_v2_b0",
+        "convnext_tiny",
+    } <= names
     cut = backbones.get_backbone("inception_v3_mixed7")
     assert cut.cut_layer == "mixed7" and cut.application == "InceptionV3"
     for bb in backbones.REGISTRY.values():
@@ -63,7 +71,11 @@ def test_finetune_layers_pick_the_last_blocks_by_name():
     bb = backbones.get_backbone("vgg16")
     base = backbones.build_feature_extractor(bb, resolve_weights("vgg16", "none"), 32).get_layer("backbone")
     assert {layer.name for layer in backbones.finetune_layers(bb, base, 1)} == {
-        "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"}
+        "block5_conv1",
+        "block5_conv2",
+        "block5_conv3",
+        "block5_pool",
+    }
     two = {layer.name for layer in backbones.finetune_layers(bb, base, 2)}
     assert {"block4_conv1", "block5_conv3"} <= two and not any(n.startswith("block3") for n in two)
     assert backbones.finetune_layers(bb, base, 0) == []
@@ -85,8 +97,9 @@ def test_size_below_minimum_is_a_one_line_error():
 
 
 def test_cut_point_changes_the_output_layer():
-    model = backbones.build_feature_extractor("mobilenet_v2", resolve_weights("mobilenet_v2", "none"), 32,
-                                              cut="block_6_project_BN")
+    model = backbones.build_feature_extractor(
+        "mobilenet_v2", resolve_weights("mobilenet_v2", "none"), 32, cut="block_6_project_BN"
+    )
     assert model.output.shape[-1] == 64
     with pytest.raises(BakeoffError, match="no layer 'nope'"):
         backbones.build_feature_extractor("mobilenet_v2", resolve_weights("mobilenet_v2", "none"), 32, cut="nope")
@@ -122,6 +135,9 @@ def test_saved_extractor_loads_without_custom_objects(tmp_path, weights_mirror):
     loaded = keras.saving.load_model(path)
     x = np.random.default_rng(3).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
-    eps = {layer.epsilon for layer in loaded.get_layer("backbone").layers
-           if isinstance(layer, keras.layers.BatchNormalization)}
+    eps = {
+        layer.epsilon
+        for layer in loaded.get_layer("backbone").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
     assert eps == {1e-5}  # torchvision epsilon survives saving

@@ -48,9 +48,18 @@ def test_grey_rgba_gif_and_jpeg_become_rgb(tmp_path, make_image):
     rows = []
     for i, (mode, fmt) in enumerate([("L", "PNG"), ("RGBA", "PNG"), ("P", "GIF"), ("RGB", "JPEG"), ("RGB", "BMP")]):
         path = make_image(tmp_path / f"img{i}.{fmt.lower()}", size=(50, 20), mode=mode, fmt=fmt, seed=i)
-        rows.append({"uri": str(path), "label": "a", "split": "train",
-                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "width": 50, "height": 20,
-                     "group": str(i), "source": path.name})
+        rows.append(
+            {
+                "uri": str(path),
+                "label": "a",
+                "split": "train",
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "width": 50,
+                "height": 20,
+                "group": str(i),
+                "source": path.name,
+            }
+        )
     images = np.concatenate([b.numpy() for b in image_dataset(pd.DataFrame(rows), 24, batch_size=8)])
     assert images.shape == (5, 24, 24, 3)
     assert np.allclose(images[0, ..., 0], images[0, ..., 1])  # grey replicated to RGB

@@ -88,8 +88,11 @@ def test_plots_are_real_pngs():
     probs = rng.dirichlet(np.ones(3), size=60)
     _assert_png(plots.confusion_matrix_png(np.array([[5, 1, 0], [2, 7, 1], [0, 0, 9]]), ["x", "y", "z"]))
     _assert_png(plots.roc_png(y, probs, ["x", "y", "z"]))
-    _assert_png(plots.roc_png(np.array([0, 1, 1, 0]), np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]]),
-                              ["neg", "pos"]))
+    _assert_png(
+        plots.roc_png(
+            np.array([0, 1, 1, 0]), np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]]), ["neg", "pos"]
+        )
+    )
 
 
 def test_evaluate_scores_only_the_test_split(hfe_faces_finetuned, hfe_faces_dataset, tmp_path):
@@ -101,9 +104,22 @@ def test_evaluate_scores_only_the_test_split(hfe_faces_finetuned, hfe_faces_data
     metrics = evaluate(model_dir, hfe_faces_dataset, str(out), n_bootstrap=500)
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    for key in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc",
-                "accuracy_ci_low", "accuracy_ci_high", "latency_ms_per_image", "model_size_mb", "n_test", "classes",
-                "backbone", "weights"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "roc_auc",
+        "accuracy_ci_low",
+        "accuracy_ci_high",
+        "latency_ms_per_image",
+        "model_size_mb",
+        "n_test",
+        "classes",
+        "backbone",
+        "weights",
+    ):
         assert key in metrics, key
 
     rows = manifest.read_manifest(hfe_faces_dataset)

@@ -43,23 +43,24 @@ def test_features_contract_and_cache_hit(tiny_dataset, tmp_path, mirror_env):
     np.testing.assert_array_equal(load_features(str(tmp_path / "f2"))[0]["features"], arrays["features"])
 
 
-def test_pixel_cache_is_shared_across_backbones_and_changes_nothing(tiny_dataset, tmp_path, mirror_env,
-                                                                  monkeypatch):
+def test_pixel_cache_is_shared_across_backbones_and_changes_nothing(tiny_dataset, tmp_path, mirror_env, monkeypatch):
     """Decoded pixels are kept per image and size; the next backbone reads them and gets identical vectors."""
-    from bakeoff.data import pixel_path
-
     import keras
 
+    from bakeoff.data import pixel_path
+
     keras.utils.set_random_seed(0)  # both runs must build the same random network
-    first = extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", "none", image_size=32,
-                             cache_uri=str(tmp_path / "c1"))
+    first = extract_features(
+        str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c1")
+    )
     df = manifest.read_manifest(tiny_dataset)
     stored = [Path(pixel_path(str(tmp_path / "pixels"), sha, 32)) for sha in df["sha256"]]
     assert all(p.exists() and p.stat().st_size == 32 * 32 * 3 for p in stored)
     before = {p: p.stat().st_mtime_ns for p in stored}
     keras.utils.set_random_seed(0)
-    second = extract_features(str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", "none", image_size=32,
-                              cache_uri=str(tmp_path / "c2"))  # empty vector cache: forward runs, on cached pixels
+    second = extract_features(
+        str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c2")
+    )  # empty vector cache: forward runs, on cached pixels
     assert second["cache_misses"] == 12 and {p: p.stat().st_mtime_ns for p in stored} == before
     # run 1 fed freshly decoded pixels, run 2 cached ones: same vectors
     a, b = (load_features(str(tmp_path / x))[0]["features"] for x in "ab")
@@ -104,8 +105,13 @@ def test_edited_and_added_images_are_recomputed(tiny_dataset, tmp_path, mirror_e
     # an added image: one more miss, the rest hit
     df = manifest.read_manifest(tiny_dataset, resolve=False)
     extra = make_image(tiny_dataset / "images" / "dog" / "extra.png", size=(40, 36), seed=4242, fmt="PNG")
-    added = {**df.iloc[0].to_dict(), "uri": "images/dog/extra.png", "label": "dog",
-             "sha256": hashlib.sha256(extra.read_bytes()).hexdigest(), "group": "extra"}
+    added = {
+        **df.iloc[0].to_dict(),
+        "uri": "images/dog/extra.png",
+        "label": "dog",
+        "sha256": hashlib.sha256(extra.read_bytes()).hexdigest(),
+        "group": "extra",
+    }
     manifest.write_manifest(pd.concat([df, pd.DataFrame([added])], ignore_index=True), tiny_dataset)
     info = extract_features(str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", image_size=32, cache_uri=cache)
     assert (info["n_images"], info["cache_hits"], info["cache_misses"]) == (13, 12, 1)
@@ -136,15 +142,22 @@ def test_key_changes_with_size_weights_and_cut(tiny_dataset, tmp_path, mirror_en
     assert cache_key("mobilenet_v2", pretrained, 32, None) == cache_key("mobilenet_v2", pretrained, 32, None)
     cache = str(tmp_path / "cache")
     base = extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache)
-    cut = extract_features(str(tiny_dataset), str(tmp_path / "d"), "mobilenet_v2", image_size=32,
-                           cut="block_13_expand_relu", cache_uri=cache)
+    cut = extract_features(
+        str(tiny_dataset),
+        str(tmp_path / "d"),
+        "mobilenet_v2",
+        image_size=32,
+        cut="block_13_expand_relu",
+        cache_uri=cache,
+    )
     assert base["cache_key"] != cut["cache_key"] and cut["cache_misses"] == 12 and cut["feature_dim"] == 576
 
 
 def test_s3_cache_and_s3_output(tiny_dataset, tmp_path, mirror_env, s3_server):
     cache = "s3://bakeoff-test/feature-cache"
-    first = extract_features(str(tiny_dataset), "s3://bakeoff-test/out/f1", "mobilenet_v2", image_size=32,
-                             cache_uri=cache)
+    first = extract_features(
+        str(tiny_dataset), "s3://bakeoff-test/out/f1", "mobilenet_v2", image_size=32, cache_uri=cache
+    )
     assert first["cache_misses"] == 12 and first["cache_uri"].startswith(cache)
     assert any(f.relpath.endswith(".npz") for f in storage.list_files(cache))
     again = extract_features(str(tiny_dataset), str(tmp_path / "f2"), "mobilenet_v2", image_size=32, cache_uri=cache)
@@ -158,8 +171,22 @@ def test_cli_features_and_errors(tiny_dataset, tmp_path, mirror_env, capsys):
     from bakeoff.cli import main
 
     out = tmp_path / "cli"
-    code = main(["features", str(tiny_dataset), "--out", str(out), "--backbone", "vgg16", "--weights", "hed",
-                 "--image-size", "32", "--cache", str(tmp_path / "cache")])
+    code = main(
+        [
+            "features",
+            str(tiny_dataset),
+            "--out",
+            str(out),
+            "--backbone",
+            "vgg16",
+            "--weights",
+            "hed",
+            "--image-size",
+            "32",
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0 and "12 images" in capsys.readouterr().out
     assert json.loads((out / "features.json").read_text())["weights"]["name"] == "hed"
     assert main(["features", str(tiny_dataset), "--out", str(out), "--backbone", "alexnet"]) == 2
@@ -177,9 +204,18 @@ def _fashion_dataset(root: Path, x_train, y_train, x_test, y_test) -> Path:
             path = root / "images" / str(y) / f"{split}{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(x, "L").save(path)
-            rows.append({"uri": path.relative_to(root).as_posix(), "label": str(y), "split": split,
-                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "width": 28, "height": 28,
-                         "group": f"{split}{i}", "source": path.name})
+            rows.append(
+                {
+                    "uri": path.relative_to(root).as_posix(),
+                    "label": str(y),
+                    "split": split,
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    "width": 28,
+                    "height": 28,
+                    "group": f"{split}{i}",
+                    "source": path.name,
+                }
+            )
     manifest.write_manifest(pd.DataFrame(rows), root)
     return root
 
@@ -192,11 +228,10 @@ def test_imported_weights_beat_random_weights_on_fashion_mnist(fashion_mnist_sub
     McNemar test, so a real gap is told from noise; the old 600/300 split at 64 px had a 3-point gap that one
     machine's thread timing could erase.
     """
+    import keras
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    import keras
 
     from bakeoff.stats import paired_test
 
@@ -204,8 +239,15 @@ def test_imported_weights_beat_random_weights_on_fashion_mnist(fashion_mnist_sub
     correct = {}
     for spec in ("imagenet", "none"):
         keras.utils.set_random_seed(0)  # the random-init network is the same every run
-        extract_features(str(dataset), str(tmp_path / spec), "mobilenet_v2", spec, image_size=96, batch_size=64,
-                         cache_uri=str(tmp_path / "cache"))
+        extract_features(
+            str(dataset),
+            str(tmp_path / spec),
+            "mobilenet_v2",
+            spec,
+            image_size=96,
+            batch_size=64,
+            cache_uri=str(tmp_path / "cache"),
+        )
         arrays, _ = load_features(str(tmp_path / spec))
         train, test = arrays["split"] == "train", arrays["split"] == "test"
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))

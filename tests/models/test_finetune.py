@@ -106,8 +106,16 @@ def test_mixed_precision_trains_in_float16_and_saves_float32(hfe_faces_dataset, 
 
     from bakeoff.finetune import finetune
 
-    info = finetune(hfe_faces_dataset, hfe_faces_head, str(tmp_path / "m"), epochs=1, blocks=1, batch_size=32,
-                    augment=False, mixed_precision="on")
+    info = finetune(
+        hfe_faces_dataset,
+        hfe_faces_head,
+        str(tmp_path / "m"),
+        epochs=1,
+        blocks=1,
+        batch_size=32,
+        augment=False,
+        mixed_precision="on",
+    )
     assert info["mixed_precision"] is True and np.isfinite(info["history"]["loss"]).all()
     assert keras.mixed_precision.global_policy().name == "float32"  # the caller's policy is restored
     model = _load(str(tmp_path / "m"))

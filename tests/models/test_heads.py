@@ -20,11 +20,22 @@ def _write_features(folder: Path, features: np.ndarray, labels, splits, classes=
     folder.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(labels).astype(str)
     n = len(labels)
-    np.savez(folder / "features.npz", sha256=np.array([f"{i:064x}" for i in range(n)]),
-             split=np.asarray(splits).astype("<U5"), label=labels, features=np.asarray(features, dtype=np.float32))
-    meta = {"backbone": "pixels", "weights": {"spec": "none", "pretrained": False}, "image_size": 8, "cut": None,
-            "feature_dim": int(features.shape[1]), "classes": classes or sorted(set(labels.tolist())),
-            "dataset_hash": "x" * 64}
+    np.savez(
+        folder / "features.npz",
+        sha256=np.array([f"{i:064x}" for i in range(n)]),
+        split=np.asarray(splits).astype("<U5"),
+        label=labels,
+        features=np.asarray(features, dtype=np.float32),
+    )
+    meta = {
+        "backbone": "pixels",
+        "weights": {"spec": "none", "pretrained": False},
+        "image_size": 8,
+        "cut": None,
+        "feature_dim": int(features.shape[1]),
+        "classes": classes or sorted(set(labels.tolist())),
+        "dataset_hash": "x" * 64,
+    }
     (folder / "features.json").write_text(json.dumps(meta))
     return str(folder)
 
@@ -54,7 +65,7 @@ def _faces_features(folder: Path, n_other_train: int = 40) -> str:
     splits[faces[:80]] = "train"
     splits[faces[80:]] = "val"
     splits[others[:n_other_train]] = "train"
-    splits[others[n_other_train:n_other_train + 20]] = "val"
+    splits[others[n_other_train : n_other_train + 20]] = "val"
     return _write_features(folder, x, labels, splits)
 
 
@@ -187,6 +198,8 @@ def test_head_reads_and_writes_s3(tmp_path, s3_server):
     storage.upload_tree(_digits_features(tmp_path / "f"), "s3://bakeoff-test/runs/feat")
     info = train_head("s3://bakeoff-test/runs/feat", "s3://bakeoff-test/runs/head", kind="logreg")
     assert storage.exists("s3://bakeoff-test/runs/head/head.keras")
-    assert json.loads(storage.read_bytes("s3://bakeoff-test/runs/head/head.json"))["val_accuracy"] == info["val_accuracy"]
+    assert (
+        json.loads(storage.read_bytes("s3://bakeoff-test/runs/head/head.json"))["val_accuracy"] == info["val_accuracy"]
+    )
     model = load_keras("s3://bakeoff-test/runs/head/head.keras")
     assert model.output.shape[-1] == 3

@@ -44,8 +44,9 @@ def test_random_weights_do_not_recognise_the_cat():
     """The proof above can fail: the same network with random weights is near-uniform."""
     import skimage.data
 
-    model = backbones.build_application("mobilenet_v2", weights.resolve_weights("mobilenet_v2", "none"), 224,
-                                        include_top=True)
+    model = backbones.build_application(
+        "mobilenet_v2", weights.resolve_weights("mobilenet_v2", "none"), 224, include_top=True
+    )
     _, p = _classify(model, skimage.data.chelsea())
     assert p < 0.05
 
@@ -86,12 +87,16 @@ def test_resolution_rules(weights_mirror, monkeypatch):
     assert weights.parse_spec("mobilenet_v2=imagenet,vgg16=hed", "resnet50") == "imagenet"
     assert weights.parse_spec("none,vgg16=hed", "resnet50") == "none"
     monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
-    assert weights.resolve_weights("mobilenet_v2").sha256 == weights.resolve_weights(
-        "mobilenet_v2", "imagenet", mirror=weights_mirror).sha256
+    assert (
+        weights.resolve_weights("mobilenet_v2").sha256
+        == weights.resolve_weights("mobilenet_v2", "imagenet", mirror=weights_mirror).sha256
+    )
 
 
 def test_missing_weight_says_where_it_looked(tmp_path):
-    with pytest.raises(BakeoffError, match=r"weights 'hed' for resnet50 not found; looked in: .*resnet50/hed.weights.h5"):
+    with pytest.raises(
+        BakeoffError, match=r"weights 'hed' for resnet50 not found; looked in: .*resnet50/hed.weights.h5"
+    ):
         weights.resolve_weights("resnet50", "hed", mirror=str(tmp_path))
     with pytest.raises(BakeoffError, match="weights file not found"):
         weights.resolve_weights("vgg16", str(tmp_path / "nope.weights.h5"))

@@ -53,7 +53,7 @@ class FakeKFP:
 
     # --- handlers: (status, json) ---
     def handle(self, req: Request) -> tuple[int, dict]:
-        path = req.path[len(PREFIX):] if req.path.startswith(PREFIX) else None
+        path = req.path[len(PREFIX) :] if req.path.startswith(PREFIX) else None
         if path is None:
             return 404, {"error": "not found", "code": 5}
         if req.method == "GET" and path == "/healthz":
@@ -66,32 +66,51 @@ class FakeKFP:
             return self._upload_version(req)
         if req.method == "GET" and path.startswith("/pipelines/") and path.endswith("/versions"):
             pid = path.split("/")[2]
-            return 200, self._list({k: v for k, v in self.versions.items() if v["pipeline_id"] == pid},
-                                   "pipeline_versions", req)
+            return 200, self._list(
+                {k: v for k, v in self.versions.items() if v["pipeline_id"] == pid}, "pipeline_versions", req
+            )
         if req.method == "GET" and path == "/experiments":
             return 200, self._list(self.experiments, "experiments", req)
         if req.method == "POST" and path == "/experiments":
-            exp = {"experiment_id": str(uuid.uuid4()), "display_name": req.json["display_name"],
-                   "description": req.json.get("description") or "", "created_at": NOW,
-                   "namespace": req.json.get("namespace") or "", "storage_state": "AVAILABLE"}
+            exp = {
+                "experiment_id": str(uuid.uuid4()),
+                "display_name": req.json["display_name"],
+                "description": req.json.get("description") or "",
+                "created_at": NOW,
+                "namespace": req.json.get("namespace") or "",
+                "storage_state": "AVAILABLE",
+            }
             self.experiments[exp["experiment_id"]] = exp
             return 200, exp
         if req.method == "POST" and path == "/runs":
-            run = {**req.json, "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": NOW,
-                   "storage_state": "AVAILABLE"}
+            run = {
+                **req.json,
+                "run_id": str(uuid.uuid4()),
+                "state": "PENDING",
+                "created_at": NOW,
+                "storage_state": "AVAILABLE",
+            }
             self.runs[run["run_id"]] = run
             return 200, run
         if req.method == "GET" and path == "/recurringruns":
             exp_id = (req.query.get("experiment_id") or [""])[0]
-            return 200, self._list({k: v for k, v in self.recurring.items()
-                                    if not exp_id or v.get("experiment_id") == exp_id}, "recurringRuns", req)
+            return 200, self._list(
+                {k: v for k, v in self.recurring.items() if not exp_id or v.get("experiment_id") == exp_id},
+                "recurringRuns",
+                req,
+            )
         if req.method == "DELETE" and path.startswith("/recurringruns/"):
             if self.recurring.pop(path.split("/")[2], None) is None:
                 return 404, {"error": "recurring run not found", "code": 5}
             return 200, {}
         if req.method == "POST" and path == "/recurringruns":
-            job = {**req.json, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED", "created_at": NOW,
-                   "updated_at": NOW}
+            job = {
+                **req.json,
+                "recurring_run_id": str(uuid.uuid4()),
+                "status": "ENABLED",
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
             self.recurring[job["recurring_run_id"]] = job
             return 200, job
         return 404, {"error": f"no handler for {req.method} {req.path}", "code": 5}
@@ -117,11 +136,22 @@ class FakeKFP:
         name = req.query["name"][0]
         if any(p["display_name"] == name for p in self.pipelines.values()):
             return 409, {"error": f"pipeline {name} exists", "code": 6}
-        pipe = {"pipeline_id": str(uuid.uuid4()), "display_name": name, "name": name,
-                "description": (req.query.get("description") or [""])[0], "created_at": NOW, "namespace": ""}
+        pipe = {
+            "pipeline_id": str(uuid.uuid4()),
+            "display_name": name,
+            "name": name,
+            "description": (req.query.get("description") or [""])[0],
+            "created_at": NOW,
+            "namespace": "",
+        }
         self.pipelines[pipe["pipeline_id"]] = pipe
-        version = {"pipeline_id": pipe["pipeline_id"], "pipeline_version_id": str(uuid.uuid4()),
-                   "display_name": name, "name": name, "created_at": NOW}
+        version = {
+            "pipeline_id": pipe["pipeline_id"],
+            "pipeline_version_id": str(uuid.uuid4()),
+            "display_name": name,
+            "name": name,
+            "created_at": NOW,
+        }
         self.versions[version["pipeline_version_id"]] = version
         return 200, pipe
 
@@ -133,8 +163,13 @@ class FakeKFP:
         name = req.query["name"][0]
         if any(v["pipeline_id"] == pid and v["display_name"] == name for v in self.versions.values()):
             return 409, {"error": f"version {name} exists", "code": 6}
-        version = {"pipeline_id": pid, "pipeline_version_id": str(uuid.uuid4()), "display_name": name,
-                   "name": name, "created_at": NOW}
+        version = {
+            "pipeline_id": pid,
+            "pipeline_version_id": str(uuid.uuid4()),
+            "display_name": name,
+            "name": name,
+            "created_at": NOW,
+        }
         self.versions[version["pipeline_version_id"]] = version
         return 200, version
 
@@ -153,9 +188,13 @@ def _handler_for(api: FakeKFP):
                 req.json = json.loads(body)
             elif ctype.startswith("multipart/form-data"):
                 message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                    f"Content-Type: {ctype}\r\n\r\n".encode() + body)
-                req.files = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-                             for part in message.iter_parts() if part.get_filename()}
+                    f"Content-Type: {ctype}\r\n\r\n".encode() + body
+                )
+                req.files = {
+                    part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                    for part in message.iter_parts()
+                    if part.get_filename()
+                }
             api.requests.append(req)
             try:
                 status, payload = api.handle(req)

@@ -21,8 +21,21 @@ def compiled(tmp_path_factory):
     mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     mp.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
     try:
-        code = main(["compile", "--out", str(out), "--config", str(ROOT / "configs" / "demo.yaml"),
-                     "--image", CPU_IMAGE, "--gpu-image", GPU_IMAGE, "--parallelism", "3"])
+        code = main(
+            [
+                "compile",
+                "--out",
+                str(out),
+                "--config",
+                str(ROOT / "configs" / "demo.yaml"),
+                "--image",
+                CPU_IMAGE,
+                "--gpu-image",
+                GPU_IMAGE,
+                "--parallelism",
+                "3",
+            ]
+        )
     finally:
         mp.undo()
     assert code == 0
@@ -68,11 +81,24 @@ def test_run_form_parameters_have_the_config_defaults(compiled):
     import yaml
 
     demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["parameters"]
-    for name in ("data_uri", "backbones", "weights", "image_size", "head_epochs", "finetune_epochs",
-                 "finetune_lr", "finetune_blocks", "model_name", "gate_test", "gate_alpha", "per_class"):
+    for name in (
+        "data_uri",
+        "backbones",
+        "weights",
+        "image_size",
+        "head_epochs",
+        "finetune_epochs",
+        "finetune_lr",
+        "finetune_blocks",
+        "model_name",
+        "gate_test",
+        "gate_alpha",
+        "per_class",
+    ):
         assert name in params, name
-    assert list(params["backbones"].default_value.list_value.values[i].string_value for i in range(2)) == \
-        demo["backbones"][:2]
+    assert [params["backbones"].default_value.list_value.values[i].string_value for i in range(2)] == demo["backbones"][
+        :2
+    ]
     assert params["image_size"].default_value.number_value == demo["image_size"]
     assert params["weights"].default_value.string_value == demo["weights"]
     assert not any(word in name.lower() for name in params for word in ("secret", "password", "token", "key"))
@@ -112,8 +138,16 @@ def test_caching_and_retries(compiled):
 def test_secrets_arrive_as_env_from_kubernetes_secrets(compiled):
     out, spec, k8s = compiled
     assert SECRET not in out.read_text()
-    for name in ("fingerprint", "ingest", "open-run", "features", "train-head", "finetune", "evaluate",
-                 "select-and-register"):
+    for name in (
+        "fingerprint",
+        "ingest",
+        "open-run",
+        "features",
+        "train-head",
+        "finetune",
+        "evaluate",
+        "select-and-register",
+    ):
         secrets = {s.secret_name: {e.env_var for e in s.key_to_env} for s in k8s[f"exec-{name}"].secret_as_env}
         assert secrets["bakeoff-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register")

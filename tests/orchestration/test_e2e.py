@@ -45,10 +45,31 @@ def _run(root: Path, backbones: str) -> tuple[int, str, dict, Path]:
     before = set(runs.glob("*")) if runs.exists() else set()
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(["run", "--data", str(root / "raw" / "raw-img"), "--label-map", str(root / "raw" / "translate.json"),
-                     "--classes", CLASSES, "--backbones", backbones, "--weights", "mobilenet_v2=imagenet,vgg16=hed",
-                     "--image-size", "32", "--head-epochs", "3", "--finetune-epochs", "1", "--experiment", "e2e",
-                     "--model-name", MODEL])
+        code = main(
+            [
+                "run",
+                "--data",
+                str(root / "raw" / "raw-img"),
+                "--label-map",
+                str(root / "raw" / "translate.json"),
+                "--classes",
+                CLASSES,
+                "--backbones",
+                backbones,
+                "--weights",
+                "mobilenet_v2=imagenet,vgg16=hed",
+                "--image-size",
+                "32",
+                "--head-epochs",
+                "3",
+                "--finetune-epochs",
+                "1",
+                "--experiment",
+                "e2e",
+                "--model-name",
+                MODEL,
+            ]
+        )
     [run_dir] = set(runs.glob("*")) - before
     result = json.loads((run_dir / "result.json").read_text())
     return code, buffer.getvalue(), result, run_dir
@@ -64,8 +85,16 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
 
     code, out, result, run_dir = first_run
     assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
-    for expected in ("done    fingerprint", "done    ingest", "done    features #2", "done    evaluate #2", "select-and-register",
-                     "leaderboard", "gate (mcnemar)", "mlflow ui"):
+    for expected in (
+        "done    fingerprint",
+        "done    ingest",
+        "done    features #2",
+        "done    evaluate #2",
+        "select-and-register",
+        "leaderboard",
+        "gate (mcnemar)",
+        "mlflow ui",
+    ):
         assert expected in out, expected
     decision = result["decision"]
     assert decision["promoted"] is True  # no champion yet
@@ -114,8 +143,19 @@ def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(works
 
 
 def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
-    code = main(["run", "--data", str(workspace / "raw" / "raw-img"), "--label-map",
-                 str(workspace / "raw" / "translate.json"), "--classes", "unicorn,dragon", "--experiment", "e2e-bad"])
+    code = main(
+        [
+            "run",
+            "--data",
+            str(workspace / "raw" / "raw-img"),
+            "--label-map",
+            str(workspace / "raw" / "translate.json"),
+            "--classes",
+            "unicorn,dragon",
+            "--experiment",
+            "e2e-bad",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: task 'ingest' failed:") and "unicorn" in err and "pipeline.log" in err

@@ -9,8 +9,8 @@ import pytest
 
 from bakeoff.cli import main
 from bakeoff.errors import BakeoffError
-from pipelines.client import validate_cron
 from components.fingerprint import fingerprint
+from pipelines.client import validate_cron
 from pipelines.settings import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,12 +25,15 @@ def test_demo_config_loads_and_options_override_it():
     assert cfg.settings.parallelism == 2
 
 
-@pytest.mark.parametrize("text, message", [
-    ("parameters:\n  typo_field: 1\n", "typo_field"),
-    ("parameters:\n  val_fraction: 0.9\n", "val_fraction"),
-    ("- a list\n", "must be a mapping"),
-    ("parameters: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("parameters:\n  typo_field: 1\n", "typo_field"),
+        ("parameters:\n  val_fraction: 0.9\n", "val_fraction"),
+        ("- a list\n", "must be a mapping"),
+        ("parameters: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_bad_configs_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     path.write_text(text)

@@ -30,9 +30,25 @@ def _assert_no_secret(api):
 
 def test_submit_uploads_a_version_and_starts_a_run(kfp_server, tmp_path, capsys):
     api = kfp_server
-    code = main(["submit", "--host", api.url, "--config", str(ROOT / "configs" / "demo.yaml"),
-                 "--data", "s3://team-bucket/raw/animals", "--backbones", "mobilenet_v2,vgg16,resnet50",
-                 "--finetune-epochs", "3", "--kfp-experiment", "bakeoff-ci", "--run-name", "nightly"])
+    code = main(
+        [
+            "submit",
+            "--host",
+            api.url,
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--data",
+            "s3://team-bucket/raw/animals",
+            "--backbones",
+            "mobilenet_v2,vgg16,resnet50",
+            "--finetune-epochs",
+            "3",
+            "--kfp-experiment",
+            "bakeoff-ci",
+            "--run-name",
+            "nightly",
+        ]
+    )
     assert code == 0
     assert api.calls("GET", "/healthz")
     [upload] = api.calls("POST", "/pipelines/upload")
@@ -72,16 +88,31 @@ def test_second_submit_reuses_pipeline_and_experiment(kfp_server):
     assert len(api.calls("POST", "/experiments")) == 1
     runs = api.calls("POST", "/runs")
     assert len(runs) == 2
-    assert runs[0].json["pipeline_version_reference"]["pipeline_version_id"] != \
-        runs[1].json["pipeline_version_reference"]["pipeline_version_id"]
+    assert (
+        runs[0].json["pipeline_version_reference"]["pipeline_version_id"]
+        != runs[1].json["pipeline_version_reference"]["pipeline_version_id"]
+    )
 
 
 def test_schedule_creates_recurring_run_one_at_a_time_no_catchup(kfp_server, tmp_path):
     api = kfp_server
     package = tmp_path / "pipeline.yaml"
     assert main(["compile", "--out", str(package)]) == 0
-    code = main(["schedule", "--host", api.url, "--package", str(package), "--data", "s3://b/raw",
-                 "--cron", "0 3 * * 1", "--name", "weekly-retrain"])
+    code = main(
+        [
+            "schedule",
+            "--host",
+            api.url,
+            "--package",
+            str(package),
+            "--data",
+            "s3://b/raw",
+            "--cron",
+            "0 3 * * 1",
+            "--name",
+            "weekly-retrain",
+        ]
+    )
     assert code == 0
     assert api.uploads[-1] == package.read_bytes()
     [job] = api.calls("POST", "/recurringruns")

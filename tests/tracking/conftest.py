@@ -7,8 +7,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from trackhelp import (S3_KEY_ID, S3_SECRET, VENV_BIN, Candidate, Server, _stop, _wait_http, build_candidate,
-                       free_port, make_dataset)
+from trackhelp import (
+    S3_KEY_ID,
+    S3_SECRET,
+    VENV_BIN,
+    Candidate,
+    Server,
+    _stop,
+    _wait_http,
+    build_candidate,
+    free_port,
+    make_dataset,
+)
 
 
 @pytest.fixture(scope="session")
@@ -17,24 +27,50 @@ def mlflow_server(tmp_path_factory) -> Server:
     work = tmp_path_factory.mktemp("mlflow-server")
     s3_port, port = free_port(), free_port()
     s3_log, ml_log = work / "moto.log", work / "mlflow.log"
-    moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-                            stdout=s3_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    moto = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+        stdout=s3_log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     procs = [moto]
     try:
         s3_endpoint = f"http://127.0.0.1:{s3_port}"
         _wait_http(f"{s3_endpoint}/moto-api/", moto, 30, s3_log)
-        server = Server(url=f"http://127.0.0.1:{port}", s3_endpoint=s3_endpoint, bucket="mlflow-artifacts",
-                        prefix="team", workdir=work)
+        server = Server(
+            url=f"http://127.0.0.1:{port}",
+            s3_endpoint=s3_endpoint,
+            bucket="mlflow-artifacts",
+            prefix="team",
+            workdir=work,
+        )
         server.s3().create_bucket(Bucket=server.bucket)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-        env.update({"AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-                    "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint})
-        cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
-               "--artifacts-destination", f"s3://{server.bucket}/{server.prefix}",
-               "--workers", "1"]
-        ml = subprocess.Popen(cmd, env=env, cwd=work, stdout=ml_log.open("w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+        env.update(
+            {
+                "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+            }
+        )
+        cmd = [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{work / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"s3://{server.bucket}/{server.prefix}",
+            "--workers",
+            "1",
+        ]
+        ml = subprocess.Popen(
+            cmd, env=env, cwd=work, stdout=ml_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         procs.append(ml)
         _wait_http(f"{server.url}/health", ml, 300, ml_log)
         yield server
@@ -71,8 +107,13 @@ def candidates(tmp_path_factory, dataset):
     def get(threshold: float, pretrained: bool = True, backbone: str = "mobilenet_v2") -> Candidate:
         key = (threshold, pretrained, backbone)
         if key not in cache:
-            cache[key] = build_candidate(base / f"{backbone}-{threshold}-{pretrained}", dataset, threshold,
-                                         pretrained=pretrained, backbone=backbone)
+            cache[key] = build_candidate(
+                base / f"{backbone}-{threshold}-{pretrained}",
+                dataset,
+                threshold,
+                pretrained=pretrained,
+                backbone=backbone,
+            )
         return cache[key]
 
     return get

@@ -93,14 +93,21 @@ def test_cli_compare_promote_predict(tracking_env, dataset, candidates, model_na
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    s3 = boto3.client("s3", endpoint_url=tracking_env.s3_endpoint, region_name="us-east-1",
-                      aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=tracking_env.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY_ID,
+        aws_secret_access_key=S3_SECRET,
+    )
     s3.create_bucket(Bucket="incoming")
     for path in source.rglob("*"):
         if path.is_file():
             s3.upload_file(str(path), "incoming", f"drop/{path.relative_to(source).as_posix()}")
-    assert main(["predict", "-m", f"models:/{model_name}@champion", "s3://incoming/drop",
-                 "-o", str(tmp_path / "s3.csv")]) == 0
+    assert (
+        main(["predict", "-m", f"models:/{model_name}@champion", "s3://incoming/drop", "-o", str(tmp_path / "s3.csv")])
+        == 0
+    )
     _check_predictions(tmp_path / "s3.csv", expected)
 
     # a model that does not exist: one-line error, exit 2
@@ -127,12 +134,15 @@ def test_embedded_default_sqlite_and_artifact_folder(dataset, candidates, tmp_pa
         parent, children, decision = _pipeline(dataset, candidates, "embedded-model", [127.5], "embedded")
         assert decision["promoted"] and db.exists()
         printed = capsys.readouterr().out
-        expected = (f"mlflow ui --backend-store-uri sqlite:///{db} --default-artifact-root "
-                    f"{tmp_path / '.bakeoff' / 'mlflow' / 'artifacts'}")
+        expected = (
+            f"mlflow ui --backend-store-uri sqlite:///{db} --default-artifact-root "
+            f"{tmp_path / '.bakeoff' / 'mlflow' / 'artifacts'}"
+        )
         assert expected in printed
         artifacts = tmp_path / ".bakeoff" / "mlflow" / "artifacts"
-        assert list(artifacts.glob("models/m-*/artifacts/artifacts/model.keras")) or \
-            list(artifacts.rglob("model.keras"))
+        assert list(artifacts.glob("models/m-*/artifacts/artifacts/model.keras")) or list(
+            artifacts.rglob("model.keras")
+        )
         assert list(artifacts.rglob("predictions.parquet"))
         model = mlflow.pyfunc.load_model("models:/embedded-model@champion")
         assert model.metadata.get_input_schema().inputs[0].shape[1:] == (32, 32, 3)
@@ -145,5 +155,6 @@ def test_embedded_default_sqlite_and_artifact_folder(dataset, candidates, tmp_pa
 @pytest.mark.parametrize("uri", ["postgresql://bakeoff:hunter2@db:5432/mlflow", "s3://AKIAABCDEFGHIJKLMNOP@x/y"])
 def test_redact_removes_credentials(uri):
     assert "hunter2" not in tracking.redact(uri) and "AKIAABCDEFGHIJKLMNOP" not in tracking.redact(uri)
-    assert tracking.safe_params({"db_password": "x" * 10, "nested": {"api_token": "y" * 10, "lr": 0.1}}) == \
-        {"nested.lr": "0.1"}
+    assert tracking.safe_params({"db_password": "x" * 10, "nested": {"api_token": "y" * 10, "lr": 0.1}}) == {
+        "nested.lr": "0.1"
+    }

@@ -18,8 +18,9 @@ def _log(dataset, candidates, model_name, threshold, experiment="gate", pretrain
 
 
 def _gate(dataset, parent, child, model_name, **gate):
-    return registry.select_and_register(parent, [child], model_name=model_name, dataset_dir=str(dataset),
-                                        gate=registry.GateConfig(**gate))
+    return registry.select_and_register(
+        parent, [child], model_name=model_name, dataset_dir=str(dataset), gate=registry.GateConfig(**gate)
+    )
 
 
 def _champion_version(model_name):
@@ -75,12 +76,19 @@ def test_none_weights_are_never_promoted(tracking_env, dataset, candidates, mode
     parent = tracking.start_pipeline_run("gate-none", str(dataset))
     random_best = tracking.log_candidate(parent, model_name=model_name, **candidates(127.5, False).dirs)
     pretrained_worse = tracking.log_candidate(parent, model_name=model_name, **candidates(201.03).dirs)
-    decision = registry.select_and_register(parent, [pretrained_worse, random_best], model_name=model_name,
-                                            dataset_dir=str(dataset), gate=registry.GateConfig())
+    decision = registry.select_and_register(
+        parent,
+        [pretrained_worse, random_best],
+        model_name=model_name,
+        dataset_dir=str(dataset),
+        gate=registry.GateConfig(),
+    )
     assert decision["challenger_run_id"] == random_best
     assert not decision["promoted"] and "never promoted" in decision["reason"]
     assert decision["champion_version_after"] is None
-    with pytest.raises(Exception):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="champion"):
         c.get_model_version_by_alias(model_name, "champion")
     assert c.get_model_version_by_alias(model_name, "challenger").tags["weights_pretrained"] == "false"
     # by hand, too
@@ -104,8 +112,10 @@ def test_concurrent_promotions_end_with_the_better_champion(tracking_env, datase
         except Exception as exc:  # surfaced below
             results[key] = exc
 
-    threads = [threading.Thread(target=finish, args=("good", *good)),
-               threading.Thread(target=finish, args=("best", *best))]
+    threads = [
+        threading.Thread(target=finish, args=("good", *good)),
+        threading.Thread(target=finish, args=("best", *best)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -149,8 +159,9 @@ def test_gate_leaves_out_test_images_the_champion_trained_on(tracking_env, datas
     """
     import shutil
 
-    from bakeoff import manifest
     from trackhelp import build_candidate
+
+    from bakeoff import manifest
 
     older = tmp_path / "older-dataset"
     shutil.copytree(dataset, older)

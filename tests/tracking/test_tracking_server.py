@@ -13,23 +13,29 @@ from trackhelp import CLASSES, IMAGE_SIZE, S3_KEY_ID, S3_SECRET, expected_accura
 from bakeoff import manifest, registry, tracking
 
 
-def _pipeline(dataset, candidates, model_name, thresholds, experiment, *, pretrained=True, params=None,
-              gate=None):
-    parent = tracking.start_pipeline_run(experiment, str(dataset), run_name="pipeline", kfp_run_id="kfp-123",
-                                         params=params or {"backbones": "mobilenet_v2", "epochs": 2})
+def _pipeline(dataset, candidates, model_name, thresholds, experiment, *, pretrained=True, params=None, gate=None):
+    parent = tracking.start_pipeline_run(
+        experiment,
+        str(dataset),
+        run_name="pipeline",
+        kfp_run_id="kfp-123",
+        params=params or {"backbones": "mobilenet_v2", "epochs": 2},
+    )
     children = []
     for t in thresholds:
         cand = candidates(t, pretrained=pretrained)
         children.append(tracking.log_candidate(parent, model_name=model_name, **cand.dirs))
-    decision = registry.select_and_register(parent, children, model_name=model_name, dataset_dir=str(dataset),
-                                            gate=gate or registry.GateConfig())
+    decision = registry.select_and_register(
+        parent, children, model_name=model_name, dataset_dir=str(dataset), gate=gate or registry.GateConfig()
+    )
     board = tracking.leaderboard(experiment, parent_run_id=parent)
     tracking.finish_pipeline_run(parent, board, decision)
     return parent, children, decision, board
 
 
-def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(tracking_env, dataset, candidates, model_name,
-                                                                   capsys):
+def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(
+    tracking_env, dataset, candidates, model_name, capsys
+):
     import mlflow
 
     experiment = "tracking-roundtrip"
@@ -50,8 +56,11 @@ def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(tracking_env,
     assert len(inputs) == 1 and inputs[0].dataset.digest == manifest.dataset_hash(df)[:16]
     top = {a.path for a in c.list_artifacts(parent)}
     assert {"dataset", "leaderboard.csv", "leaderboard.md", "gate_report.md", "gate_decision.json"} <= top
-    assert {a.path for a in c.list_artifacts(parent, "dataset")} == {"dataset/card.md", "dataset/card.json",
-                                                                     "dataset/splits.parquet"}
+    assert {a.path for a in c.list_artifacts(parent, "dataset")} == {
+        "dataset/card.md",
+        "dataset/card.json",
+        "dataset/splits.parquet",
+    }
     assert f"MLflow: open {tracking_env.url}" in capsys.readouterr().out
 
     # nested candidate runs: params, per-epoch metrics, test metrics, artifacts, model version
@@ -69,8 +78,13 @@ def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(tracking_env,
     assert [(m.step, m.value) for m in history] == [(0, 0.6), (1, 0.7), (2, 0.8)]
     assert [m.step for m in c.get_metric_history(children[0], "finetune_loss")] == [0, 1]
     evaluation = {a.path.split("/")[-1] for a in c.list_artifacts(children[0], "evaluation")}
-    assert {"confusion_matrix.png", "roc.png", "classification_report.json", "metrics.json",
-            "predictions.parquet"} <= evaluation
+    assert {
+        "confusion_matrix.png",
+        "roc.png",
+        "classification_report.json",
+        "metrics.json",
+        "predictions.parquet",
+    } <= evaluation
 
     # leaderboard best first; the gate promoted the best (no champion before)
     assert list(board["run_id"]) == children
@@ -91,8 +105,7 @@ def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(tracking_env,
     from bakeoff.predict import load_keras_model
 
     reds = red_values()
-    images = np.stack([np.full((IMAGE_SIZE, IMAGE_SIZE, 3), (r, 60.0, 90.0), dtype=np.float32)
-                       for r in reds])
+    images = np.stack([np.full((IMAGE_SIZE, IMAGE_SIZE, 3), (r, 60.0, 90.0), dtype=np.float32) for r in reds])
     keras_model = load_keras_model(f"models:/{model_name}@champion")
     probs = keras_model.predict(images, verbose=0)
     assert probs.shape == (len(reds), 2)
@@ -109,8 +122,9 @@ def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(tracking_env,
     assert info.saved_input_example_info is not None and info.signature is not None
 
 
-def test_no_secret_reaches_params_tags_or_artifacts(tracking_env, dataset, candidates, model_name, monkeypatch,
-                                                    tmp_path):
+def test_no_secret_reaches_params_tags_or_artifacts(
+    tracking_env, dataset, candidates, model_name, monkeypatch, tmp_path
+):
     """Client-side secrets (tokens, DB passwords, AWS keys in URIs) and the server's S3 keys never get logged."""
     import mlflow
 
@@ -118,9 +132,13 @@ def test_no_secret_reaches_params_tags_or_artifacts(tracking_env, dataset, candi
     password = "pg-password-9d8c7b6a"
     monkeypatch.setenv("GITHUB_TOKEN", token)
     monkeypatch.setenv("PGPASSWORD", password)
-    params = {"db_password": password, "api_token": token, "backbones": "mobilenet_v2",
-              "registry_uri": f"postgresql://bakeoff:{password}@db:5432/mlflow",
-              "note": f"uses {token} and AKIAABCDEFGHIJKLMNOP"}
+    params = {
+        "db_password": password,
+        "api_token": token,
+        "backbones": "mobilenet_v2",
+        "registry_uri": f"postgresql://bakeoff:{password}@db:5432/mlflow",
+        "note": f"uses {token} and AKIAABCDEFGHIJKLMNOP",
+    }
     parent, children, _, _ = _pipeline(dataset, candidates, model_name, [160.46], "tracking-secrets", params=params)
     c = tracking.client()
     blobs = []

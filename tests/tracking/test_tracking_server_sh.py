@@ -21,21 +21,34 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_server_sh_runs_basic_auth_with_proxied_s3(mlflow_server, tmp_path, monkeypatch):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env.update({
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{mlflow_server.bucket}/authed",
-        "MLFLOW_S3_ENDPOINT_URL": mlflow_server.s3_endpoint,
-        "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'auth.db'}",
-        "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pass-123",
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
-        "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
-        "MLFLOW_SERVER_ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
-        "MLFLOW_BIN": str(VENV_BIN / "mlflow"), "TMPDIR": str(tmp_path),
-    })
+    env.update(
+        {
+            "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{mlflow_server.bucket}/authed",
+            "MLFLOW_S3_ENDPOINT_URL": mlflow_server.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'auth.db'}",
+            "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+            "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pass-123",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
+            "MLFLOW_HOST": "127.0.0.1",
+            "MLFLOW_PORT": str(port),
+            "MLFLOW_WORKERS": "1",
+            "MLFLOW_SERVER_ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
+            "MLFLOW_BIN": str(VENV_BIN / "mlflow"),
+            "TMPDIR": str(tmp_path),
+        }
+    )
     log = tmp_path / "server.log"
-    proc = subprocess.Popen(["sh", str(ROOT / "mlflow" / "server.sh")], env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["sh", str(ROOT / "mlflow" / "server.sh")],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{url}/health", proc, 300, log)
@@ -48,8 +61,9 @@ def test_server_sh_runs_basic_auth_with_proxied_s3(mlflow_server, tmp_path, monk
         assert len(inis) == 1 and (inis[0].stat().st_mode & 0o777) == 0o600
         assert "admin-pass-123" not in inis[0].read_text()
 
-        import mlflow
         from mlflow.tracking import MlflowClient
+
+        import mlflow
 
         for key in [k for k in os.environ if k.startswith("AWS_")]:
             monkeypatch.delenv(key)
@@ -61,8 +75,12 @@ def test_server_sh_runs_basic_auth_with_proxied_s3(mlflow_server, tmp_path, monk
         note = tmp_path / "note.txt"
         note.write_text("proxied")
         client.log_artifact(run.info.run_id, str(note))
-        keys = [o["Key"] for o in mlflow_server.s3().list_objects_v2(Bucket=mlflow_server.bucket,
-                                                                     Prefix="authed/").get("Contents", [])]
+        keys = [
+            o["Key"]
+            for o in mlflow_server.s3()
+            .list_objects_v2(Bucket=mlflow_server.bucket, Prefix="authed/")
+            .get("Contents", [])
+        ]
         assert any(k.endswith("/artifacts/note.txt") for k in keys)
 
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")

@@ -24,9 +24,16 @@ def _browser():
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1600,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+    ):
         options.add_argument(flag)
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -45,8 +52,10 @@ def _wait_for(driver, texts: list[str], timeout: float = 90) -> str:
     raise AssertionError(f"UI never showed {texts}; page text was:\n{body[:2000]}")
 
 
-@pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and shutil.which("chromium")) and not os.environ.get("CI"),
-                    reason="needs Debian chromium + chromium-driver: run `make apt-test` (never skipped in CI)")
+@pytest.mark.skipif(
+    not (Path(CHROMEDRIVER).exists() and shutil.which("chromium")) and not os.environ.get("CI"),
+    reason="needs Debian chromium + chromium-driver: run `make apt-test` (never skipped in CI)",
+)
 def test_mlflow_ui_lists_the_pipeline_runs(tracking_env, dataset, candidates, model_name, tmp_path):
     experiment = "bakeoff-ui"
     parent = tracking.start_pipeline_run(experiment, str(dataset), run_name="nightly-bakeoff")
@@ -63,13 +72,17 @@ def test_mlflow_ui_lists_the_pipeline_runs(tracking_env, dataset, candidates, mo
     try:
         driver.get(f"{tracking_env.url}/#/experiments/{exp_id}/runs")
         body = _wait_for(driver, ["nightly-bakeoff"])
-        for close in driver.find_elements("css selector", "button[data-component-id='mlflow.assistant.chat_panel.close']"):
+        for close in driver.find_elements(
+            "css selector", "button[data-component-id='mlflow.assistant.chat_panel.close']"
+        ):
             close.click()  # the assistant side panel would cover half of the screenshot
         if "vgg16-imagenet" not in body:  # nested runs start collapsed under their parent: expand it
             for button in driver.find_elements("css selector", "button[data-component-id*='runnamecellrenderer']"):
                 button.click()
-        body = _wait_for(driver, ["nightly-bakeoff", "mobilenet_v2-imagenet", "vgg16-imagenet", "mobilenet_v2-none",
-                                  "4 matching runs"])
+        body = _wait_for(
+            driver,
+            ["nightly-bakeoff", "mobilenet_v2-imagenet", "vgg16-imagenet", "mobilenet_v2-none", "4 matching runs"],
+        )
         assert experiment in body
         time.sleep(1.0)  # let the table settle before the picture
         # docs/mlflow-ui.png is refreshed on request only, so a test run leaves the work tree clean

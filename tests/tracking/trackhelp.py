@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
 VENV_BIN = Path(sys.executable).parent
 IMAGE_SIZE = 32
 CLASSES = ["blue", "red"]
@@ -49,8 +48,13 @@ class Server:
     def s3(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
-                            aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+        )
 
     def s3_keys(self) -> list[str]:
         keys = []
@@ -85,6 +89,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 # ------------------------------------------------------------------------------------------------ data
 
+
 def _write_colour(path: Path, red: float, seed: int) -> None:
     from PIL import Image
 
@@ -118,8 +123,18 @@ def make_dataset(root: Path, n_test: int = 100) -> Path:
             rel = f"images/{label}/{sha}.png"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(root / rel)
-            rows.append({"uri": rel, "label": label, "split": split, "sha256": sha, "width": IMAGE_SIZE,
-                         "height": IMAGE_SIZE, "group": sha[:12], "source": f"raw/{label}/{seed}.png"})
+            rows.append(
+                {
+                    "uri": rel,
+                    "label": label,
+                    "split": split,
+                    "sha256": sha,
+                    "width": IMAGE_SIZE,
+                    "height": IMAGE_SIZE,
+                    "group": sha[:12],
+                    "source": f"raw/{label}/{seed}.png",
+                }
+            )
     manifest.write_manifest(pd.DataFrame(rows), root)
     (root / "card.md").write_text("# Dataset card\n\nRed vs blue colour fields for tracking tests.\n")
     (root / "card.json").write_text(json.dumps({"n_images": len(rows), "classes": CLASSES}))
@@ -162,31 +177,76 @@ class Candidate:
         return {f"{k}_dir": str(self.root / k) for k in ("features", "head", "model", "eval")}
 
 
-def build_candidate(root: Path, dataset_dir: Path, threshold: float, *, pretrained: bool = True,
-                    backbone: str = "mobilenet_v2") -> Candidate:
+def build_candidate(
+    root: Path, dataset_dir: Path, threshold: float, *, pretrained: bool = True, backbone: str = "mobilenet_v2"
+) -> Candidate:
     """Write features/, head/, model/ (model.keras + model.json) and run the REAL evaluate step into eval/."""
     from bakeoff.evaluate import evaluate
 
-    weights = {"spec": "imagenet" if pretrained else "none", "name": "imagenet" if pretrained else "none",
-               "sha256": ("ab" * 32) if pretrained else None, "pretrained": pretrained,
-               "source": "test mirror" if pretrained else "random init"}
+    weights = {
+        "spec": "imagenet" if pretrained else "none",
+        "name": "imagenet" if pretrained else "none",
+        "sha256": ("ab" * 32) if pretrained else None,
+        "pretrained": pretrained,
+        "source": "test mirror" if pretrained else "random init",
+    }
     for sub in ("features", "head", "model", "eval"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "features" / "features.json").write_text(json.dumps({
-        "backbone": backbone, "weights": weights, "image_size": IMAGE_SIZE, "cut": None, "feature_dim": 3,
-        "n_images": 120, "images_per_s": 812.5, "cache_hits": 0, "cache_misses": 120, "classes": CLASSES}))
-    (root / "head" / "head.json").write_text(json.dumps({
-        "kind": "dense", "hyperparameters": {"epochs": 3, "learning_rate": 0.001, "hidden": 8, "dropout": 0.5},
-        "classes": CLASSES, "backbone": backbone, "weights": weights, "image_size": IMAGE_SIZE,
-        "history": {"loss": [0.9, 0.6, 0.4], "accuracy": [0.5, 0.7, 0.9], "val_loss": [0.8, 0.6, 0.5],
-                    "val_accuracy": [0.6, 0.7, 0.8]}}))
+    (root / "features" / "features.json").write_text(
+        json.dumps(
+            {
+                "backbone": backbone,
+                "weights": weights,
+                "image_size": IMAGE_SIZE,
+                "cut": None,
+                "feature_dim": 3,
+                "n_images": 120,
+                "images_per_s": 812.5,
+                "cache_hits": 0,
+                "cache_misses": 120,
+                "classes": CLASSES,
+            }
+        )
+    )
+    (root / "head" / "head.json").write_text(
+        json.dumps(
+            {
+                "kind": "dense",
+                "hyperparameters": {"epochs": 3, "learning_rate": 0.001, "hidden": 8, "dropout": 0.5},
+                "classes": CLASSES,
+                "backbone": backbone,
+                "weights": weights,
+                "image_size": IMAGE_SIZE,
+                "history": {
+                    "loss": [0.9, 0.6, 0.4],
+                    "accuracy": [0.5, 0.7, 0.9],
+                    "val_loss": [0.8, 0.6, 0.5],
+                    "val_accuracy": [0.6, 0.7, 0.8],
+                },
+            }
+        )
+    )
     threshold_model(threshold).save(root / "model" / "model.keras")
-    (root / "model" / "model.json").write_text(json.dumps({
-        "backbone": backbone, "weights": weights, "image_size": IMAGE_SIZE, "cut": None, "classes": CLASSES,
-        "unfrozen_layers": ["head"], "hyperparameters": {"blocks": 1, "epochs": 2, "learning_rate": 1e-5},
-        "history": {"loss": [0.5, 0.45], "accuracy": [0.85, 0.88], "val_loss": [0.5, 0.48],
-                    "val_accuracy": [0.8, 0.82]}, "finetuned": True, "threshold": threshold}))
+    (root / "model" / "model.json").write_text(
+        json.dumps(
+            {
+                "backbone": backbone,
+                "weights": weights,
+                "image_size": IMAGE_SIZE,
+                "cut": None,
+                "classes": CLASSES,
+                "unfrozen_layers": ["head"],
+                "hyperparameters": {"blocks": 1, "epochs": 2, "learning_rate": 1e-5},
+                "history": {
+                    "loss": [0.5, 0.45],
+                    "accuracy": [0.85, 0.88],
+                    "val_loss": [0.5, 0.48],
+                    "val_accuracy": [0.8, 0.82],
+                },
+                "finetuned": True,
+                "threshold": threshold,
+            }
+        )
+    )
     evaluate(str(root / "model"), str(dataset_dir), str(root / "eval"), n_bootstrap=100)
     return Candidate(root, threshold, pretrained)
-
-
