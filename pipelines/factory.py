@@ -98,9 +98,8 @@ def create_pipeline(settings: Settings | None = None, defaults: Parameters | Non
         ops = gpu if name in GPU_STEPS else cpu
         return _configure(getattr(ops, name)(**kwargs), name, settings)
 
-    class Outputs(NamedTuple):
-        leaderboard: dsl.Markdown
-        decision: str
+    # functional form on purpose: with postponed annotations a class body would hand KFP strings, not types
+    Outputs = NamedTuple("Outputs", [("leaderboard", dsl.Markdown), ("decision", str)])  # noqa: UP014
 
     names = list(Parameters.model_fields)
 
