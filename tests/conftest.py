@@ -6,45 +6,13 @@ Each area's own fixtures live in its test folder's conftest (tests/ingest/, test
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from support import free_port, write_image
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def write_image(
-    path: Path,
-    size: tuple[int, int] = (32, 32),
-    color: tuple[int, int, int] = (200, 30, 30),
-    fmt: str | None = None,
-    seed: int = 0,
-    mode: str = "RGB",
-) -> Path:
-    """Write a small real image: a colour field with seeded noise and a diagonal bar, so images differ."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    width, height = size
-    base = np.empty((height, width, 3), dtype=np.float32)
-    base[:] = color
-    base += rng.normal(0, 25, size=base.shape)
-    for i in range(min(width, height)):
-        base[i, i] = (255 - np.array(color)) * 0.8
-    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
-    if mode != "RGB":
-        img = img.convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format=fmt)
-    return path
 
 
 @pytest.fixture

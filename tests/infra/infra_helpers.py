@@ -63,11 +63,3 @@ def pod_specs(objects: list[dict]):
 def podman_env() -> dict:
     """The environment for podman/buildah: runc and lowered ulimits (infra/image/containers.conf)."""
     return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONTAINERS_CONF)}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

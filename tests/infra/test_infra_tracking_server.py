@@ -22,7 +22,9 @@ import urllib.request
 import uuid
 
 import pytest
-from infra_helpers import IMAGE, find, free_port, podman_env
+from infra_helpers import IMAGE, find, podman_env
+
+from support import free_port
 
 PG_PASSWORD = "pg" + uuid.uuid4().hex
 ADMIN_PASSWORD = "admin" + uuid.uuid4().hex

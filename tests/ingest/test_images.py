@@ -8,11 +8,12 @@ import zlib
 
 import numpy as np
 import pytest
-from ingest_helpers import encode, photo
 from PIL import Image
 
 from bakeoff import images
 from bakeoff.images import ImageRejected, load_image
+
+from support import encode, photo
 
 
 def _rejected(data: bytes, **kwargs) -> ImageRejected:

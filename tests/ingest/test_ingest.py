@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ingest_helpers import encode, photo, read
+from ingest_helpers import read
 from PIL import Image
 
 from bakeoff import images, manifest
 from bakeoff.errors import BakeoffError
 from bakeoff.ingest import ingest
+
+from support import encode, photo
 
 
 def _files_under(root: Path) -> set[str]:

@@ -10,11 +10,13 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
-from ingest_helpers import encode, photo, read
+from ingest_helpers import read
 
 from bakeoff import sources
 from bakeoff.errors import BakeoffError
 from bakeoff.ingest import ingest
+
+from support import encode, photo
 
 
 def test_normalise_relpath_strips_escapes():

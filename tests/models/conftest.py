@@ -5,68 +5,28 @@ Shared by the backbone/features and the heads/finetune/evaluate tests: add fixtu
 
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
+from support import build_tiny_dataset, write_dataset
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def build_tiny_dataset(
-    write_image,
-    root: Path,
-    per_class: int = 6,
-    size: tuple[int, int] = (40, 36),
-    classes: dict[str, tuple[int, int, int]] | None = None,
-) -> Path:
-    """A dataset folder as ingest writes it: images/<label>/<sha>.png + manifest.parquet (relative URIs).
-
-    Classes differ by colour, so even a random backbone separates them a little; splits cycle train/train/val/test...
-    """
-    from bakeoff import manifest
-
-    classes = classes or {"cat": (200, 40, 40), "dog": (40, 60, 200)}
-    splits = ["train", "train", "val", "test"]
-    rows = []
-    for c, (label, color) in enumerate(sorted(classes.items())):
-        for i in range(per_class):
-            tmp = write_image(root / "tmp.png", size=size, color=color, seed=100 * c + i, fmt="PNG")
-            sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
-            rel = Path("images", label, f"{sha}.png")
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(root / rel)
-            rows.append(
-                {
-                    "uri": rel.as_posix(),
-                    "label": label,
-                    "split": splits[i % len(splits)],
-                    "sha256": sha,
-                    "width": size[0],
-                    "height": size[1],
-                    "group": sha[:12],
-                    "source": f"{label}/{i}.png",
-                }
-            )
-    manifest.write_manifest(pd.DataFrame(rows), root)
-    return root
 
 
 @pytest.fixture
 def tiny_dataset(tmp_path, make_image) -> Path:
     """A 12-image, 2-class (cat/dog) dataset folder with manifest.parquet and real PNG files."""
-    return build_tiny_dataset(make_image, tmp_path / "dataset")
+    return build_tiny_dataset(tmp_path / "dataset")
 
 
 @pytest.fixture
 def make_tiny_dataset(make_image):
     """Factory: make_tiny_dataset(root, per_class=6, size=(40, 36), classes={label: rgb}) -> Path."""
-    return functools.partial(build_tiny_dataset, make_image)
+    return build_tiny_dataset
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -100,41 +60,6 @@ def fashion_mnist_subset():
 # ---------------------------------------------------------------------------------------------------------------
 # Heads / fine-tuning / evaluation fixtures (owner: heads/finetune/evaluate). Names start with `hfe_` so they never
 # clash with the backbone/features fixtures above.
-def _hfe_write_dataset(root, images, labels, splits):
-    """A real dataset folder: PNG files under images/<label>/<sha256>.png plus manifest.parquet (relative uris)."""
-    import hashlib
-    import io
-
-    import pandas as pd
-    from PIL import Image
-
-    from bakeoff import manifest
-
-    rows = []
-    for pixels, label, split in zip(images, labels, splits):
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        data = buffer.getvalue()
-        sha = hashlib.sha256(data).hexdigest()
-        rel = f"images/{label}/{sha}.png"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-        rows.append(
-            {
-                "uri": rel,
-                "label": label,
-                "split": split,
-                "sha256": sha,
-                "width": pixels.shape[1],
-                "height": pixels.shape[0],
-                "group": sha,
-                "source": f"{label}/{sha[:8]}.png",
-            }
-        )
-    manifest.write_manifest(pd.DataFrame(rows), root)
-    return str(root)
-
-
 @pytest.fixture(scope="session")
 def hfe_faces_dataset(tmp_path_factory) -> str:
     """Binary dataset of real photos: scikit-image's LFW subset, faces vs non-faces (grey 25x25 PNGs).
@@ -152,7 +77,7 @@ def hfe_faces_dataset(tmp_path_factory) -> str:
             images.append(block[k])
             labels.append(label)
             splits.append("train" if i < 16 else "val" if i < 24 else "test")
-    return _hfe_write_dataset(tmp_path_factory.mktemp("hfe-faces"), images, labels, splits)
+    return str(write_dataset(tmp_path_factory.mktemp("hfe-faces"), images, labels, splits))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from bakeoff import manifest, storage
 from bakeoff.errors import BakeoffError
 from bakeoff.features import extract_features, load_features
 
+from support import write_dataset
+
 
 @pytest.fixture
 def mirror_env(weights_mirror, monkeypatch, tmp_path):
@@ -196,28 +198,9 @@ def test_cli_features_and_errors(tiny_dataset, tmp_path, mirror_env, capsys):
 
 
 def _fashion_dataset(root: Path, x_train, y_train, x_test, y_test) -> Path:
-    from PIL import Image
-
-    rows = []
-    for split, xs, ys in (("train", x_train, y_train), ("test", x_test, y_test)):
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            path = root / "images" / str(y) / f"{split}{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(x, "L").save(path)
-            rows.append(
-                {
-                    "uri": path.relative_to(root).as_posix(),
-                    "label": str(y),
-                    "split": split,
-                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                    "width": 28,
-                    "height": 28,
-                    "group": f"{split}{i}",
-                    "source": path.name,
-                }
-            )
-    manifest.write_manifest(pd.DataFrame(rows), root)
-    return root
+    images = [*x_train, *x_test]
+    labels = [str(y) for y in (*y_train, *y_test)]
+    return write_dataset(root, images, labels, ["train"] * len(x_train) + ["test"] * len(x_test))
 
 
 def test_imported_weights_beat_random_weights_on_fashion_mnist(fashion_mnist_subset, tmp_path, mirror_env):

@@ -7,18 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from trackhelp import (
-    S3_KEY_ID,
-    S3_SECRET,
-    VENV_BIN,
-    Candidate,
-    Server,
-    _stop,
-    _wait_http,
-    build_candidate,
-    free_port,
-    make_dataset,
-)
+from trackhelp import S3_KEY_ID, S3_SECRET, VENV_BIN, Candidate, Server, build_candidate, make_dataset
+
+from support import free_port, stop_process_group, wait_http
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +27,7 @@ def mlflow_server(tmp_path_factory) -> Server:
     procs = [moto]
     try:
         s3_endpoint = f"http://127.0.0.1:{s3_port}"
-        _wait_http(f"{s3_endpoint}/moto-api/", moto, 30, s3_log)
+        wait_http(f"{s3_endpoint}/moto-api/", moto, 30, s3_log)
         server = Server(
             url=f"http://127.0.0.1:{port}",
             s3_endpoint=s3_endpoint,
@@ -72,11 +63,11 @@ def mlflow_server(tmp_path_factory) -> Server:
             cmd, env=env, cwd=work, stdout=ml_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
         )
         procs.append(ml)
-        _wait_http(f"{server.url}/health", ml, 300, ml_log)
+        wait_http(f"{server.url}/health", ml, 300, ml_log)
         yield server
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_process_group(proc)
 
 
 @pytest.fixture

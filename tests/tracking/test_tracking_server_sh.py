@@ -12,7 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from trackhelp import S3_KEY_ID, S3_SECRET, VENV_BIN, _stop, _wait_http, free_port
+from trackhelp import S3_KEY_ID, S3_SECRET, VENV_BIN
+
+from support import free_port, stop_process_group, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +53,7 @@ def test_server_sh_runs_basic_auth_with_proxied_s3(mlflow_server, tmp_path, monk
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{url}/health", proc, 300, log)
+        wait_http(f"{url}/health", proc, 300, log)
         # anonymous API calls are refused
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
@@ -87,4 +89,4 @@ def test_server_sh_runs_basic_auth_with_proxied_s3(mlflow_server, tmp_path, monk
         with pytest.raises(mlflow.exceptions.MlflowException):
             MlflowClient(tracking_uri=url).search_experiments()
     finally:
-        _stop(proc)
+        stop_process_group(proc)

@@ -10,31 +10,19 @@ beforehand: that is what lets the gate tests assert decisions in both directions
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+from support import write_dataset
 
 VENV_BIN = Path(sys.executable).parent
 IMAGE_SIZE = 32
 CLASSES = ["blue", "red"]
 S3_KEY_ID = "AKIAMOTOTESTKEY00001"
 S3_SECRET = "moto-test-secret-3f9a1c7e5b"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -63,81 +51,32 @@ class Server:
         return keys
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} server exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status < 500:
-                    return
-        except Exception:
-            time.sleep(0.25)
-    raise RuntimeError(f"{url} did not come up in {timeout}s: {log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 # ------------------------------------------------------------------------------------------------ data
 
 
-def _write_colour(path: Path, red: float, seed: int) -> None:
-    from PIL import Image
-
+def _colour_pixels(red: float, seed: int) -> np.ndarray:
+    """A flat colour field with the given mean red value and a little seeded noise."""
     rng = np.random.default_rng(seed)
     pixels = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
     pixels[..., 0] = red
     pixels[..., 1] = 60.0
     pixels[..., 2] = 90.0
     pixels += rng.normal(0, 4, size=pixels.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.rint(np.clip(pixels, 0, 255)).astype(np.uint8), "RGB").save(path, format="PNG")
+    return np.rint(np.clip(pixels, 0, 255)).astype(np.uint8)
 
 
 def make_dataset(root: Path, n_test: int = 100) -> Path:
     """A bakeoff dataset folder: manifest.parquet + images/<label>/<sha>.png, labels by red channel (>=128)."""
-    import hashlib
-
-    from bakeoff import manifest
-
-    rows = []
     reds = {"train": np.linspace(5, 250, 10), "val": np.linspace(8, 247, 10), "test": np.linspace(2, 253, n_test)}
-    seed = 0
+    images, labels, splits = [], [], []
     for split, values in reds.items():
         for red in values:
-            seed += 1
-            label = "red" if red >= 128 else "blue"
-            tmp = root / "tmp.png"
-            _write_colour(tmp, float(red), seed)
-            data = tmp.read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            rel = f"images/{label}/{sha}.png"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            tmp.replace(root / rel)
-            rows.append(
-                {
-                    "uri": rel,
-                    "label": label,
-                    "split": split,
-                    "sha256": sha,
-                    "width": IMAGE_SIZE,
-                    "height": IMAGE_SIZE,
-                    "group": sha[:12],
-                    "source": f"raw/{label}/{seed}.png",
-                }
-            )
-    manifest.write_manifest(pd.DataFrame(rows), root)
+            images.append(_colour_pixels(float(red), seed=len(images) + 1))
+            labels.append("red" if red >= 128 else "blue")
+            splits.append(split)
+    write_dataset(root, images, labels, splits)
     (root / "card.md").write_text("# Dataset card\n\nRed vs blue colour fields for tracking tests.\n")
-    (root / "card.json").write_text(json.dumps({"n_images": len(rows), "classes": CLASSES}))
+    (root / "card.json").write_text(json.dumps({"n_images": len(images), "classes": CLASSES}))
     return root
 
 
