@@ -75,7 +75,9 @@ def test_dense_head_multiclass_learns_and_never_touches_test(tmp_path):
     features = _digits_features(tmp_path / "f")
     info = train_head(features, str(tmp_path / "h"), epochs=15, hidden=32, patience=3, batch_size=64)
     assert info["kind"] == "dense" and info["classes"] == ["digit0", "digit1", "digit2"]
-    assert info["val_accuracy"] > 0.9  # 3 digit classes from raw pixels are easy
+    # 3 digit classes from raw pixels are easy (chance 0.33): 0.90-0.97 measured over six init seeds, so the bar
+    # sits below the worst init rather than 0.003 under it
+    assert info["val_accuracy"] > 0.85
     # NaN test rows would have made the loss NaN had they been read
     assert all(np.isfinite(info["history"]["loss"])) and all(np.isfinite(info["history"]["val_loss"]))
     saved = json.loads((tmp_path / "h" / "head.json").read_text())
