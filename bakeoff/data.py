@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bakeoff import storage
+from bakeoff import env, storage
 from bakeoff.errors import BakeoffError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,17 +25,10 @@ RESIZE_METHOD = (
 )
 
 
-def image_cache_dir() -> Path:
-    root = os.environ.get("BAKEOFF_IMAGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "images"
-    )
-    return Path(root)
-
-
 def _fetch_one(uri: str, sha256: str) -> str:
     """Local copy of an s3:// image, named by its content hash and verified, so a cache entry is never stale."""
     suffix = Path(uri.rsplit("/", 1)[-1]).suffix.lower()
-    local = image_cache_dir() / sha256[:2] / f"{sha256}{suffix}"
+    local = env.image_cache_dir() / sha256[:2] / f"{sha256}{suffix}"
     if local.exists():
         return str(local)
     data = storage.read_bytes(uri)
@@ -85,14 +78,6 @@ def decode_and_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
     image = tf.round(tf.clip_by_value(image, 0.0, 255.0))
     image.set_shape((image_size, image_size, 3))
     return image
-
-
-def pixel_cache_dir() -> str | None:
-    """Where decoded+resized pixels are kept (``$BAKEOFF_PIXEL_CACHE``, ``off`` disables); None when disabled."""
-    value = os.environ.get("BAKEOFF_PIXEL_CACHE")
-    if value and value.lower() in ("off", "0", "none", "false"):
-        return None
-    return value or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "pixels")
 
 
 def pixel_path(cache_dir: str, sha256: str, image_size: int) -> str:

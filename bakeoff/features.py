@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bakeoff import manifest, storage
+from bakeoff import env, manifest, storage
 from bakeoff.errors import BakeoffError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,14 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FEATURES_NPZ = "features.npz"
 FEATURES_JSON = "features.json"
-CACHE_ENV = "BAKEOFF_CACHE_URI"
 CACHE_FORMAT = 1  # bump when the stored vectors' meaning changes
-
-
-def default_cache_uri() -> str:
-    return os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "features"
-    )
 
 
 def cache_key(backbone: str, weights: ResolvedWeights, image_size: int, cut: str | None) -> tuple[str, dict]:
@@ -173,7 +166,7 @@ def compute_vectors(
         TextColumn("{task.fields[ips]:>7.1f} img/s"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, transient=True, disable=os.environ.get("BAKEOFF_NO_PROGRESS") == "1") as progress:
+    with Progress(*columns, transient=True, disable=not env.progress_enabled()) as progress:
         task = progress.add_task(description, total=len(df), ips=0.0)
         done = 0
         for batch in image_dataset(df, image_size, batch_size=batch_size, pixel_cache=pixel_cache):
@@ -203,7 +196,6 @@ def extract_features(
 ) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned)."""
     from bakeoff.backbones import build_feature_extractor, get_backbone
-    from bakeoff.data import pixel_cache_dir
     from bakeoff.weights import resolve_weights
 
     started = time.perf_counter()
@@ -218,7 +210,7 @@ def extract_features(
         raise BakeoffError(f"manifest in {dataset_dir} has no images")
     verify_local_hashes(df)
     key, key_parts = cache_key(bb.name, resolved, size, cut)
-    cache = FeatureCache(cache_uri or default_cache_uri(), key, key_parts)
+    cache = FeatureCache(cache_uri or env.feature_cache_uri(), key, key_parts)
     cached = cache.load()
     shas = [str(s) for s in df["sha256"]]
     miss_mask = np.array([s not in cached for s in shas])
@@ -231,7 +223,7 @@ def extract_features(
         feature_dim = int(model.output.shape[-1])
         t0 = time.perf_counter()
         vectors = compute_vectors(
-            model, misses, size, batch_size, description=f"{bb.name} features", pixel_cache=pixel_cache_dir()
+            model, misses, size, batch_size, description=f"{bb.name} features", pixel_cache=env.pixel_cache_dir()
         )
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bakeoff import storage
+from bakeoff import env, storage
 from bakeoff.errors import BakeoffError
 from bakeoff.features import load_features
 
@@ -66,7 +66,7 @@ def keras_progress(total_epochs: int, description: str):
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[info]}"),
                 transient=False,
-                disable=bool(os.environ.get("BAKEOFF_NO_PROGRESS")),
+                disable=not env.progress_enabled(),
             )
             self._progress.start()
             self._task = self._progress.add_task(description, total=total_epochs, info="")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bakeoff import env
 from bakeoff.errors import BakeoffError
 
 S3_SCHEME = "s3://"
@@ -60,9 +61,8 @@ def _client_for(endpoint: str | None, region: str | None):
 
 
 def s3_client():
-    """A boto3 S3 client configured from the environment (cached per endpoint)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return _client_for(endpoint, os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION"))
+    """A boto3 S3 client for the endpoint and region in the environment (``bakeoff.env``; cached per endpoint)."""
+    return _client_for(env.s3_endpoint_url(), env.aws_region())
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from bakeoff import storage
+from bakeoff import env, storage
 from bakeoff.errors import BakeoffError
 
 WEIGHTS_SUFFIX = ".weights.h5"
-MIRROR_ENV = "BAKEOFF_WEIGHTS_URI"
+MIRROR_ENV = env.WEIGHTS_URI.name  # for messages (and benchmarks/run.py)
 IMPORTED_MARKER = ".imported"
 
 
@@ -77,19 +76,12 @@ def sidecar_uri(weights_uri: str) -> str:
     return base + ".json"
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("BAKEOFF_WEIGHTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bakeoff", "weights"
-    )
-    return Path(root)
-
-
 def _localize(uri: str, expected_sha: str | None) -> str:
     """A local copy of a local or s3:// file; s3 copies are cached by URI and re-fetched if the hash is off."""
     if not storage.is_s3(uri):
         return uri
     parent, _, base = uri.rpartition("/")
-    local = _cache_dir() / hashlib.sha256(parent.encode()).hexdigest()[:24] / base
+    local = env.weights_cache_dir() / hashlib.sha256(parent.encode()).hexdigest()[:24] / base
     if not (local.exists() and (expected_sha is None or sha256_file(local) == expected_sha)):
         storage.download(uri, local)
     return str(local)
@@ -172,7 +164,7 @@ def resolve_weights(
         if storage.is_s3(spec) and not storage.exists(spec):
             raise BakeoffError(f"weights file not found: {spec}")
         return _from_file(requested, "file", spec, sha256, spec)
-    mirror = mirror or os.environ.get(MIRROR_ENV)
+    mirror = mirror or env.weights_mirror_uri()
     # A registry entry with a cut point shares its full network's weights (inception_v3_mixed7 -> inception_v3).
     folders = [bb.name] + _same_network(bb.name)
     looked = []
@@ -216,7 +208,7 @@ def _same_network(name: str) -> list[str]:
 
 def list_mirror(mirror: str | None = None) -> list[dict]:
     """Every weight in a mirror with its sidecar (for `bakeoff weights list`)."""
-    mirror = mirror or os.environ.get(MIRROR_ENV)
+    mirror = mirror or env.weights_mirror_uri()
     if not mirror:
         raise BakeoffError(f"no mirror: pass --mirror or set ${MIRROR_ENV}")
     rows = []

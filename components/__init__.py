@@ -10,15 +10,16 @@ Lightweight components are shipped as their function's SOURCE, so every import (
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
-DEFAULT_IMAGE = os.environ.get("BAKEOFF_IMAGE", "localhost/bakeoff-python:0.1.0")
 STEPS = ("fingerprint", "ingest", "open_run", "features", "train_head", "finetune", "evaluate", "select_and_register")
 
 
-def load(image: str = DEFAULT_IMAGE) -> SimpleNamespace:
-    """Build every component for ``image``: ``load().features`` is a KFP component."""
+def load(image: str) -> SimpleNamespace:
+    """Build every component for ``image``: ``load(image).features`` is a KFP component.
+
+    No default here: the image is a compile-time setting (``pipelines.settings.Settings.image``), set in one place.
+    """
     import importlib
 
     from kfp import dsl

@@ -8,14 +8,16 @@ from the environment (KF_PIPELINES_TOKEN or kfp's own config), never from the co
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from bakeoff import env
 from bakeoff.errors import BakeoffError
 from pipelines.settings import RunConfig
+
+KFP_EXPERIMENT_NAME = "bakeoff"  # the KFP experiment runs are filed under unless told otherwise
 
 
 @dataclass
@@ -31,9 +33,7 @@ def _client(host: str, namespace: str | None):
     import kfp
 
     try:
-        client = kfp.Client(
-            host=host, namespace=namespace or "kubeflow", existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None
-        )
+        client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=env.kfp_token())
         client.get_kfp_healthz()
     except Exception as exc:  # connection refused, TLS, 401: all mean "cannot reach KFP"
         raise BakeoffError(f"cannot reach Kubeflow Pipelines at {host}: {str(exc).splitlines()[0][:200]}") from exc
@@ -108,7 +108,7 @@ def submit(
     host: str,
     config: RunConfig,
     *,
-    experiment: str = "bakeoff",
+    experiment: str = KFP_EXPERIMENT_NAME,
     run_name: str | None = None,
     package: str | None = None,
     version: str | None = None,
@@ -130,7 +130,7 @@ def schedule(
     config: RunConfig,
     cron: str,
     *,
-    experiment: str = "bakeoff",
+    experiment: str = KFP_EXPERIMENT_NAME,
     name: str | None = None,
     package: str | None = None,
     version: str | None = None,

@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bakeoff import storage
+from bakeoff import env, storage
 from bakeoff.errors import BakeoffError
 from pipelines.settings import RunConfig
 
@@ -32,10 +32,11 @@ def prepare_environment(workdir: str | Path) -> dict[str, str]:
 
     workdir = Path(workdir).resolve()
     uri = tracking.configure()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    # written for the task processes, which inherit this environment
+    os.environ[env.MLFLOW_TRACKING_URI.name] = uri
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("BAKEOFF_NO_PROGRESS", "1")  # task output goes to a log file: no progress bars there
-    return {"MLFLOW_TRACKING_URI": uri}
+    os.environ.setdefault(env.NO_PROGRESS.name, "1")  # task output goes to a log file: no progress bars there
+    return {env.MLFLOW_TRACKING_URI.name: uri}
 
 
 def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
@@ -48,7 +49,7 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
     params = config.parameters.model_copy()
     if not params.data_uri:
         raise BakeoffError("no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set it in the config")
-    env = prepare_environment(workdir)
+    task_env = prepare_environment(workdir)
     settings = config.settings.model_copy(update={"retries": LOCAL_RETRIES})
     pipeline = create_pipeline(settings, params)
     root = workdir / "kfp"
@@ -67,7 +68,7 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
         "leaderboard": leaderboard,
         "leaderboard_path": task.outputs["leaderboard"].path,
         "seconds": round(time.time() - started, 1),
-        "tracking_uri": env["MLFLOW_TRACKING_URI"],
+        "tracking_uri": task_env[env.MLFLOW_TRACKING_URI.name],
         "pipeline_root": str(root),
         "parameters": params.model_dump(),
     }

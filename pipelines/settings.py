@@ -4,52 +4,135 @@ Two kinds of knobs, kept apart on purpose:
 - :class:`Parameters` become the pipeline's run-form parameters (a KFP UI user can change them per run);
 - :class:`Settings` are baked in at compile time (image, GPU pool, secrets, parallelism): an operator's
   choices that a run form must not be able to change, and secrets must never become parameters.
+
+:class:`Parameters` is THE source of every run-form fact: names, types, choices, defaults and help. The KFP
+pipeline signature (``pipelines.factory``), the command-line options of ``bakeoff run/compile/submit/schedule``
+(``bakeoff.cli.run_form``) and the tables in docs/orchestration.md (``python -m pipelines.settings``) are derived
+from it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bakeoff.errors import BakeoffError
+from bakeoff.stats import TESTS
+
+HeadKind = Literal["dense", "logreg"]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
+GateTest = Literal[TESTS]  # the gate's paired tests, exactly those bakeoff.stats implements
 
 
 class Parameters(BaseModel):
-    """The run form. Names are the pipeline's parameter names."""
+    """The run form. Names are the pipeline's parameter names; descriptions feed the KFP run form and CLI help."""
 
     model_config = ConfigDict(extra="forbid")
 
-    data_uri: str = Field("", description="raw images: folder, .zip/.tar archive or s3:// prefix")
-    label_map_uri: str = Field("", description="optional JSON/YAML file mapping raw folder names to class names")
-    classes: str = Field("", description="comma-separated classes to keep (empty: all)")
-    per_class: int = Field(0, ge=0, description="cap on images per class (0: no cap)")
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    seed: int = 0
-    data_version: str = Field(
-        "", description="any label; changing it forces a fresh ingest (new data is detected anyway)"
+    data_uri: str = Field(
+        "",
+        description="REQUIRED. Raw images: a folder of class folders, a .zip/.tar(.gz) archive or an s3:// prefix "
+        "(on a cluster the pods must be able to read it).",
     )
-    backbones: list[str] = Field(default_factory=lambda: ["mobilenet_v2", "vgg16"], min_length=1)
-    weights: str = Field("imagenet", description='one spec, or per backbone: "mobilenet_v2=imagenet,vgg16=hed"')
-    image_size: int = Field(0, ge=0, description="input size in pixels (0: each backbone's default)")
-    batch_size: int = Field(32, ge=1)
-    head_kind: Literal["dense", "logreg"] = "dense"
-    head_epochs: int = Field(50, ge=1)
-    head_lr: float = Field(1e-3, gt=0)
-    finetune_epochs: int = Field(5, ge=0)
-    finetune_lr: float = Field(1e-5, gt=0)
-    finetune_blocks: int = Field(1, ge=0)
-    experiment: str = "bakeoff"
-    model_name: str = "bakeoff-classifier"
-    gate_test: Literal["mcnemar", "bootstrap"] = "mcnemar"
-    gate_alpha: float = Field(0.05, gt=0, lt=1)
+    label_map_uri: str = Field(
+        "",
+        description="JSON or YAML file (path or s3://) mapping raw folder names to class names, e.g. "
+        '{"cane": "dog"}; empty: the folder names are the classes.',
+    )
+    classes: str = Field(
+        "", description="Comma-separated class names to keep, after the label map (e.g. dog,horse); empty: all."
+    )
+    per_class: int = Field(0, ge=0, description="Cap on images per class, a seeded random pick; 0: no cap.")
+    val_fraction: float = Field(
+        0.15,
+        gt=0,
+        lt=0.5,
+        description="Fraction of each class held out for validation (early stopping); between 0 and 0.5.",
+    )
+    test_fraction: float = Field(
+        0.15,
+        gt=0,
+        lt=0.5,
+        description="Fraction of each class held out for the test split (leaderboard and gate); between 0 and 0.5.",
+    )
+    seed: int = Field(
+        0, description="Seed of the split, the per-class pick, the head and fine-tuning: same inputs, same models."
+    )
+    data_version: str = Field(
+        "",
+        description="Any label; changing it forces a fresh ingest (changed files are detected without it); "
+        "empty: none.",
+    )
+    backbones: list[str] = Field(
+        default_factory=lambda: ["mobilenet_v2", "vgg16"],
+        min_length=1,
+        description="Backbones to compare, one parallel branch each; comma-separated on the command line "
+        "(bakeoff backbones lists them).",
+    )
+    weights: str = Field(
+        "imagenet",
+        description="imagenet, none (random init: smoke tests only, never promoted), a mirror name (e.g. hed), "
+        "a file path or s3:// URI; or per backbone: mobilenet_v2=imagenet,vgg16=hed.",
+    )
+    image_size: int = Field(
+        0, ge=0, description="Square input size in pixels; 0: each backbone's default (e.g. 224 for VGG16)."
+    )
+    batch_size: int = Field(
+        32, ge=1, description="Images per batch in feature extraction, head training, fine-tuning and evaluation."
+    )
+    head_kind: HeadKind = Field(
+        "dense",
+        description="Classifier on the cached features: dense (Dense + Dropout, Keras) or logreg "
+        "(scikit-learn logistic regression, the baseline).",
+    )
+    head_epochs: int = Field(
+        50, ge=1, description="Most epochs of the dense head; early stopping on validation loss usually ends sooner."
+    )
+    head_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the dense head.")
+    finetune_epochs: int = Field(
+        5,
+        ge=0,
+        description="Most epochs of fine-tuning (early stopping on validation loss); 0: no fine-tuning, the "
+        "model is the backbone plus the trained head.",
+    )
+    finetune_lr: float = Field(
+        1e-5,
+        gt=0,
+        description="Peak learning rate of fine-tuning (cosine schedule); keep it low so pretrained features survive.",
+    )
+    finetune_blocks: int = Field(
+        1,
+        ge=0,
+        description="How many top blocks of the backbone fine-tuning unfreezes (BatchNorm stays frozen); "
+        "0: only the head trains.",
+    )
+    experiment: str = Field(
+        "bakeoff", description="MLflow experiment that holds the pipeline run and one nested run per backbone."
+    )
+    model_name: str = Field(
+        "bakeoff-classifier",
+        description="MLflow registered model: every candidate becomes a version; only the gate moves @champion.",
+    )
+    gate_test: GateTest = Field(
+        "mcnemar",
+        description="Paired one-sided test of the promotion gate on the same test images, one of: "
+        + ", ".join(TESTS)
+        + " (bakeoff.stats).",
+    )
+    gate_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Significance level: the challenger replaces the champion only if the p-value is below it.",
+    )
 
-    @field_validator("backbones", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _split(cls, value):
-        if isinstance(value, str):
+    def _split_lists(cls, value, info: ValidationInfo):
+        """A list parameter may be given as one comma-separated string (command line, YAML)."""
+        if isinstance(value, str) and get_origin(cls.model_fields[info.field_name].annotation) is list:
             value = [v.strip() for v in value.split(",") if v.strip()]
         return value
 
@@ -59,22 +142,57 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pipeline_name: str = "bakeoff"
-    image: str = "localhost/bakeoff-python:0.1.0"
-    gpu_image: str | None = Field(None, description="image for features/finetune (default: image)")
-    parallelism: int = Field(2, ge=1, description="backbones trained at once")
-    accelerator_type: str = "nvidia.com/gpu"
-    accelerator_limit: int = Field(1, ge=0, description="GPUs per features/finetune pod (0: CPU only)")
-    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"bakeoff.io/pool": "gpu"})
-    gpu_toleration_key: str = "nvidia.com/gpu"
-    cpu_request: str = "1"
-    memory_limit: str = "8G"
-    gpu_memory_limit: str = "16G"
-    retries: int = Field(3, ge=0, description="retries of the steps that talk to S3 or MLflow")
-    retry_backoff: str = "30s"
-    s3_secret: str = "bakeoff-s3"
-    mlflow_secret: str = "bakeoff-mlflow"
-    config_map: str = "bakeoff-config"
+    pipeline_name: str = Field(
+        "bakeoff", description="Pipeline name in KFP; submit and schedule upload new versions under it."
+    )
+    image: str = Field("localhost/bakeoff-python:0.1.0", description="Container image of every step (the CPU build).")
+    gpu_image: str | None = Field(
+        None, description="Image of features and finetune (the CUDA build); unset: the image of every step."
+    )
+    parallelism: int = Field(2, ge=1, description="Backbones trained at once (the ParallelFor's parallelism).")
+    accelerator_type: str = Field(
+        "nvidia.com/gpu", description="Kubernetes resource name of the GPU that features and finetune request."
+    )
+    accelerator_limit: int = Field(1, ge=0, description="GPUs per features/finetune pod; 0: CPU only everywhere.")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"bakeoff.io/pool": "gpu"},
+        description="Node labels the GPU steps must run on (infra/terraform labels the GPU pool so).",
+    )
+    gpu_toleration_key: str = Field(
+        "nvidia.com/gpu", description="Taint the GPU steps tolerate (operator Exists, effect NoSchedule)."
+    )
+    cpu_request: str = Field("1", description="CPU request of every step (a Kubernetes quantity).")
+    memory_limit: str = Field("8G", description="Memory limit of the CPU steps (a Kubernetes quantity).")
+    gpu_memory_limit: str = Field("16G", description="Memory limit of features and finetune when they get a GPU.")
+    retries: int = Field(3, ge=0, description="Retries of the steps that talk to S3 or MLflow; 0: none.")
+    retry_backoff: str = Field(
+        "30s", description="Delay before the first retry; it doubles each time, at most 1 h (a duration, e.g. 30s)."
+    )
+    s3_secret: str = Field(
+        "bakeoff-s3", description="Kubernetes Secret giving every step AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+    )
+    mlflow_secret: str = Field(
+        "bakeoff-mlflow",
+        description="Kubernetes Secret giving the MLflow steps MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD (optional).",
+    )
+    config_map: str = Field(
+        "bakeoff-config",
+        description="ConfigMap giving every step MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL, BAKEOFF_WEIGHTS_URI "
+        "and BAKEOFF_CACHE_URI.",
+    )
+
+
+def reference_table(model: type[BaseModel]) -> str:
+    """The Markdown table of a model's fields (name, default, description) that docs/orchestration.md shows.
+
+    ``python -m pipelines.settings`` prints both tables; a test checks the page holds them verbatim.
+    """
+    rows = ["| name | default | meaning |", "|---|---|---|"]
+    for name, field in model.model_fields.items():
+        default = json.dumps(field.get_default(call_default_factory=True))
+        rows.append(f"| `{name}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
 
 
 class RunConfig(BaseModel):
@@ -86,8 +204,12 @@ class RunConfig(BaseModel):
     settings: Settings = Field(default_factory=Settings)
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML config and apply CLI overrides (``None`` values are ignored); one-line errors."""
+def load_config(path: str | Path | None, overrides: dict | None = None, settings: dict | None = None) -> RunConfig:
+    """Read a YAML config and apply command-line values on top; one-line errors.
+
+    Precedence, lowest first: the model's defaults, the file, ``overrides`` (run form) and ``settings``
+    (compile time). ``None`` in either dict means "not given".
+    """
     import yaml
 
     raw: dict = {}
@@ -100,15 +222,19 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
             raise BakeoffError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
         if not isinstance(raw, dict):
             raise BakeoffError(f"config {path} must be a mapping with `parameters:` and/or `settings:`")
-    params = dict(raw.get("parameters") or {})
-    params.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    params = {**(raw.get("parameters") or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    fixed = {**(raw.get("settings") or {}), **{k: v for k, v in (settings or {}).items() if v is not None}}
     try:
         return RunConfig(
             parameters=params,
-            settings=raw.get("settings") or {},
+            settings=fixed,
             **{k: v for k, v in raw.items() if k not in ("parameters", "settings")},
         )
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise BakeoffError(f"config {path or '(options)'}: {where}: {err['msg']}") from exc
+
+
+if __name__ == "__main__":
+    print(f"{reference_table(Parameters)}\n\n{reference_table(Settings)}")

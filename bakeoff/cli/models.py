@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from bakeoff import env
+
 weights_app = typer.Typer(
     help=(
         "Pretrained weights: resolve, list and import them into a weights mirror (a folder or s3:// prefix, "
@@ -56,8 +58,9 @@ def weights_import_cmd(
     mirror: str | None = typer.Option(
         None,
         "--mirror",
-        envvar="BAKEOFF_WEIGHTS_URI",
-        help="Mirror folder or s3:// prefix (default $BAKEOFF_WEIGHTS_URI).",
+        envvar=env.WEIGHTS_URI.name,  # read by Typer (click), named in bakeoff.env
+        show_envvar=True,
+        help="Mirror folder or s3:// prefix.",
     ),
 ) -> None:
     """Convert the offline pretrained checkpoints into Keras weights in the mirror.
@@ -81,8 +84,9 @@ def weights_list_cmd(
     mirror: str | None = typer.Option(
         None,
         "--mirror",
-        envvar="BAKEOFF_WEIGHTS_URI",
-        help="Mirror folder or s3:// prefix (default $BAKEOFF_WEIGHTS_URI).",
+        envvar=env.WEIGHTS_URI.name,  # read by Typer (click), named in bakeoff.env
+        show_envvar=True,
+        help="Mirror folder or s3:// prefix.",
     ),
 ) -> None:
     """List the weights in a mirror with sha256, preprocessing and provenance.
@@ -134,8 +138,9 @@ def features_cmd(
     cache: str | None = typer.Option(
         None,
         "--cache",
-        envvar="BAKEOFF_CACHE_URI",
-        help="Feature cache folder or s3:// prefix (default ~/.cache/bakeoff/features).",
+        envvar=env.CACHE_URI.name,  # read by Typer (click), named in bakeoff.env
+        show_envvar=True,
+        help="Feature cache folder or s3:// prefix (default: $XDG_CACHE_HOME/bakeoff/features).",
     ),
 ) -> None:
     """Extract pooled bottleneck vectors from a frozen backbone for every image in the manifest.

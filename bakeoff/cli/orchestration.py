@@ -16,85 +16,23 @@ from pathlib import Path
 
 import typer
 
+from bakeoff import env
+from bakeoff.cli.run_form import field_help, with_run_form
 from bakeoff.errors import BakeoffError
+from pipelines.client import KFP_EXPERIMENT_NAME
+from pipelines.settings import Settings, load_config
 
-# Options shared by run/compile/submit/schedule: each mirrors one pipeline parameter (None = config/default).
 CONFIG = typer.Option(None, "--config", "-c", help="YAML with `parameters:` (run form) and `settings:` (compile time).")
-DATA = typer.Option(None, "--data", help="Raw images: folder, .zip/.tar archive or s3:// prefix.")
-LABEL_MAP = typer.Option(None, "--label-map", help="CSV/JSON mapping raw folder names to class names.")
-CLASSES = typer.Option(None, "--classes", help="Comma-separated classes to keep (default: all).")
-PER_CLASS = typer.Option(None, "--per-class", help="Cap on images per class (0: no cap).")
-SEED = typer.Option(None, "--seed", help="Seed for the split, head and fine-tuning.")
-BACKBONES = typer.Option(None, "--backbones", help="Comma-separated backbones, e.g. mobilenet_v2,vgg16.")
-WEIGHTS = typer.Option(None, "--weights", help='Weights spec, or per backbone: "mobilenet_v2=imagenet,vgg16=hed".')
-IMAGE_SIZE = typer.Option(None, "--image-size", help="Input size in pixels (0: each backbone's default).")
-HEAD_KIND = typer.Option(None, "--head-kind", help="dense | logreg.")
-HEAD_EPOCHS = typer.Option(None, "--head-epochs", help="Max epochs of the head (early stopping).")
-HEAD_LR = typer.Option(None, "--head-lr", help="Learning rate of the head.")
-FT_EPOCHS = typer.Option(None, "--finetune-epochs", help="Fine-tune epochs (0: no fine-tuning).")
-FT_LR = typer.Option(None, "--finetune-lr", help="Fine-tune learning rate (low: 1e-5).")
-FT_BLOCKS = typer.Option(None, "--finetune-blocks", help="How many top blocks of the backbone to unfreeze.")
-EXPERIMENT = typer.Option(None, "--experiment", help="MLflow experiment name.")
-MODEL_NAME = typer.Option(None, "--model-name", help="Registered model name in MLflow.")
-GATE_TEST = typer.Option(None, "--gate-test", help="mcnemar | bootstrap: the paired test of the promotion gate.")
-GATE_ALPHA = typer.Option(None, "--gate-alpha", help="Significance level the challenger must reach to be promoted.")
 HOST = typer.Option(
     ...,
     "--host",
-    envvar="KF_PIPELINES_ENDPOINT",
-    help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline (or $KF_PIPELINES_ENDPOINT).",
+    envvar=env.KF_PIPELINES_ENDPOINT.name,  # read by Typer (click), named in bakeoff.env's registry
+    show_envvar=True,
+    help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline.",
 )
 NAMESPACE = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user KFP).")
 PACKAGE = typer.Option(None, "--package", help="A pipeline.yaml from `bakeoff compile` (default: compile now).")
-KFP_EXPERIMENT = typer.Option("bakeoff", "--kfp-experiment", help="KFP experiment to file the run under.")
-
-
-def _config(config: Path | None, **overrides):
-    from pipelines.settings import load_config
-
-    return load_config(config, overrides)
-
-
-def _overrides(
-    data,
-    label_map,
-    classes,
-    per_class,
-    seed,
-    backbones,
-    weights,
-    image_size,
-    head_kind,
-    head_epochs,
-    head_lr,
-    finetune_epochs,
-    finetune_lr,
-    finetune_blocks,
-    experiment,
-    model_name,
-    gate_test,
-    gate_alpha,
-) -> dict:
-    return dict(
-        data_uri=data,
-        label_map_uri=label_map,
-        classes=classes,
-        per_class=per_class,
-        seed=seed,
-        backbones=backbones,
-        weights=weights,
-        image_size=image_size,
-        head_kind=head_kind,
-        head_epochs=head_epochs,
-        head_lr=head_lr,
-        finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr,
-        finetune_blocks=finetune_blocks,
-        experiment=experiment,
-        model_name=model_name,
-        gate_test=gate_test,
-        gate_alpha=gate_alpha,
-    )
+KFP_EXPERIMENT = typer.Option(KFP_EXPERIMENT_NAME, "--kfp-experiment", help="KFP experiment to file the run under.")
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -149,27 +87,10 @@ def _follow(proc: subprocess.Popen, log: Path, console) -> list[str]:
 
 def run(
     config: Path | None = CONFIG,
-    data: str | None = DATA,
-    label_map: str | None = LABEL_MAP,
-    classes: str | None = CLASSES,
-    per_class: int | None = PER_CLASS,
-    seed: int | None = SEED,
-    backbones: str | None = BACKBONES,
-    weights: str | None = WEIGHTS,
-    image_size: int | None = IMAGE_SIZE,
-    head_kind: str | None = HEAD_KIND,
-    head_epochs: int | None = HEAD_EPOCHS,
-    head_lr: float | None = HEAD_LR,
-    finetune_epochs: int | None = FT_EPOCHS,
-    finetune_lr: float | None = FT_LR,
-    finetune_blocks: int | None = FT_BLOCKS,
-    experiment: str | None = EXPERIMENT,
-    model_name: str | None = MODEL_NAME,
-    gate_test: str | None = GATE_TEST,
-    gate_alpha: float | None = GATE_ALPHA,
     workdir: Path = typer.Option(
         Path(".bakeoff"), "--workdir", help="Local pipeline root, caches, logs, MLflow store."
     ),
+    overrides: dict | None = None,
 ) -> None:
     """Run the WHOLE pipeline on this machine (kfp.local), tracked in MLflow; print the leaderboard and the gate.
 
@@ -184,29 +105,7 @@ def run(
     """
     from rich.console import Console
 
-    cfg = _config(
-        config,
-        **_overrides(
-            data,
-            label_map,
-            classes,
-            per_class,
-            seed,
-            backbones,
-            weights,
-            image_size,
-            head_kind,
-            head_epochs,
-            head_lr,
-            finetune_epochs,
-            finetune_lr,
-            finetune_blocks,
-            experiment,
-            model_name,
-            gate_test,
-            gate_alpha,
-        ),
-    )
+    cfg = load_config(config, overrides)
     if not cfg.parameters.data_uri:
         raise BakeoffError(
             "no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set parameters.data_uri in --config"
@@ -220,7 +119,7 @@ def run(
     console.print(f"[bold]bakeoff run[/]: {', '.join(p.backbones)} on {p.data_uri} -> experiment '{p.experiment}'")
     console.print(f"  log: {log}")
     started = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child_env = {**env.snapshot(), "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [
@@ -236,7 +135,7 @@ def run(
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=child_env,
             start_new_session=True,
         )
         try:
@@ -305,9 +204,10 @@ def _last_error(log: Path) -> str:
 def compile_(
     out: Path = typer.Option(Path("pipeline.yaml"), "--out", "-o", help="Where to write the IR YAML."),
     config: Path | None = CONFIG,
-    image: str | None = typer.Option(None, "--image", help="Container image for every step (the CPU build)."),
-    gpu_image: str | None = typer.Option(None, "--gpu-image", help="Image for features/finetune (the CUDA build)."),
-    parallelism: int | None = typer.Option(None, "--parallelism", help="Backbones trained at once."),
+    image: str | None = typer.Option(None, "--image", help=field_help(Settings, "image")),
+    gpu_image: str | None = typer.Option(None, "--gpu-image", help=field_help(Settings, "gpu_image")),
+    parallelism: int | None = typer.Option(None, "--parallelism", help=field_help(Settings, "parallelism")),
+    overrides: dict | None = None,
 ) -> None:
     """Compile the pipeline to KFP IR YAML for the KFP UI or `bakeoff submit --package`.
 
@@ -318,11 +218,8 @@ def compile_(
     Example: bakeoff compile --config configs/demo.yaml --image registry.example.com/bakeoff:0.1.0 --out pipeline.yaml
     """
     from pipelines.compile import compile_pipeline
-    from pipelines.settings import RunConfig
 
-    cfg = _config(config)
-    update = {k: v for k, v in dict(image=image, gpu_image=gpu_image, parallelism=parallelism).items() if v is not None}
-    cfg = RunConfig(parameters=cfg.parameters, settings=cfg.settings.model_copy(update=update))
+    cfg = load_config(config, overrides, dict(image=image, gpu_image=gpu_image, parallelism=parallelism))
     typer.echo(f"wrote {compile_pipeline(out, cfg.settings, cfg.parameters)}")
 
 
@@ -330,28 +227,11 @@ def compile_(
 def submit(
     host: str = HOST,
     config: Path | None = CONFIG,
-    data: str | None = DATA,
-    label_map: str | None = LABEL_MAP,
-    classes: str | None = CLASSES,
-    per_class: int | None = PER_CLASS,
-    seed: int | None = SEED,
-    backbones: str | None = BACKBONES,
-    weights: str | None = WEIGHTS,
-    image_size: int | None = IMAGE_SIZE,
-    head_kind: str | None = HEAD_KIND,
-    head_epochs: int | None = HEAD_EPOCHS,
-    head_lr: float | None = HEAD_LR,
-    finetune_epochs: int | None = FT_EPOCHS,
-    finetune_lr: float | None = FT_LR,
-    finetune_blocks: int | None = FT_BLOCKS,
-    experiment: str | None = EXPERIMENT,
-    model_name: str | None = MODEL_NAME,
-    gate_test: str | None = GATE_TEST,
-    gate_alpha: float | None = GATE_ALPHA,
     package: str | None = PACKAGE,
     kfp_experiment: str = KFP_EXPERIMENT,
     namespace: str | None = NAMESPACE,
     run_name: str | None = typer.Option(None, "--run-name", help="Display name of the run."),
+    overrides: dict | None = None,
 ) -> None:
     """Upload the pipeline as a new version to a Kubeflow Pipelines endpoint and start one run.
 
@@ -362,29 +242,7 @@ def submit(
     """
     from pipelines.client import submit as do_submit
 
-    cfg = _config(
-        config,
-        **_overrides(
-            data,
-            label_map,
-            classes,
-            per_class,
-            seed,
-            backbones,
-            weights,
-            image_size,
-            head_kind,
-            head_epochs,
-            head_lr,
-            finetune_epochs,
-            finetune_lr,
-            finetune_blocks,
-            experiment,
-            model_name,
-            gate_test,
-            gate_alpha,
-        ),
-    )
+    cfg = load_config(config, overrides)
     done = do_submit(host, cfg, experiment=kfp_experiment, run_name=run_name, package=package, namespace=namespace)
     typer.echo(f"run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 
@@ -395,28 +253,11 @@ def schedule(
         ..., "--cron", help='6 fields, seconds first: "0 0 3 * * 1" = Mondays 03:00 (5 fields get "0 ").'
     ),
     config: Path | None = CONFIG,
-    data: str | None = DATA,
-    label_map: str | None = LABEL_MAP,
-    classes: str | None = CLASSES,
-    per_class: int | None = PER_CLASS,
-    seed: int | None = SEED,
-    backbones: str | None = BACKBONES,
-    weights: str | None = WEIGHTS,
-    image_size: int | None = IMAGE_SIZE,
-    head_kind: str | None = HEAD_KIND,
-    head_epochs: int | None = HEAD_EPOCHS,
-    head_lr: float | None = HEAD_LR,
-    finetune_epochs: int | None = FT_EPOCHS,
-    finetune_lr: float | None = FT_LR,
-    finetune_blocks: int | None = FT_BLOCKS,
-    experiment: str | None = EXPERIMENT,
-    model_name: str | None = MODEL_NAME,
-    gate_test: str | None = GATE_TEST,
-    gate_alpha: float | None = GATE_ALPHA,
     package: str | None = PACKAGE,
     kfp_experiment: str = KFP_EXPERIMENT,
     namespace: str | None = NAMESPACE,
     name: str | None = typer.Option(None, "--name", help="Display name of the recurring run."),
+    overrides: dict | None = None,
 ) -> None:
     """Schedule retraining on Kubeflow Pipelines: a recurring run, one at a time, no catch-up of missed slots.
 
@@ -427,36 +268,12 @@ def schedule(
     """
     from pipelines.client import schedule as do_schedule
 
-    cfg = _config(
-        config,
-        **_overrides(
-            data,
-            label_map,
-            classes,
-            per_class,
-            seed,
-            backbones,
-            weights,
-            image_size,
-            head_kind,
-            head_epochs,
-            head_lr,
-            finetune_epochs,
-            finetune_lr,
-            finetune_blocks,
-            experiment,
-            model_name,
-            gate_test,
-            gate_alpha,
-        ),
-    )
+    cfg = load_config(config, overrides)
     done = do_schedule(host, cfg, cron, experiment=kfp_experiment, name=name, package=package, namespace=namespace)
     typer.echo(f"recurring run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
-    app.command("run", help=run.__doc__)(run)
-    app.command("compile", help=compile_.__doc__)(compile_)
-    app.command("submit", help=submit.__doc__)(submit)
-    app.command("schedule", help=schedule.__doc__)(schedule)
+    for name, command in (("run", run), ("compile", compile_), ("submit", submit), ("schedule", schedule)):
+        app.command(name, help=command.__doc__)(with_run_form(command))

@@ -12,20 +12,22 @@ import shlex
 
 import typer
 
-DEFAULT_EXPERIMENT = "bakeoff"
-DEFAULT_MODEL = "bakeoff-classifier"
+from bakeoff import env
+from pipelines.settings import GateTest, Parameters
+
+DEFAULTS = Parameters()  # the pipeline's defaults: the same experiment, model and gate by hand as in a run
 
 TRACKING_URI = typer.Option(
     None,
     "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
+    envvar=env.MLFLOW_TRACKING_URI.name,  # read by Typer (click), named in bakeoff.env's registry
     show_envvar=True,
     help="MLflow tracking server or DB; default: ./.bakeoff/mlflow/mlflow.db (embedded).",
 )
 
 
 def compare(
-    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", "-e", help="MLflow experiment to read."),
+    experiment: str = typer.Option(DEFAULTS.experiment, "--experiment", "-e", help="MLflow experiment to read."),
     last: int = typer.Option(None, "--last", "-n", min=1, help="Only the candidates of the last N pipeline runs."),
     run: str = typer.Option(None, "--run", help="Only the candidates of this pipeline (parent) run id."),
     csv: str = typer.Option(None, "--csv", help="Also write the full leaderboard to this CSV file."),
@@ -85,8 +87,8 @@ def promote(
         "--dataset",
         help="Dataset folder/s3 prefix for the paired test (default: the one the pipeline run recorded).",
     ),
-    test: str = typer.Option("mcnemar", "--test", help="Paired test: mcnemar (exact), mcnemar-midp, bootstrap."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Significance level: promote only if p < alpha."),
+    test: GateTest = typer.Option(DEFAULTS.gate_test, "--test", help=Parameters.model_fields["gate_test"].description),
+    alpha: float = typer.Option(DEFAULTS.gate_alpha, "--alpha", help="Significance level: promote only if p < alpha."),
     min_delta: float = typer.Option(0.0, "--min-delta", help="Minimum accuracy gain over the champion."),
     n_bootstrap: int = typer.Option(2000, "--n-bootstrap", min=100, help="Resamples for --test bootstrap."),
     tracking_uri: str = TRACKING_URI,
@@ -117,7 +119,7 @@ def promote(
 def predict(
     source: str = typer.Argument(..., help="Folder, .zip/.tar(.gz) archive, or s3:// prefix of images."),
     model: str = typer.Option(
-        f"models:/{DEFAULT_MODEL}@champion",
+        f"models:/{DEFAULTS.model_name}@champion",
         "--model",
         "-m",
         help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model.",

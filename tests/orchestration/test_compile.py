@@ -104,6 +104,27 @@ def test_run_form_parameters_have_the_config_defaults(compiled):
     assert not any(word in name.lower() for name in params for word in ("secret", "password", "token", "key"))
 
 
+def test_run_form_is_exactly_the_parameters_model(compiled):
+    """Names, types, descriptions and defaults of the KFP run form all come from pipelines.settings.Parameters."""
+    from typing import get_origin
+
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from pipelines.settings import Parameters
+
+    _, spec, _ = compiled
+    params = spec.root.input_definitions.parameters
+    assert set(params) == set(Parameters.model_fields)
+    kinds = pipeline_spec_pb2.ParameterType
+    for name, info in Parameters.model_fields.items():
+        want = {int: kinds.NUMBER_INTEGER, float: kinds.NUMBER_DOUBLE}.get(info.annotation, kinds.STRING)
+        if get_origin(info.annotation) is list:
+            want = kinds.LIST
+        assert params[name].parameter_type == want, name
+        assert params[name].description == info.description, name
+        assert params[name].is_optional  # every parameter has a default (the config's)
+
+
 def test_gpu_only_on_features_and_finetune(compiled):
     _, spec, k8s = compiled
     for name in ("features", "finetune"):

@@ -88,3 +88,38 @@ def test_run_without_data_is_one_line_error(tmp_path, monkeypatch, capsys):
     assert main(["run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no data given") and "\n" not in err
+
+
+def test_docs_show_the_current_parameters_and_settings():
+    """docs/orchestration.md holds the tables `python -m pipelines.settings` prints (regenerate them from there)."""
+    from pipelines.settings import Parameters, Settings, reference_table
+
+    page = (ROOT / "docs" / "orchestration.md").read_text()
+    for model in (Parameters, Settings):
+        assert reference_table(model) in page, f"docs/orchestration.md: {model.__name__} table is stale"
+    for model in (Parameters, Settings):
+        assert all(info.description for info in model.model_fields.values()), model.__name__
+
+
+def test_the_makefile_builds_the_image_the_pipeline_compiles_with():
+    import re
+
+    from pipelines.settings import Settings
+
+    [image] = re.findall(r"^IMAGE \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert image == Settings().image
+
+
+def test_configs_set_only_what_differs_from_the_defaults():
+    """A config that repeats a default would silently keep the old value when the default changes."""
+    import yaml
+
+    from pipelines.settings import Parameters, Settings
+
+    spelled_out = {"backbones"}  # demo.yaml names them because its `weights` mapping does
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        cfg = load_config(path)
+        for section, model in (("parameters", Parameters()), ("settings", Settings())):
+            for name in set(raw.get(section) or {}) - spelled_out:
+                assert getattr(getattr(cfg, section), name) != getattr(model, name), f"{path.name}: {section}.{name}"

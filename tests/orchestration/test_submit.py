@@ -79,6 +79,31 @@ def test_submit_uploads_a_version_and_starts_a_run(kfp_server, tmp_path, capsys)
     assert next(iter(api.runs)) in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_every_parameter_is_sent_with_defaults_config_command_line_precedence(kfp_server, command):
+    """The run's parameters are the whole run form: Parameters defaults < the config file < the options."""
+    import yaml
+
+    from pipelines.settings import Parameters
+
+    api = kfp_server
+    demo = ROOT / "configs" / "demo.yaml"
+    extra = ["--cron", "0 3 * * 1"] if command == "schedule" else []
+    cli = ["--data-uri", "s3://b/raw", "--val-fraction", "0.2", "--data-version", "2026-11", "--batch-size", "16"]
+    assert main([command, "--host", api.url, "--config", str(demo), *extra, *cli, "--gate-test", "mcnemar-midp"]) == 0
+    [created] = api.calls("POST", "/recurringruns" if command == "schedule" else "/runs")
+    expected = {
+        **Parameters().model_dump(),
+        **yaml.safe_load(demo.read_text())["parameters"],
+        "data_uri": "s3://b/raw",
+        "val_fraction": 0.2,
+        "data_version": "2026-11",
+        "batch_size": 16,
+        "gate_test": "mcnemar-midp",
+    }
+    assert created.json["runtime_config"]["parameters"] == expected
+
+
 def test_second_submit_reuses_pipeline_and_experiment(kfp_server):
     api = kfp_server
     args = ["submit", "--host", api.url, "--data", "s3://b/raw"]
