@@ -1,5 +1,7 @@
 """Guards on the repository layout that would otherwise break users in confusing ways."""
 
+import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +37,128 @@ def test_cli_help_is_fast_and_imports_no_tensorflow():
     code = "import sys; from bakeoff.cli import app; print('tensorflow' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def _module_name(path: Path, root: Path) -> str:
+    """``root/bakeoff/cli/__init__.py`` -> ``bakeoff.cli``; ``root/bakeoff/weights.py`` -> ``bakeoff.weights``."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement, at module level or inside functions, except ``if TYPE_CHECKING:`` bodies
+    (those never run, so they cannot take part in an import cycle)."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            children = node.orelse
+        else:
+            children = list(ast.iter_child_nodes(node))
+        for child in children:
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """Resolve ``from . import x`` / ``from ..y import z`` against the importing module's package."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    base = package[: len(package) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _import_graph(root: Path, package: str) -> dict[str, dict[str, int]]:
+    """Module -> {imported module of the same package: line of the first such import}."""
+    files = {_module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
+
+    def owner(name: str) -> str | None:
+        """The module of ours that ``name`` (a module or a name inside one) lives in."""
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, dict[str, int]] = {name: {} for name in files}
+    for name, path in files.items():
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                base = _absolute(node, name, path.name == "__init__.py")
+                targets = [f"{base}.{alias.name}" for alias in node.names]  # a submodule or a name in ``base``
+            for target in filter(None, map(owner, targets)):
+                if target != name:
+                    graph[name].setdefault(target, node.lineno)
+    return graph
+
+
+def _tangles(graph: dict[str, dict[str, int]]) -> list[frozenset[str]]:
+    """Groups of modules that import each other, directly or round a longer loop (strong components > 1)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    names = sorted(graph)
+    index = {name: i for i, name in enumerate(names)}
+    edges = [(index[a], index[b]) for a in names for b in graph[a]]
+    rows, cols = zip(*edges) if edges else ((), ())
+    adjacency = coo_matrix(([1] * len(edges), (rows, cols)), shape=(len(names), len(names)))
+    _, labels = connected_components(adjacency, directed=True, connection="strong")
+    groups: dict[int, set[str]] = {}
+    for name, label in zip(names, labels):
+        groups.setdefault(int(label), set()).add(name)
+    return [frozenset(group) for group in groups.values() if len(group) > 1]
+
+
+def _describe(group: frozenset[str], graph: dict[str, dict[str, int]]) -> str:
+    """One cycle in ``group``, with the file and line of each import, so the fix is easy to find."""
+    try:
+        graphlib.TopologicalSorter({a: [b for b in graph[a] if b in group] for a in group}).prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1][::-1]  # graphlib lists it against the import direction
+    steps = [f"{a} -> {b} ({a.replace('.', '/')}.py:{graph[a][b]})" for a, b in zip(cycle, cycle[1:])]
+    return "; ".join(steps)
+
+
+def test_import_graph_sees_every_kind_of_import(tmp_path):
+    """The graph builder follows function-level and relative imports and skips TYPE_CHECKING blocks."""
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "import os\nfrom pkg import b\n",
+        "pkg/b.py": "def f():\n    from pkg.sub.c import thing\n",
+        "pkg/sub/__init__.py": "from . import c\n",
+        "pkg/sub/c.py": "from typing import TYPE_CHECKING\nfrom ..a import x\nif TYPE_CHECKING:\n    from pkg import b\n",
+    }
+    for name, text in files.items():
+        Path(tmp_path, name).parent.mkdir(parents=True, exist_ok=True)
+        Path(tmp_path, name).write_text(text)
+    graph = _import_graph(tmp_path, "pkg")
+    assert graph == {
+        "pkg": {},
+        "pkg.a": {"pkg.b": 2},
+        "pkg.b": {"pkg.sub.c": 2},
+        "pkg.sub": {"pkg.sub.c": 1},
+        "pkg.sub.c": {"pkg.a": 2},
+    }
+    tangled = _tangles(graph)
+    assert tangled == [{"pkg.a", "pkg.b", "pkg.sub.c"}]
+    assert _describe(tangled[0], graph).count(" -> ") == 3
+    assert _tangles({"pkg.a": {"pkg.b": 1}, "pkg.b": {}}) == []
+
+
+def test_core_has_no_import_cycle():
+    """A cycle makes import order matter and hides which module owns a fact (issue 9): none under bakeoff/."""
+    graph = _import_graph(ROOT, "bakeoff")
+    tangled = set(_tangles(graph))
+    tangled.discard(frozenset({"bakeoff.tracking", "bakeoff.predict"}))  # removed when the tracking split merges
+    assert not tangled, "import cycles: " + " | ".join(_describe(group, graph) for group in tangled)
