@@ -67,11 +67,9 @@ class ResolvedWeights:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+    """The file's sha256, read in chunks by the standard library (weights files are tens of MB)."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def top_sibling(uri: str) -> str:
