@@ -162,3 +162,67 @@ def test_core_has_no_import_cycle():
     tangled = set(_tangles(graph))
     tangled.discard(frozenset({"bakeoff.tracking", "bakeoff.predict"}))  # removed when the tracking split merges
     assert not tangled, "import cycles: " + " | ".join(_describe(group, graph) for group in tangled)
+
+
+def _test_module_names(tests: Path) -> dict[str, Path]:
+    """Every name a test file can be imported by: pytest puts each test folder and tests/ itself on sys.path
+    (``trackhelp``, ``support.net``), and the repository root holds ``tests.x`` paths too."""
+    names = {}
+    for path in tests.rglob("*.py"):
+        names[_module_name(path, tests)] = path
+        names[_module_name(path, tests.parent)] = path
+        names[_module_name(path, path.parent)] = path  # the file's own folder (rootdir-less pytest imports)
+    return names
+
+
+def _private_imports(tests: Path) -> list[str]:
+    """``from other_test_module import _helper`` (or ``other._helper``) anywhere under ``tests``."""
+    modules = _test_module_names(tests)
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        aliases = {}  # local name -> test module path, for ``import trackhelp`` then ``trackhelp._x``
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and not node.level and modules.get(node.module or "", path) != path:
+                found += [
+                    f"{path.relative_to(tests)}:{node.lineno} imports {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if modules.get(alias.name, path) != path:
+                        aliases[alias.asname or alias.name] = alias.name
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+            ):
+                found.append(f"{path.relative_to(tests)}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_private_test_import_finder_finds_them(tmp_path):
+    files = {
+        "conftest.py": "def _shared(): ...\n",
+        "helpers.py": "def _secret(): ...\ndef public(): ...\n",
+        "area/test_a.py": "from helpers import _secret, public\nimport helpers\nhelpers._secret()\nhelpers.public()\n",
+        "area/test_b.py": "from conftest import _shared\nfrom os import _exit\n",
+        "area/test_c.py": "def _mine(): ...\nfrom bakeoff.storage import _client_for\n",
+    }
+    for name, text in files.items():
+        Path(tmp_path, name).parent.mkdir(parents=True, exist_ok=True)
+        Path(tmp_path, name).write_text(text)
+    assert _private_imports(tmp_path) == [
+        "area/test_a.py:1 imports helpers._secret",
+        "area/test_a.py:3 uses helpers._secret",
+        "area/test_b.py:1 imports conftest._shared",
+    ]
+
+
+def test_no_test_imports_another_test_files_private_helpers():
+    """Shared helpers live in tests/support (public names); a ``_private`` one belongs to its own file."""
+    assert _private_imports(ROOT / "tests") == []
