@@ -17,11 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bakeoff import storage
-from bakeoff.backbones import REGISTRY, get_backbone
 from bakeoff.errors import BakeoffError
 
 WEIGHTS_SUFFIX = ".weights.h5"
@@ -174,6 +173,8 @@ def resolve_weights(
     backbone: str, spec: str = "imagenet", sha256: str | None = None, mirror: str | None = None
 ) -> ResolvedWeights:
     """Turn ``--weights`` into something a builder can load, checking the sha256 when one is given."""
+    from bakeoff.backbones import get_backbone
+
     bb = get_backbone(backbone)
     requested = spec
     spec = parse_spec(spec or "imagenet", bb.name)
@@ -222,6 +223,8 @@ def resolve_weights(
 
 def _same_network(name: str) -> list[str]:
     """Registry entries built from the same keras application (they can share mirror weights)."""
+    from bakeoff.backbones import REGISTRY
+
     app = REGISTRY[name].application
     return [b.name for b in REGISTRY.values() if b.application == app and b.name != name and b.cut_layer is None]
 
@@ -251,3 +254,7 @@ def list_mirror(mirror: str | None = None) -> list[dict]:
             }
         )
     return rows
+
+
+def asjson(resolved: ResolvedWeights) -> dict:
+    return asdict(resolved)
