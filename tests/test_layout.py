@@ -130,6 +130,12 @@ def _describe(group: frozenset[str], graph: dict[str, dict[str, int]]) -> str:
     return "; ".join(steps)
 
 
+def _write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        Path(root, name).parent.mkdir(parents=True, exist_ok=True)
+        Path(root, name).write_text(text)
+
+
 def test_import_graph_sees_every_kind_of_import(tmp_path):
     """The graph builder follows function-level and relative imports and skips TYPE_CHECKING blocks."""
     files = {
@@ -139,9 +145,7 @@ def test_import_graph_sees_every_kind_of_import(tmp_path):
         "pkg/sub/__init__.py": "from . import c\n",
         "pkg/sub/c.py": "from typing import TYPE_CHECKING\nfrom ..a import x\nif TYPE_CHECKING:\n    from pkg import b\n",
     }
-    for name, text in files.items():
-        Path(tmp_path, name).parent.mkdir(parents=True, exist_ok=True)
-        Path(tmp_path, name).write_text(text)
+    _write_tree(tmp_path, files)
     graph = _import_graph(tmp_path, "pkg")
     assert graph == {
         "pkg": {},
@@ -213,9 +217,7 @@ def test_private_test_import_finder_finds_them(tmp_path):
         "area/test_b.py": "from conftest import _shared\nfrom os import _exit\n",
         "area/test_c.py": "def _mine(): ...\nfrom bakeoff.storage import _client_for\n",
     }
-    for name, text in files.items():
-        Path(tmp_path, name).parent.mkdir(parents=True, exist_ok=True)
-        Path(tmp_path, name).write_text(text)
+    _write_tree(tmp_path, files)
     assert _private_imports(tmp_path) == [
         "area/test_a.py:1 imports helpers._secret",
         "area/test_a.py:3 uses helpers._secret",
