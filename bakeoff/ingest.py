@@ -398,13 +398,9 @@ def _group_and_split(df: pd.DataFrame, opts: _Options) -> pd.DataFrame:
 
 def _split_counts(df: pd.DataFrame, labels: list[str]) -> dict[str, dict[str, int]]:
     """Images per label and split (plus the label's total), for the card and the result."""
-    counts = {
-        label: {s: int(((df["label"] == label) & (df["split"] == s)).sum()) for s in manifest.SPLITS}
-        for label in labels
-    }
-    for label in counts:
-        counts[label]["total"] = sum(counts[label][s] for s in manifest.SPLITS)
-    return counts
+    table = pd.crosstab(df["label"], df["split"]).reindex(index=labels, columns=list(manifest.SPLITS), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    return {label: {k: int(v) for k, v in row.items()} for label, row in table.iterrows()}
 
 
 def _card(
