@@ -209,18 +209,21 @@ def build_application(
 ) -> keras.Model:
     """The bare keras.applications network with the resolved weights loaded (no preprocessing, no pooling).
 
-    ``include_top`` loads the ``_top`` variant of a mirror weight (used to prove an import on ImageNet classes).
+    ``include_top`` loads the weights' ``top_path`` (the ``_top`` variant in a mirror; used to prove an import on
+    ImageNet classes).
     """
-    import keras
-
     bb = get_backbone(backbone)
     size = int(image_size or bb.default_size)
     _check_size(bb, size)
+    # the file to load, resolved before Keras is imported or the network built, so a missing classifier fails at once
+    path = weights.top_weights() if include_top and weights.local_path is not None else weights.local_path
+    import keras
+
     builder = getattr(keras.applications, bb.application)
     kwargs = {"include_top": include_top, "input_shape": (size, size, 3)}
     if bb.builtin_preprocessing:
         kwargs["include_preprocessing"] = True
-    keras_download = weights.pretrained and weights.local_path is None
+    keras_download = weights.pretrained and path is None
     try:
         app = builder(weights="imagenet" if keras_download else None, **kwargs)
     except Exception as exc:  # offline download failures surface here as many exception types
@@ -234,12 +237,7 @@ def build_application(
         for layer in app.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.epsilon = float(weights.bn_epsilon)
-    if weights.local_path is not None:
-        path = weights.local_path
-        if include_top:
-            from bakeoff.weights import top_variant
-
-            path = top_variant(path)
+    if path is not None:
         try:
             app.load_weights(path)
         except Exception as exc:

@@ -284,6 +284,178 @@ def _drop_conflicts_and_duplicates(df: pd.DataFrame, rejected: list) -> tuple[pd
     return df[~dup], int(dup.sum())
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The request, checked and parsed: what every step below reads."""
+
+    source: str
+    out: Path
+    mapping: dict[str, str]
+    wanted: list[str] | None
+    csv_labels: dict[str, str] | None
+    per_class: int | None
+    val: float
+    test: float
+    seed: int
+    max_pixels: int
+    near_duplicate_distance: int
+
+
+def _check_options(
+    source: str,
+    out_dir: str,
+    *,
+    label_map: dict | str | None,
+    classes: list[str] | str | None,
+    labels_csv: str | None,
+    per_class: int | None,
+    val: float,
+    test: float,
+    seed: int,
+    max_pixels: int,
+    near_duplicate_distance: int,
+) -> _Options:
+    """Every usage error before the first file is read, so a bad option never costs a pass over the source."""
+    if storage.is_s3(str(out_dir)):
+        raise BakeoffError("--out must be a local folder (upload it afterwards, e.g. with storage.upload_tree)")
+    splits.check_fractions(val, test)
+    if not storage.is_s3(source) and Path(source).resolve() == Path(out_dir).resolve():
+        raise BakeoffError("--out must not be the source folder: write the dataset to a new folder, e.g. --out data")
+    if max_pixels < 1:
+        raise BakeoffError(f"--max-pixels must be positive, got {max_pixels}")
+    if per_class is not None and per_class < 1:
+        raise BakeoffError(f"--per-class must be at least 1, got {per_class}")
+    mapping = load_label_map(label_map)
+    wanted = _parse_classes(classes)
+    csv_labels = sources.read_labels_csv(labels_csv) if labels_csv else None
+    for value in set((csv_labels or {}).values()):
+        check_label(value, f"labels CSV {labels_csv}")
+    return _Options(
+        source,
+        Path(out_dir),
+        mapping,
+        wanted,
+        csv_labels,
+        per_class,
+        val,
+        test,
+        seed,
+        max_pixels,
+        near_duplicate_distance,
+    )
+
+
+def _accepted_table(scan: _Scan, opts: _Options) -> tuple[pd.DataFrame, int]:
+    """One row per usable image: files beside class folders, label conflicts and exact duplicates go to
+    ``scan.rejected``. Returns the table and how many exact duplicates were dropped."""
+    df = pd.DataFrame([a.__dict__ for a in scan.accepted], columns=list(_Accepted.__dataclass_fields__))
+    scan.accepted.clear()  # the table holds the rows now; keep one copy in memory, not two
+    if opts.csv_labels is None:  # with a labels CSV the folders mean nothing
+        df = _drop_files_beside_class_folders(df, scan.folders, scan.rejected)
+    return _drop_conflicts_and_duplicates(df.drop(columns="folder"), scan.rejected)
+
+
+def _check_wanted_classes(df: pd.DataFrame, opts: _Options, excluded: Counter) -> None:
+    """A --classes name with no usable image is a typo or a mapping mistake; say which labels exist instead."""
+    if opts.wanted is None:
+        return
+    missing = [c for c in opts.wanted if c not in set(df["label"])]
+    if missing:
+        found = sorted(set(df["label"]) | set(excluded))
+        raise BakeoffError(f"--classes names {missing} but no usable image has that label; labels found: {found}")
+
+
+def _cap(df: pd.DataFrame, opts: _Options) -> tuple[pd.DataFrame, dict[str, int]]:
+    """--per-class: keep a content-chosen subset per label; returns the rows and how many each label lost."""
+    before = df["label"].value_counts()
+    df = splits.cap_per_class(df, opts.per_class, opts.seed)
+    after = df["label"].value_counts()
+    capped = {k: int(before[k] - after.get(k, 0)) for k in sorted(before.index) if before[k] > after.get(k, 0)}
+    return df, capped
+
+
+def _check_enough_classes(df: pd.DataFrame, hint: str) -> list[str]:
+    """A classifier needs two classes; fewer usually means a wrong folder layout, so point at it."""
+    labels = sorted(set(df["label"]))
+    if len(labels) < 2:
+        raise BakeoffError(
+            f"need at least 2 classes to split, found {len(labels)} {labels}; "
+            f"check the folder layout (class folders with images inside), --label-map and --classes{hint}"
+        )
+    return labels
+
+
+def _group_and_split(df: pd.DataFrame, opts: _Options) -> pd.DataFrame:
+    """Near-duplicate groups first, then the split by group, so copies of one picture never straddle splits.
+    Rows are put in sha256 order first: the manifest's order then depends on content only."""
+    df = df.sort_values("sha256", kind="stable").reset_index(drop=True)
+    df["group"] = splits.near_duplicate_groups(
+        df["sha256"].tolist(), df["phash"].tolist(), opts.near_duplicate_distance
+    )
+    df["split"] = splits.assign_splits(df, val=opts.val, test=opts.test, seed=opts.seed)
+    return df.drop(columns="phash")
+
+
+def _split_counts(df: pd.DataFrame, labels: list[str]) -> dict[str, dict[str, int]]:
+    """Images per label and split (plus the label's total), for the card and the result."""
+    table = pd.crosstab(df["label"], df["split"]).reindex(index=labels, columns=list(manifest.SPLITS), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    return {label: {k: int(v) for k, v in row.items()} for label, row in table.iterrows()}
+
+
+def _card(
+    df: pd.DataFrame,
+    opts: _Options,
+    scan: _Scan,
+    *,
+    labels: list[str],
+    counts: dict[str, dict[str, int]],
+    capped: dict[str, int],
+    n_duplicates: int,
+) -> dict[str, Any]:
+    """card.json: how the dataset was made and what was left out, so a reader can trust (or question) it."""
+    group_sizes = df["group"].value_counts()
+    merged = group_sizes[group_sizes > 1]
+    rejected = scan.rejected
+    return {
+        "source": opts.source,
+        "seed": opts.seed,
+        "fractions": {"train": round(1 - opts.val - opts.test, 6), "val": opts.val, "test": opts.test},
+        "label_map": opts.mapping,
+        "label_map_unused": sorted(set(opts.mapping) - scan.seen_labels),
+        "classes": labels,
+        "per_class": opts.per_class,
+        "max_pixels": opts.max_pixels,
+        "n_images": int(len(df)),
+        "counts": counts,
+        "splits": {s: int((df["split"] == s).sum()) for s in manifest.SPLITS},
+        "files_seen": scan.files_seen,
+        "ignored_litter": scan.ignored,
+        "excluded_by_classes": dict(sorted(scan.excluded.items())),
+        "capped_by_per_class": capped,
+        "n_rejected": len(rejected),
+        "rejected": dict(sorted(Counter(reason.split(":", 1)[0] for _, reason in rejected).items())),
+        "exact_duplicates": n_duplicates,
+        "near_duplicates": {
+            "hash": f"phash {images.PHASH_SIZE}x{images.PHASH_SIZE}",
+            "max_distance_bits": opts.near_duplicate_distance,
+            "groups_merged": int(len(merged)),
+            "images_in_merged_groups": int(merged.sum()),
+            "groups_with_mixed_labels": int((df.groupby("group")["label"].nunique() > 1).sum()),
+        },
+        "dataset_hash": manifest.dataset_hash(df),
+    }
+
+
+def _write_card(out: Path, card: dict[str, Any]) -> tuple[str, str]:
+    """card.json for machines, card.md for people; both atomic."""
+    card_json = str(out / manifest.CARD_JSON_NAME)
+    storage.write_json(card_json, card)
+    card_md_path = str(out / manifest.CARD_MD_NAME)
+    storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
+    return card_json, card_md_path
+
+
 def ingest(
     source: str,
     out_dir: str,
@@ -306,115 +478,49 @@ def ingest(
     options, a class too small to split, fewer than two classes) raise :class:`BakeoffError`.
     """
     started = time.perf_counter()
-    source = str(source)
-    if storage.is_s3(str(out_dir)):
-        raise BakeoffError("--out must be a local folder (upload it afterwards, e.g. with storage.upload_tree)")
-    splits.check_fractions(val, test)
-    if not storage.is_s3(source) and Path(source).resolve() == Path(out_dir).resolve():
-        raise BakeoffError("--out must not be the source folder: write the dataset to a new folder, e.g. --out data")
-    if max_pixels < 1:
-        raise BakeoffError(f"--max-pixels must be positive, got {max_pixels}")
-    if per_class is not None and per_class < 1:
-        raise BakeoffError(f"--per-class must be at least 1, got {per_class}")
-    mapping = load_label_map(label_map)
-    wanted = _parse_classes(classes)
-    csv_labels = sources.read_labels_csv(labels_csv) if labels_csv else None
-    for value in set((csv_labels or {}).values()):
-        check_label(value, f"labels CSV {labels_csv}")
-    out = Path(out_dir)
+    opts = _check_options(
+        str(source),
+        out_dir,
+        label_map=label_map,
+        classes=classes,
+        labels_csv=labels_csv,
+        per_class=per_class,
+        val=val,
+        test=test,
+        seed=seed,
+        max_pixels=max_pixels,
+        near_duplicate_distance=near_duplicate_distance,
+    )
+    out = opts.out
     out.mkdir(parents=True, exist_ok=True)
-
     scan = _scan(
-        source,
+        opts.source,
         out,
-        mapping=mapping,
-        wanted=wanted,
-        csv_labels=csv_labels,
+        mapping=opts.mapping,
+        wanted=opts.wanted,
+        csv_labels=opts.csv_labels,
         max_pixels=max_pixels,
         workers=workers or min(4, os.cpu_count() or 1),
         progress=progress,
     )
     if scan.files_seen == 0:
-        raise BakeoffError(f"no files found in {source}; check the path (an s3:// prefix is case-sensitive)")
-    rejected = scan.rejected
-    df = pd.DataFrame([a.__dict__ for a in scan.accepted], columns=list(_Accepted.__dataclass_fields__))
-    scan.accepted.clear()
-    if csv_labels is None:
-        df = _drop_files_beside_class_folders(df, scan.folders, rejected)
-    df, n_duplicates = _drop_conflicts_and_duplicates(df.drop(columns="folder"), rejected)
+        raise BakeoffError(f"no files found in {opts.source}; check the path (an s3:// prefix is case-sensitive)")
+    df, n_duplicates = _accepted_table(scan, opts)
     # written now, so a run that stops on a usage error below still shows what was wrong with the files
-    rejected.sort()
-    rejected_path = _write_rejected(out, rejected)
-    hint = f" ({len(rejected)} files rejected, see {rejected_path})" if rejected else ""
+    scan.rejected.sort()
+    rejected_path = _write_rejected(out, scan.rejected)
+    hint = f" ({len(scan.rejected)} files rejected, see {rejected_path})" if scan.rejected else ""
 
-    if wanted is not None:
-        missing = [c for c in wanted if c not in set(df["label"])]
-        if missing:
-            found = sorted(set(df["label"]) | set(scan.excluded))
-            raise BakeoffError(f"--classes names {missing} but no usable image has that label; labels found: {found}")
-    before_cap = df["label"].value_counts()
-    df = splits.cap_per_class(df, per_class, seed)
-    after_cap = df["label"].value_counts()
-    capped = {
-        k: int(before_cap[k] - after_cap.get(k, 0))
-        for k in sorted(before_cap.index)
-        if before_cap[k] > after_cap.get(k, 0)
-    }
-    labels_left = sorted(set(df["label"]))
-    if len(labels_left) < 2:
-        raise BakeoffError(
-            f"need at least 2 classes to split, found {len(labels_left)} {labels_left}; "
-            f"check the folder layout (class folders with images inside), --label-map and --classes{hint}"
-        )
-
-    df = df.sort_values("sha256", kind="stable").reset_index(drop=True)
-    df["group"] = splits.near_duplicate_groups(df["sha256"].tolist(), df["phash"].tolist(), near_duplicate_distance)
-    df["split"] = splits.assign_splits(df, val=val, test=test, seed=seed)
-    df = df.drop(columns="phash")
+    _check_wanted_classes(df, opts, scan.excluded)
+    df, capped = _cap(df, opts)
+    labels = _check_enough_classes(df, hint)
+    df = _group_and_split(df, opts)
 
     manifest_path = manifest.write_manifest(df[list(manifest.COLUMNS)], out)
     _sweep_orphans(out, set(df["uri"]))
-
-    group_sizes = df["group"].value_counts()
-    merged = group_sizes[group_sizes > 1]
-    counts = {
-        label: {s: int(((df["label"] == label) & (df["split"] == s)).sum()) for s in manifest.SPLITS}
-        for label in labels_left
-    }
-    for label in counts:
-        counts[label]["total"] = sum(counts[label][s] for s in manifest.SPLITS)
-    card = {
-        "source": source,
-        "seed": seed,
-        "fractions": {"train": round(1 - val - test, 6), "val": val, "test": test},
-        "label_map": mapping,
-        "label_map_unused": sorted(set(mapping) - scan.seen_labels),
-        "classes": labels_left,
-        "per_class": per_class,
-        "max_pixels": max_pixels,
-        "n_images": int(len(df)),
-        "counts": counts,
-        "splits": {s: int((df["split"] == s).sum()) for s in manifest.SPLITS},
-        "files_seen": scan.files_seen,
-        "ignored_litter": scan.ignored,
-        "excluded_by_classes": dict(sorted(scan.excluded.items())),
-        "capped_by_per_class": capped,
-        "n_rejected": len(rejected),
-        "rejected": dict(sorted(Counter(reason.split(":", 1)[0] for _, reason in rejected).items())),
-        "exact_duplicates": n_duplicates,
-        "near_duplicates": {
-            "hash": f"phash {images.PHASH_SIZE}x{images.PHASH_SIZE}",
-            "max_distance_bits": near_duplicate_distance,
-            "groups_merged": int(len(merged)),
-            "images_in_merged_groups": int(merged.sum()),
-            "groups_with_mixed_labels": int((df.groupby("group")["label"].nunique() > 1).sum()),
-        },
-        "dataset_hash": manifest.dataset_hash(df),
-    }
-    card_json = str(out / manifest.CARD_JSON_NAME)
-    storage.write_json(card_json, card)
-    card_md_path = str(out / manifest.CARD_MD_NAME)
-    storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
+    counts = _split_counts(df, labels)
+    card = _card(df, opts, scan, labels=labels, counts=counts, capped=capped, n_duplicates=n_duplicates)
+    card_json, card_md_path = _write_card(out, card)
     return IngestResult(
         out_dir=str(out),
         manifest=manifest_path,
@@ -422,7 +528,7 @@ def ingest(
         card_json=card_json,
         card_md=card_md_path,
         n_images=int(len(df)),
-        n_rejected=len(rejected),
+        n_rejected=len(scan.rejected),
         counts=counts,
         card=card,
         seconds=time.perf_counter() - started,

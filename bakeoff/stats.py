@@ -51,14 +51,14 @@ def mcnemar_p(challenger_only: int, champion_only: int, mid_p: bool = False) -> 
     With ``mid_p`` half the probability of the observed count is removed, which is less
     conservative and still keeps the nominal level closely (Fagerland et al., 2013).
     """
-    from scipy.stats import binom
+    from scipy.stats import binom, binomtest
 
     b, c = int(challenger_only), int(champion_only)
     n = b + c
     if n == 0:
         return 1.0
-    p = float(binom.sf(b - 1, n, 0.5))  # P(X >= b)
-    if mid_p:
+    p = float(binomtest(b, n, 0.5, alternative="greater").pvalue)  # P(X >= b)
+    if mid_p:  # scipy has no mid-p binomial test: subtract half the observed count's probability ourselves
         p -= 0.5 * float(binom.pmf(b, n, 0.5))
     return min(max(p, 0.0), 1.0)
 

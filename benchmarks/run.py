@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (3 if args.quick else 5)
     cases = QUICK_CASES if args.quick else FULL_CASES
 
-    from bakeoff import storage, weights
+    from bakeoff import storage, weights, weights_import
     from benchmarks.images import make_jpeg_dataset
 
     started = time.perf_counter()
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if not mirror or not storage.exists(storage.join(mirror, weights.IMPORTED_MARKER)):
             mirror = f"{tmp}/mirror"
             for name in ("mobilenet_v2", "vgg16_hed"):
-                weights.import_weights(name, mirror)
+                weights_import.run(name, mirror)
         os.environ[weights.MIRROR_ENV] = mirror
         dataset = make_jpeg_dataset(Path(tmp, "dataset"), args.images)
         results = []

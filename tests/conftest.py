@@ -55,16 +55,16 @@ def weights_mirror(tmp_path_factory) -> str:
     """A weights mirror with the real offline pretrained weights (MobileNetV2 ImageNet, VGG16 HED).
 
     Uses BAKEOFF_WEIGHTS_URI when it already holds them (``make weights`` fills it), else imports
-    into a session temp folder with ``bakeoff.weights.import_weights``.
+    into a session temp folder with ``bakeoff.weights_import.run`` (what `bakeoff weights import` calls).
     """
-    from bakeoff import weights
+    from bakeoff import weights_import
 
     existing = os.environ.get("BAKEOFF_WEIGHTS_URI")
     if existing and Path(existing, ".imported").exists():
         return existing
     mirror = tmp_path_factory.mktemp("weights-mirror")
     for name in ("mobilenet_v2", "vgg16_hed"):
-        weights.import_weights(name, str(mirror))
+        weights_import.run(name, str(mirror))
     return str(mirror)
 
 

@@ -73,10 +73,10 @@ def weights_import_cmd(
 
     Example: bakeoff weights import mobilenet_v2 vgg16_hed --mirror .bakeoff/weights
     """
-    from bakeoff.weights import import_weights
+    from bakeoff import weights_import
 
     for name in names:
-        for uri in import_weights(name, mirror or ""):
+        for uri in weights_import.run(name, mirror or ""):
             typer.echo(uri)
 
 

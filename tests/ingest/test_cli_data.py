@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from ingest_helpers import read
 
 from bakeoff.cli import main
+from bakeoff.manifest import read_manifest
 
 
 def _error_line(capsys) -> str:
@@ -44,7 +44,7 @@ def test_ingest_cli_end_to_end(tmp_path, make_dump, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "ingested 8 images in 2 classes (train 4, val 2, test 2)" in out
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     assert sorted(df["label"].unique()) == ["dog", "horse"]
     card = json.loads((tmp_path / "ds" / "card.json").read_text())
     assert card["seed"] == 5 and card["per_class"] == 4 and card["excluded_by_classes"] == {"gatto": 5}

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ingest_helpers import read
 from PIL import Image
 
 from bakeoff import demo_data
 from bakeoff.cli import main
 from bakeoff.ingest import ingest
+from bakeoff.manifest import read_manifest
 
 pytestmark = pytest.mark.skipif(
     not (demo_data.FASHION_MNIST_DIR / demo_data.IMAGES_FILE).exists(),
@@ -73,7 +73,7 @@ def test_ingest_of_demo_data_finds_every_planted_problem(tmp_path):
     assert card["ignored_litter"] == 2 and card["exact_duplicates"] == 1
     # exactly the planted near-duplicate is merged: different garments are never grouped
     assert card["near_duplicates"]["groups_merged"] == 1
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     df["name"] = [Path(s).name for s in df["source"]]
     merged = df[df["group"].duplicated(keep=False)]
     assert "quasi_uguale.jpg" in set(merged["name"]) and len(merged) == 2 and merged["split"].nunique() == 1

@@ -13,7 +13,7 @@ from PIL import Image
 from bakeoff import images
 from bakeoff.images import ImageRejected, load_image
 
-from support import encode, photo
+from support import encode, exif_jpeg, photo
 
 
 def _rejected(data: bytes, **kwargs) -> ImageRejected:
@@ -71,25 +71,15 @@ def test_explicit_pixel_limit_applies_to_a_real_photo():
     assert img.size == (512, 512)
 
 
-def _exif_jpeg(orientation: int) -> bytes:
-    """40x20: left half red, right half blue, stored unrotated with an EXIF orientation tag."""
-    arr = np.zeros((20, 40, 3), np.uint8)
-    arr[:, :20] = (255, 0, 0)
-    arr[:, 20:] = (0, 0, 255)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(Image.fromarray(arr), "JPEG", quality=95, exif=exif.tobytes())
-
-
 def test_exif_orientation_is_applied():
-    img, info = load_image(_exif_jpeg(6))
+    img, info = load_image(exif_jpeg(6))
     # orientation 6 = rotate 90 degrees clockwise for display: the left (red) half ends up on top
     assert (info.width, info.height) == (20, 40) == img.size
     top, bottom = np.asarray(img)[5, 10], np.asarray(img)[35, 10]
     assert top[0] > 200 and top[2] < 60
     assert bottom[2] > 200 and bottom[0] < 60
     assert info.orientation == 6 and not info.passthrough and info.ext == "png"
-    plain, plain_info = load_image(_exif_jpeg(1))
+    plain, plain_info = load_image(exif_jpeg(1))
     assert plain.size == (40, 20) and plain_info.passthrough and plain_info.ext == "jpg"
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ingest_helpers import read
 from PIL import Image
 
 from bakeoff import images, manifest
 from bakeoff.errors import BakeoffError
 from bakeoff.ingest import ingest
+from bakeoff.manifest import read_manifest
 
-from support import encode, photo
+from support import encode, exif_jpeg, photo
 
 
 def _files_under(root: Path) -> set[str]:
@@ -51,7 +51,7 @@ def test_outputs_schema_and_self_contained_folder(tmp_path, make_dump):
     # the folder moves: URIs stay valid relative to the manifest
     moved = tmp_path / "moved"
     shutil.move(str(out), moved)
-    df = read(moved)
+    df = read_manifest(moved)
     assert all(Path(u).exists() for u in df["uri"])
     card = json.loads((moved / "card.json").read_text())
     assert card["counts"]["cane"] == {"train": 5, "val": 1, "test": 1, "total": 7}
@@ -115,23 +115,16 @@ def test_os_litter_and_hidden_files_are_ignored_not_rejected(tmp_path, make_dump
     result = ingest(str(raw), str(tmp_path / "ds"), progress=False)
     assert result.card["ignored_litter"] == 8
     assert result.n_rejected == 0 and result.n_images == 6
-    assert set(read(tmp_path / "ds")["label"]) == {"cane", "gatto"}
+    assert set(read_manifest(tmp_path / "ds")["label"]) == {"cane", "gatto"}
 
 
 def test_exif_rotated_jpeg_is_materialised_as_rotated_png(tmp_path, make_dump):
     raw = tmp_path / "raw"
     make_dump(raw, {"cane": 3, "gatto": 3})
-    import numpy as np
-
-    arr = np.zeros((20, 40, 3), np.uint8)
-    arr[:, :20] = (255, 0, 0)
-    arr[:, 20:] = (0, 0, 255)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    data = encode(Image.fromarray(arr), "JPEG", quality=95, exif=exif.tobytes())
+    data = exif_jpeg(6)
     (raw / "cane" / "rotated.jpg").write_bytes(data)
     ingest(str(raw), str(tmp_path / "ds"), progress=False)
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     row = df[df["sha256"] == hashlib.sha256(data).hexdigest()].iloc[0]
     assert (row.width, row.height) == (20, 40)
     assert row.uri.endswith(f"{row.sha256}.png")
@@ -149,7 +142,7 @@ def test_other_modes_are_materialised_as_rgb_png(tmp_path, make_dump):
     (raw / "gatto" / "alpha.png").write_bytes(encode(base.rotate(90).resize((48, 32)).convert("RGBA")))
     (raw / "gatto" / "grey.jpg").write_bytes(encode(photo("astronaut").resize((48, 32)).convert("L"), "JPEG"))
     ingest(str(raw), str(tmp_path / "ds"), progress=False)
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     by_source = {Path(s).name: u for s, u in zip(df["source"], df["uri"])}
     for name in ("cmyk.jpg", "palette.png", "alpha.png"):
         stored = Image.open(by_source[name])
@@ -172,7 +165,7 @@ def test_exact_duplicates_kept_once_and_label_conflicts_rejected(tmp_path, make_
     (raw / "cane" / "coffee.png").write_bytes(coffee)
     result = ingest(str(raw), str(tmp_path / "ds"), progress=False)
 
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     assert df["sha256"].is_unique
     assert result.card["exact_duplicates"] == 2
     conflict_sha = hashlib.sha256(made["gatto"][0].read_bytes()).hexdigest()
@@ -195,7 +188,7 @@ def test_near_duplicates_grouped_and_never_straddle_splits(tmp_path, make_dump):
         (raw / "altro" / f"{name}.png").write_bytes(encode(photo(name).resize((160, 120))))
     for seed in range(10):  # the same split must hold for any seed, not just a lucky one
         result = ingest(str(raw), str(tmp_path / "ds"), progress=False, seed=seed)
-        df = read(tmp_path / "ds")
+        df = read_manifest(tmp_path / "ds")
         df["name"] = [Path(s).name for s in df["source"]]
         cats = df[df["name"].str.startswith("chelsea")]
         assert cats["group"].nunique() == 1 and cats["split"].nunique() == 1
@@ -208,7 +201,7 @@ def test_near_duplicates_grouped_and_never_straddle_splits(tmp_path, make_dump):
 
 
 def _signature(out: Path) -> list[tuple[str, str, str]]:
-    df = read(out)
+    df = read_manifest(out)
     return sorted(zip(df["sha256"], df["label"], df["split"]))
 
 
@@ -243,7 +236,7 @@ def test_rerun_into_same_folder_is_idempotent_and_drops_stale_images(tmp_path, m
     ingest(str(raw), str(out), progress=False, classes="cane,gatto")
     assert {p.name for p in (out / "images").iterdir()} == {"cane", "gatto"}
     assert _files_under(out / "images") == {
-        u[len("images/") :] for u in read(out)["uri"].map(lambda u: Path(u).relative_to(out).as_posix())
+        u[len("images/") :] for u in read_manifest(out)["uri"].map(lambda u: Path(u).relative_to(out).as_posix())
     }
     assert not list(out.rglob("*.tmp"))
 
@@ -256,7 +249,7 @@ def test_label_map_json_and_yaml_classes_and_excluded_counts(tmp_path, make_dump
     for name in ("map.json", "map.yaml"):
         out = tmp_path / f"ds_{name}"
         result = ingest(str(raw), str(out), progress=False, label_map=str(tmp_path / name), classes=["dog", "horse"])
-        df = read(out)
+        df = read_manifest(out)
         assert df["label"].value_counts().to_dict() == {"dog": 7, "horse": 4}  # cane + dog folders merge
         assert result.card["excluded_by_classes"] == {"cat": 3}
         assert {p.name for p in (out / "images").iterdir()} == {"dog", "horse"}
@@ -273,7 +266,7 @@ def test_per_class_cap_is_deterministic_and_content_based(tmp_path, make_dump):
             shutil.copy(path, tmp_path / "b" / label / f"z{i}.png")
     ra = ingest(str(tmp_path / "a"), str(tmp_path / "oa"), progress=False, per_class=5, seed=1)
     rb = ingest(str(tmp_path / "b"), str(tmp_path / "ob"), progress=False, per_class=5, seed=1)
-    assert read(tmp_path / "oa")["label"].value_counts().to_dict() == {"cane": 5, "gatto": 5}
+    assert read_manifest(tmp_path / "oa")["label"].value_counts().to_dict() == {"cane": 5, "gatto": 5}
     assert _signature(tmp_path / "oa") == _signature(tmp_path / "ob")
     assert ra.card["capped_by_per_class"] == {"cane": 5, "gatto": 1} == rb.card["capped_by_per_class"]
     rc = ingest(str(tmp_path / "a"), str(tmp_path / "oc"), progress=False, per_class=5, seed=2)
@@ -295,7 +288,7 @@ def test_labels_csv_overrides_folders(tmp_path, make_dump):
         val=0.2,
         test=0.2,
     )
-    assert read(tmp_path / "ds")["label"].value_counts().to_dict() == {"horse": 4, "dog": 3}
+    assert read_manifest(tmp_path / "ds")["label"].value_counts().to_dict() == {"horse": 4, "dog": 3}
     assert _reasons(tmp_path / "ds") == {made["unsorted"][7].name: "unlabelled: not listed in the labels CSV"}
     assert result.n_images == 7
 
@@ -383,7 +376,7 @@ def test_near_duplicates_under_different_labels_stay_together_and_are_flagged(tm
     (raw / "gatto" / "chelsea.png").write_bytes(encode(chelsea))
     (raw / "cane" / "chelsea_small.jpg").write_bytes(encode(chelsea.resize((150, 100)), "JPEG", quality=60))
     result = ingest(str(raw), str(tmp_path / "ds"), progress=False)
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     cats = df[df["source"].str.contains("chelsea")]
     assert len(cats) == 2 and cats["group"].nunique() == 1 and cats["split"].nunique() == 1
     assert result.card["near_duplicates"]["groups_with_mixed_labels"] == 1
@@ -426,7 +419,7 @@ def test_tensorflow_reads_every_materialised_image_as_pillow_does(tmp_path, make
     for rel, data in variants.items():
         (raw / rel).write_bytes(data)
     ingest(str(raw), str(tmp_path / "ds"), progress=False)
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     assert len(df) == 14
     for row in df.itertuples():
         stored = Path(row.uri).read_bytes()

@@ -10,11 +10,11 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
-from ingest_helpers import read
 
 from bakeoff import sources
 from bakeoff.errors import BakeoffError
 from bakeoff.ingest import ingest
+from bakeoff.manifest import read_manifest
 
 from support import encode, photo
 
@@ -77,7 +77,7 @@ def test_zip_with_escaping_member_and_symlink(tmp_path, make_dump):
         zf.writestr(link, "/etc/passwd")
     out = tmp_path / "ds"
     result = ingest(str(archive), str(out), progress=False)
-    df = read(out)
+    df = read_manifest(out)
     assert result.n_images == 9
     assert set(df["label"]) == {"cane", "gatto"}  # '../../../cane/evil.png' is just a file in class 'cane'
     evil_row = df[df["source"].str.endswith("../../../cane/evil.png")].iloc[0]
@@ -115,7 +115,7 @@ def test_tar_gz_with_escaping_member_symlink_and_device(tmp_path, make_dump):
         tf.addfile(dev)
     out = tmp_path / "ds"
     result = ingest(str(archive), str(out), progress=False)
-    df = read(out)
+    df = read_manifest(out)
     assert result.n_images == 10
     assert all(Path(u).resolve().is_relative_to(out.resolve()) for u in df["uri"])
     assert df["label"].value_counts().to_dict() == {"gatto": 5, "cane": 5}
@@ -168,7 +168,7 @@ def test_s3_prefix_ingest_matches_local(tmp_path, make_dump, s3_server):
     local = ingest(str(tmp_path / "src"), str(tmp_path / "local"), progress=False)
     remote = ingest("s3://bakeoff-test/dumps/v1", str(tmp_path / "remote"), progress=False)
     assert remote.card["dataset_hash"] == local.card["dataset_hash"]
-    df = read(tmp_path / "remote")
+    df = read_manifest(tmp_path / "remote")
     assert all(s.startswith("s3://bakeoff-test/dumps/v1/raw-img/") for s in df["source"])
     assert all(Path(u).exists() for u in df["uri"])  # materialised locally: the folder is self-contained
     assert remote.card["rejected"] == {"zero-byte": 1} and remote.card["ignored_litter"] == 1
@@ -192,7 +192,7 @@ def test_local_symlinks_to_files_are_followed_broken_ones_rejected(tmp_path, mak
     (tmp_path / "raw" / "cane" / "link.png").symlink_to(extra)
     (tmp_path / "raw" / "gatto" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
     result = ingest(str(tmp_path / "raw"), str(tmp_path / "ds"), progress=False)
-    df = read(tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds")
     assert result.n_images == 7 and (df["label"] == "cane").sum() == 4
     assert pd.read_csv(tmp_path / "ds" / "rejected.csv")["reason"].tolist() == ["not-a-regular-file: broken symlink"]
 

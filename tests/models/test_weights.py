@@ -121,6 +121,31 @@ def test_weights_that_do_not_fit_fail_in_one_line(weights_mirror):
     assert "\n" not in str(info.value)
 
 
+def test_resolved_weights_carry_their_classifier_sibling(weights_mirror, tmp_path):
+    """The with-classifier file is found when the weights are resolved; without one, include_top says where it looked."""
+    resolved = weights.resolve_weights("mobilenet_v2", "imagenet", mirror=weights_mirror)
+    assert resolved.top_path == str(Path(weights_mirror, "mobilenet_v2", "imagenet_top.weights.h5"))
+    assert weights.resolve_weights("vgg16", "hed", mirror=weights_mirror).top_path is None
+    for name in ("imagenet.weights.h5", "imagenet.json"):
+        shutil.copy(Path(weights_mirror, "mobilenet_v2", name), tmp_path / name)
+    alone = weights.resolve_weights("mobilenet_v2", str(tmp_path / "imagenet.weights.h5"))
+    assert alone.top_path is None
+    with pytest.raises(
+        BakeoffError, match=r"no classifier weights beside .*\(looked for .*imagenet_top\.weights\.h5\)"
+    ):
+        backbones.build_application("mobilenet_v2", alone, 224, include_top=True)
+
+
+def test_s3_mirror_brings_the_classifier_sibling_into_the_cache(weights_mirror, s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("BAKEOFF_WEIGHTS_CACHE", str(tmp_path / "wcache"))
+    mirror = "s3://bakeoff-test/weights"
+    storage.upload_tree(Path(weights_mirror, "mobilenet_v2"), mirror + "/mobilenet_v2")
+    resolved = weights.resolve_weights("mobilenet_v2", "imagenet", mirror=mirror)
+    assert resolved.top_path.startswith(str(tmp_path / "wcache")) and resolved.top_path.endswith("_top.weights.h5")
+    sidecar = json.loads(storage.read_bytes(mirror + "/mobilenet_v2/imagenet.json"))
+    assert weights.sha256_file(resolved.top_path) == sidecar["top_sha256"]
+
+
 def test_s3_mirror_via_cli_import_and_resolve(s3_server, tmp_path, monkeypatch, capsys):
     """`bakeoff weights import vgg16_hed --mirror s3://...` then resolve from S3 into the local cache."""
     from bakeoff.cli import main

@@ -9,6 +9,8 @@ from kfp_ir import parse_compiled
 
 from bakeoff.cli import main
 
+from support import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "do-not-send-this-secret-anywhere"
 
@@ -176,11 +178,7 @@ def test_schedule_rejects_bad_cron_before_any_request(kfp_server, cron, capsys):
 
 
 def test_unreachable_endpoint_is_one_line_error(capsys):
-    import socket
-
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     assert main(["submit", "--host", f"http://127.0.0.1:{port}", "--data", "s3://b/raw"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot reach Kubeflow Pipelines") and "\n" not in err

@@ -5,13 +5,14 @@ no test imports another test module's private helpers.
 """
 
 from support.datasets import build_tiny_dataset, write_dataset
-from support.images import encode, photo, write_image
+from support.images import encode, exif_jpeg, photo, write_image
 from support.net import free_port, wait_http
 from support.procs import stop_process_group
 
 __all__ = [
     "build_tiny_dataset",
     "encode",
+    "exif_jpeg",
     "free_port",
     "photo",
     "stop_process_group",

@@ -51,3 +51,13 @@ def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
+
+
+def exif_jpeg(orientation: int) -> bytes:
+    """A 40x20 JPEG (left half red, right half blue) stored unrotated with an EXIF orientation tag."""
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = (255, 0, 0)
+    arr[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(Image.fromarray(arr), "JPEG", quality=95, exif=exif.tobytes())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 
 from bakeoff import stats
 from bakeoff.errors import BakeoffError
@@ -24,6 +24,16 @@ def test_mcnemar_matches_scipy_exact_binomial(only_a, only_b):
     assert result.p_value == pytest.approx(binomtest(only_a, n, 0.5, alternative="greater").pvalue)
     assert result.challenger_only == only_a and result.champion_only == only_b
     assert result.delta == pytest.approx((only_a - only_b) / a.size)
+
+
+@pytest.mark.parametrize("b,c", [(0, 1), (1, 0), (3, 3), (9, 1), (40, 25), (200, 170)])
+def test_mid_p_is_the_exact_p_minus_half_the_observed_count(b, c):
+    """mid-p = P(X > b) + P(X = b)/2, checked against scipy's binomial distribution and exact test."""
+    n = b + c
+    exact = binomtest(b, n, 0.5, alternative="greater").pvalue
+    assert stats.mcnemar_p(b, c) == pytest.approx(exact)
+    assert stats.mcnemar_p(b, c, mid_p=True) == pytest.approx(binom.sf(b, n, 0.5) + binom.pmf(b, n, 0.5) / 2)
+    assert stats.mcnemar_p(b, c, mid_p=True) < stats.mcnemar_p(b, c)
 
 
 def test_mid_p_is_less_conservative_and_bootstrap_agrees_in_direction():
