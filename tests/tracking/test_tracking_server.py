@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from trackhelp import CLASSES, IMAGE_SIZE, S3_KEY_ID, S3_SECRET, expected_accuracy, red_values
 
 from bakeoff import manifest, registry, tracking
+
+from support import CLASSES, IMAGE_SIZE, S3_KEY_ID, S3_SECRET, expected_accuracy, red_values
 
 
 def _pipeline(dataset, candidates, model_name, thresholds, experiment, *, pretrained=True, params=None, gate=None):
