@@ -91,7 +91,9 @@ VERSION_BACKBONE_TAG = "backbone"
 VERSION_WEIGHTS_PRETRAINED_TAG = "weights_pretrained"
 VERSION_DATASET_HASH_TAG = "dataset_hash"
 VERSION_TEST_ACCURACY_TAG = "test_accuracy"
-VERSION_GATE_TAG = "gate"  # "promoted" | "challenger"
+VERSION_GATE_TAG = "gate"  # VERSION_GATE_PROMOTED | VERSION_GATE_CHALLENGER
+VERSION_GATE_PROMOTED = "promoted"
+VERSION_GATE_CHALLENGER = "challenger"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 

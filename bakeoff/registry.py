@@ -313,7 +313,10 @@ def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: 
         else:
             outcome = _compare(challenger_run, model_name, champion.version, dataset_dir, dataset_hash, gate)
         decision = dataclasses.replace(decision, **outcome)
-        alias, verdict = (CHAMPION_ALIAS, "promoted") if decision.promoted else (CHALLENGER_ALIAS, "challenger")
+        if decision.promoted:
+            alias, verdict = CHAMPION_ALIAS, contract.VERSION_GATE_PROMOTED
+        else:
+            alias, verdict = CHALLENGER_ALIAS, contract.VERSION_GATE_CHALLENGER
         c.set_registered_model_alias(model_name, alias, version)
         c.set_model_version_tag(model_name, version, contract.VERSION_GATE_TAG, verdict)
         decision = dataclasses.replace(decision, champion_version_after=_version_of(_champion(c, model_name)))

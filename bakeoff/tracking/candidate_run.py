@@ -88,22 +88,24 @@ def log_candidate(
     c = client()
     parent = c.get_run(parent_run_id)
     run_id = _create_run(c, parent, folders)
-    log_params(run_id, safe_params({**_params(folders), **(params or {})}))
-    log_metrics(run_id, _metrics(folders))
-    with tempfile.TemporaryDirectory() as tmp:
-        _log_step_files(c, run_id, folders, tmp)
-        model = folders.model
-        version_id, model_uri = log_and_register(
-            run_id,
-            local_copy(model_dir, contract.MODEL_KERAS, tmp),
-            local_copy(model_dir, contract.MODEL_JSON, tmp),
-            list(model.classes),
-            model.image_size,
-            model_name,
-        )
-    _tag_version(
-        c, run_id, folders, model_name, version_id, model_uri, parent.data.tags.get(contract.DATASET_HASH_TAG, "")
-    )
+    try:
+        log_params(run_id, safe_params({**_params(folders), **(params or {})}))
+        log_metrics(run_id, _metrics(folders))
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_step_files(c, run_id, folders, tmp)
+            version_id, model_uri = log_and_register(
+                run_id,
+                local_copy(model_dir, contract.MODEL_KERAS, tmp),
+                local_copy(model_dir, contract.MODEL_JSON, tmp),
+                list(folders.model.classes),
+                folders.model.image_size,
+                model_name,
+            )
+        dataset_hash = parent.data.tags.get(contract.DATASET_HASH_TAG, "")
+        _tag_version(c, run_id, folders, model_name, version_id, model_uri, dataset_hash)
+    except BaseException:  # a half-logged candidate ends FAILED, not RUNNING forever
+        c.set_terminated(run_id, "FAILED")
+        raise
     c.set_terminated(run_id, "FINISHED")
     return run_id
 
