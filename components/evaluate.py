@@ -39,9 +39,9 @@ def evaluate(
         model_name=model_name,
     )
 
-    for key, value in result.items():
-        if number(value) is not None:
-            metrics.log_metric(key, number(value))
+    for key, value in result.items():  # every finite number; lists (classes, confusion matrix) are not metrics
+        if (finite := number(value)) is not None:
+            metrics.log_metric(key, finite)
     metrics.metadata.update({"backbone": result.get("backbone"), "mlflow_run_id": run_id})
 
     # KFP's UI format: one confusion matrix, one ROC curve (binary: the second class; else micro-averaged)
