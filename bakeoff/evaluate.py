@@ -12,25 +12,27 @@ import io
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bakeoff import manifest, storage
+from bakeoff.contract import (
+    CONFUSION_PNG,
+    METRICS_JSON,
+    MODEL_KERAS,
+    PREDICTIONS,
+    REPORT_JSON,
+    ROC_PNG,
+    MetricsInfo,
+    ModelInfo,
+    prob_column,
+)
 from bakeoff.errors import BakeoffError
 from bakeoff.heads import load_keras, probabilities
 
-MODEL_KERAS = "model.keras"
-MODEL_JSON = "model.json"
-METRICS_JSON = "metrics.json"
-REPORT_JSON = "classification_report.json"
-PREDICTIONS = "predictions.parquet"
-CONFUSION_PNG = "confusion_matrix.png"
-ROC_PNG = "roc.png"
-
-
-def prob_column(name: str) -> str:
-    return f"prob_{name}"
+ROC_MAX_POINTS = 200  # enough for a smooth curve in the KFP UI, small enough for its metadata store
 
 
 def predict_split(
@@ -96,6 +98,49 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray, n_classes: int) -> float | No
         return float(roc_auc_score(y_true, probs[:, 1]))
     normalised = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows can miss 1.0 by a hair
     return float(roc_auc_score(y_true, normalised, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+
+
+@dataclass(frozen=True)
+class RocPoints:
+    """One ROC curve as plain lists (false/true positive rates and the thresholds that give them)."""
+
+    fpr: list[float]
+    tpr: list[float]
+    thresholds: list[float]
+
+
+def roc_points(y_true: np.ndarray, probs: np.ndarray, n_classes: int, max_points: int = ROC_MAX_POINTS) -> RocPoints:
+    """ONE ROC curve for a dashboard that draws one (KFP's ClassificationMetrics): for two classes the positive
+    class is classes[1]; for more, the micro-average over one-vs-rest (every image x class is one decision).
+
+    Thresholds are capped at 1.0 (scikit-learn's first one is +inf, which JSON metadata cannot hold) and at most
+    ``max_points`` evenly spaced points are kept (first and last included).
+    """
+    from sklearn.metrics import roc_curve
+    from sklearn.preprocessing import label_binarize
+
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    if n_classes == 2:
+        truth, scores = (y_true == 1).astype(int), probs[:, 1]
+    else:
+        truth, scores = label_binarize(y_true, classes=list(range(n_classes))).ravel(), probs.ravel()
+    fpr, tpr, thresholds = roc_curve(truth, scores)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).astype(int))
+    return RocPoints(fpr[keep].tolist(), tpr[keep].tolist(), np.minimum(thresholds[keep], 1.0).tolist())
+
+
+def _labels_and_probs(preds: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """predictions.parquet rows -> (class index per image, [n, n_classes] probabilities in ``classes`` order)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return preds["label"].map(index).to_numpy(), preds[[prob_column(c) for c in classes]].to_numpy()
+
+
+def evaluation_roc(eval_dir: str, max_points: int = ROC_MAX_POINTS) -> RocPoints:
+    """The ROC points of a finished evaluation folder (classes from metrics.json, scores from predictions.parquet)."""
+    classes = list(MetricsInfo.read(eval_dir).classes)
+    preds = pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(eval_dir, PREDICTIONS))))
+    y_true, probs = _labels_and_probs(preds, classes)
+    return roc_points(y_true, probs, len(classes), max_points)
 
 
 def compute_metrics(
@@ -182,31 +227,26 @@ def evaluate(
 
     if batch_size < 1 or n_bootstrap < 1:
         raise BakeoffError("need batch_size >= 1 and n_bootstrap >= 1")
-    info = storage.read_json(storage.join(model_dir, MODEL_JSON))
-    classes = list(info.get("classes") or [])
-    image_size = info.get("image_size")
-    if len(classes) < 2 or not image_size:
-        raise BakeoffError(f"{storage.join(model_dir, MODEL_JSON)} lacks classes/image_size; re-run `bakeoff finetune`")
+    info = ModelInfo.read(model_dir)
+    classes, image_size = list(info.classes), info.image_size
     model_uri = storage.join(model_dir, MODEL_KERAS)
     model = load_keras(model_uri)
 
-    preds = predict_split(model, classes, int(image_size), dataset_dir, "test", batch_size)
-    index = {c: i for i, c in enumerate(classes)}
-    y_true = preds["label"].map(index).to_numpy()
-    probs = preds[[prob_column(c) for c in classes]].to_numpy()
+    preds = predict_split(model, classes, image_size, dataset_dir, "test", batch_size)
+    y_true, probs = _labels_and_probs(preds, classes)
     metrics, report, matrix = compute_metrics(y_true, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
 
     df = manifest.read_manifest(dataset_dir, resolve=False)
     metrics.update(
         {
-            "latency_ms_per_image": round(measure_latency(model, _first_image(dataset_dir, int(image_size))), 3),
+            "latency_ms_per_image": round(measure_latency(model, _first_image(dataset_dir, image_size)), 3),
             "model_size_mb": _size_mb(model_uri),
-            "backbone": info.get("backbone"),
-            "weights": info.get("weights"),
-            "image_size": int(image_size),
-            "cut": info.get("cut"),
-            "finetuned": bool(info.get("finetuned", False)),
-            "head_kind": info.get("head_kind"),
+            "backbone": info.backbone,
+            "weights": dict(info.weights) or None,
+            "image_size": image_size,
+            "cut": info.cut,
+            "finetuned": info.finetuned,
+            "head_kind": info.head_kind,
             "dataset_hash": manifest.dataset_hash(df),
             "confusion_matrix": matrix.tolist(),
         }

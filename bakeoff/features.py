@@ -28,13 +28,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bakeoff import env, manifest, storage
+from bakeoff.contract import FEATURES_JSON, FEATURES_NPZ
 from bakeoff.errors import BakeoffError
 
 if TYPE_CHECKING:  # pragma: no cover
     from bakeoff.weights import ResolvedWeights
 
-FEATURES_NPZ = "features.npz"
-FEATURES_JSON = "features.json"
 CACHE_FORMAT = 1  # bump when the stored vectors' meaning changes
 
 

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 
 from bakeoff import manifest, storage
+from bakeoff.contract import HEAD_KERAS, MODEL_JSON, MODEL_KERAS, HeadInfo
 from bakeoff.errors import BakeoffError
-from bakeoff.heads import HEAD_JSON, HEAD_KERAS, class_weights, keras_progress, load_keras, loss_for, save_keras
+from bakeoff.heads import class_weights, keras_progress, load_keras, loss_for, save_keras
 
-MODEL_KERAS = "model.keras"
-MODEL_JSON = "model.json"
 MIXED_PRECISION_MODES = ("auto", "on", "off")
 
 
@@ -68,7 +67,7 @@ def _clone_head_layers(head) -> list:
     return clones
 
 
-def assemble(head_info: dict, head, *, blocks: int, augment: bool, seed: int = 0) -> tuple[Any, list[str]]:
+def assemble(head_info: HeadInfo, head, *, blocks: int, augment: bool, seed: int = 0) -> tuple[Any, list[str]]:
     """Build image -> [augmentation] -> feature extractor -> head, and set what may train.
 
     Returns the model and the names of the backbone layers left trainable (never a BatchNorm).
@@ -78,13 +77,13 @@ def assemble(head_info: dict, head, *, blocks: int, augment: bool, seed: int = 0
     from bakeoff.backbones import build_feature_extractor, finetune_layers, get_backbone
     from bakeoff.weights import resolve_weights
 
-    bb = get_backbone(head_info["backbone"])
-    weights_info = head_info.get("weights") or {}
+    bb = get_backbone(head_info.backbone)
+    weights_info = head_info.weights
     resolved = resolve_weights(bb.name, weights_info.get("spec", "imagenet"), sha256=weights_info.get("sha256"))
     if resolved.sha256 and weights_info.get("sha256") and resolved.sha256 != weights_info["sha256"]:
         raise BakeoffError(f"weights for {bb.name} changed since the features were made; re-run `bakeoff features`")
-    size = int(head_info.get("image_size") or bb.default_size)
-    extractor = build_feature_extractor(bb, resolved, size, head_info.get("cut"))
+    size = int(head_info.image_size or bb.default_size)
+    extractor = build_feature_extractor(bb, resolved, size, head_info.cut)
     if extractor.output.shape[-1] != head.input.shape[-1]:
         raise BakeoffError(
             f"head expects {head.input.shape[-1]} features but {bb.name} gives "
@@ -165,12 +164,9 @@ def finetune(
 
     if epochs < 0 or batch_size < 1 or patience < 0 or blocks < 0 or learning_rate <= 0:
         raise BakeoffError("need epochs >= 0, batch_size >= 1, patience >= 0, blocks >= 0, learning_rate > 0")
-    head_info = storage.read_json(storage.join(head_dir, HEAD_JSON))
-    for key in ("backbone", "classes"):
-        if not head_info.get(key):
-            raise BakeoffError(f"{storage.join(head_dir, HEAD_JSON)} lacks {key!r}; re-run `bakeoff train-head`")
+    head_info = HeadInfo.read(head_dir)
     head = load_keras(storage.join(head_dir, HEAD_KERAS))
-    classes = list(head_info["classes"])
+    classes = list(head_info.classes)
     mixed = use_mixed_precision(mixed_precision) and epochs > 0
     previous_policy = keras.mixed_precision.global_policy()
 
@@ -194,7 +190,7 @@ def finetune(
                 verbose=0,
                 shuffle=False,
                 class_weight=class_weights(y_train, len(classes)),
-                callbacks=[stop, keras_progress(epochs, f"finetune {head_info['backbone']}")],
+                callbacks=[stop, keras_progress(epochs, f"finetune {head_info.backbone}")],
             )
             history = {k: [float(v) for v in fit.history[k]] for k in history}
             best = int(np.argmin(history["val_loss"]))
@@ -217,12 +213,12 @@ def finetune(
         keras.mixed_precision.set_global_policy(previous_policy)
 
     result = {
-        "backbone": head_info["backbone"],
-        "weights": head_info.get("weights"),
+        "backbone": head_info.backbone,
+        "weights": dict(head_info.weights) or None,
         "image_size": size,
-        "cut": head_info.get("cut"),
+        "cut": head_info.cut,
         "classes": classes,
-        "head_kind": head_info.get("kind"),
+        "head_kind": head_info.kind or None,
         "head_dir": str(head_dir),
         "dataset_hash": manifest.dataset_hash(manifest.read_manifest(dataset_dir, resolve=False)),
         "unfrozen_layers": unfrozen,

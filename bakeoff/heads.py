@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 
 from bakeoff import env, storage
+from bakeoff.contract import HEAD_JSON, HEAD_KERAS
 from bakeoff.errors import BakeoffError
 from bakeoff.features import load_features
 
-HEAD_KERAS = "head.keras"
-HEAD_JSON = "head.json"
 HEAD_KINDS = ("dense", "logreg")
 LOGREG_C_GRID = (0.01, 0.1, 1.0, 10.0)
 

@@ -28,12 +28,12 @@ from pathlib import Path
 import pandas as pd
 
 from bakeoff import storage
+from bakeoff.contract import CARD_JSON_NAME as CARD_JSON_NAME  # re-exported: the dataset folder's file names
+from bakeoff.contract import CARD_MD_NAME as CARD_MD_NAME
+from bakeoff.contract import MANIFEST_NAME
+from bakeoff.contract import REJECTED_NAME as REJECTED_NAME
 from bakeoff.errors import BakeoffError
 
-MANIFEST_NAME = "manifest.parquet"
-REJECTED_NAME = "rejected.csv"
-CARD_JSON_NAME = "card.json"
-CARD_MD_NAME = "card.md"
 SPLITS = ("train", "val", "test")
 COLUMNS = {
     "uri": "string",

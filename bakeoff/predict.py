@@ -1,11 +1,8 @@
-"""Batch prediction from a registered model, and the pyfunc wrapper that makes MLflow predict class names.
+"""Batch prediction from a registered model, and reading a logged bakeoff model back (Keras model, model.json).
 
-``KerasImageClassifier`` is the MLflow pyfunc flavour every candidate is logged with: its artifacts are
-the Keras ``model.keras`` (raw RGB 0..255 in, probabilities out) and ``model.json`` (classes, image size),
-so ``mlflow.pyfunc.load_model("models:/NAME@champion").predict(images)`` returns a DataFrame with the
-class NAME, its probability and every class's probability, and ``load_keras_model`` returns the very
-same Keras model for fine-grained use. The class is pickled by reference: loading needs ``bakeoff``
-importable (it is, in the bakeoff image and venv).
+Every candidate is logged as the class-names pyfunc of ``bakeoff.pyfunc_model``: ``load_pyfunc`` predicts class
+NAMES with it, ``load_keras_model`` returns the very same Keras model for fine-grained use, ``model_info`` its
+``model.json``.
 """
 
 from __future__ import annotations
@@ -19,64 +16,13 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from bakeoff import storage
+from bakeoff import storage, tracking
+from bakeoff.contract import MODEL_JSON, MODEL_KERAS, PROB_PREFIX, ModelInfo
 from bakeoff.errors import BakeoffError
 
-BATCH = 32
-
-
-def class_probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
-    """Model output -> [n, n_classes] probabilities (a 1-unit sigmoid head means P(classes[1]))."""
-    raw = np.asarray(raw, dtype=np.float64)
-    if raw.ndim == 1:
-        raw = raw[:, None]
-    if raw.shape[1] == 1 and n_classes == 2:
-        return np.concatenate([1.0 - raw, raw], axis=1)
-    if raw.shape[1] != n_classes:
-        raise BakeoffError(f"model outputs {raw.shape[1]} values but model.json lists {n_classes} classes")
-    return raw
-
-
-class KerasImageClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc: float32 images [n, S, S, 3] in 0..255 -> label, probability, prob_<class> columns."""
-
-    def load_context(self, context) -> None:
-        import keras
-
-        self.keras_model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
-        info = json.loads(Path(context.artifacts["model_json"]).read_text())
-        self.classes = list(info["classes"])
-        self.image_size = int(info["image_size"])
-
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        x = np.asarray(model_input, dtype=np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        probs = class_probabilities(self.keras_model.predict(x, batch_size=BATCH, verbose=0), len(self.classes))
-        best = probs.argmax(axis=1)
-        out = pd.DataFrame({"label": [self.classes[i] for i in best], "probability": probs[np.arange(len(best)), best]})
-        for j, name in enumerate(self.classes):
-            out[f"prob_{name}"] = probs[:, j]
-        return out
-
-
-def pip_requirements() -> list[str]:
-    """Pinned requirements for the logged model (passing them skips MLflow's slow inference)."""
-    import keras
-
-    reqs = [
-        f"mlflow=={mlflow.__version__}",
-        f"keras=={keras.__version__}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-    ]
-    try:
-        from importlib.metadata import version
-
-        reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")
-    except Exception:
-        pass
-    return reqs
+# Models logged before the pyfunc moved to bakeoff.pyfunc_model pickled it as bakeoff.predict.KerasImageClassifier
+# (by reference): keep that name importable so those registered versions still load.
+from bakeoff.pyfunc_model import BATCH, KerasImageClassifier  # noqa: F401
 
 
 def _model_artifact(model_uri: str, name: str, dst: str) -> str:
@@ -89,9 +35,7 @@ def _read_model_file(model_uri: str, name: str, read):
     """Download one file of a logged/registered bakeoff model and ``read`` it before the temp copy goes."""
     import tempfile
 
-    from bakeoff import tracking
-
-    tracking._ensure_configured()
+    tracking.ensure_configured()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = _model_artifact(model_uri, name, tmp)
@@ -104,18 +48,20 @@ def load_keras_model(model_uri: str):
     """The Keras model behind a logged/registered bakeoff model (e.g. ``models:/NAME@champion``)."""
     import keras
 
-    return _read_model_file(model_uri, "model.keras", lambda path: keras.models.load_model(path, compile=False))
+    return _read_model_file(model_uri, MODEL_KERAS, lambda path: keras.models.load_model(path, compile=False))
 
 
-def model_info(model_uri: str) -> dict:
+def model_info(model_uri: str) -> ModelInfo:
     """``model.json`` (classes, image_size, backbone, weights) of a logged/registered bakeoff model."""
-    return _read_model_file(model_uri, "model.json", lambda path: json.loads(Path(path).read_text()))
+    source = f"{MODEL_JSON} of {model_uri}"
+    return _read_model_file(
+        model_uri, MODEL_JSON, lambda path: ModelInfo.from_dict(json.loads(Path(path).read_text()), source=source)
+    )
 
 
 def load_pyfunc(model_uri: str):
-    from bakeoff import tracking
-
-    tracking._ensure_configured()
+    """The class-names pyfunc of a logged/registered bakeoff model; one-line error when it cannot load."""
+    tracking.ensure_configured()
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:
@@ -177,7 +123,7 @@ def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.Da
         preds = model.predict(np.stack(batch).astype(np.float32))
         for path, (_, pred) in zip(batch_paths, preds.iterrows()):
             row = {"path": path, "predicted": pred["label"], "probability": float(pred["probability"]), "error": ""}
-            row.update({k: float(v) for k, v in pred.items() if str(k).startswith("prob_")})
+            row.update({k: float(v) for k, v in pred.items() if str(k).startswith(PROB_PREFIX)})
             rows.append(row)
         batch.clear()
         batch_paths.clear()

@@ -20,7 +20,7 @@ holder's lock expires after ``lock_ttl_s`` (timestamp tag) and is then broken by
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import random
 import socket
 import tempfile
@@ -29,18 +29,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from bakeoff import manifest, stats, tracking
+from bakeoff import contract, manifest, stats, tracking
+from bakeoff.contract import CHALLENGER_ALIAS, CHAMPION_ALIAS, LOCK_EXPIRES_TAG, LOCK_OWNER_TAG, GateDecision
 from bakeoff.errors import BakeoffError
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 LOCK_SUFFIX = ".lock"
-LOCK_OWNER_TAG = "bakeoff.lock_owner"
-LOCK_EXPIRES_TAG = "bakeoff.lock_expires"
 
 
 @dataclass
@@ -154,7 +151,7 @@ def _champion(c, model_name: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        return c.get_model_version_by_alias(model_name, CHAMPION)
+        return c.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
@@ -173,23 +170,23 @@ def _model_predictions(model_uri: str, dataset_dir: str) -> pd.DataFrame:
 
     info = model_info(model_uri)
     model = load_keras_model(model_uri)
-    return _predict_split(model, list(info["classes"]), int(info["image_size"]), dataset_dir)
+    return _predict_split(model, list(info.classes), info.image_size, dataset_dir)
 
 
 def _challenger_predictions(run, dataset_dir: str, dataset_hash: str) -> pd.DataFrame:
     """The challenger's logged test predictions when they are of this dataset, else a fresh prediction."""
     import mlflow.artifacts
 
-    if run.data.tags.get("bakeoff.dataset_hash") == dataset_hash:
+    if run.data.tags.get(contract.DATASET_HASH_TAG) == dataset_hash:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = mlflow.artifacts.download_artifacts(
-                    run_id=run.info.run_id, artifact_path="evaluation/predictions.parquet", dst_path=tmp
+                    run_id=run.info.run_id, artifact_path=contract.PREDICTIONS_ARTIFACT, dst_path=tmp
                 )
                 return pd.read_parquet(path)
             except Exception:
                 pass  # fall through: predict again
-    return _model_predictions(run.data.tags["bakeoff.model_uri"], dataset_dir)
+    return _model_predictions(run.data.tags[contract.MODEL_URI_TAG], dataset_dir)
 
 
 def _seen_by_model(model_name: str, version: str) -> set[str]:
@@ -203,10 +200,10 @@ def _seen_by_model(model_name: str, version: str) -> set[str]:
     c = tracking.client()
     try:
         run = c.get_run(c.get_model_version(model_name, version).run_id)
-        source_run_id = run.data.tags.get("mlflow.parentRunId") or run.info.run_id
+        source_run_id = run.data.tags.get(contract.PARENT_RUN_TAG) or run.info.run_id
         with tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(
-                run_id=source_run_id, artifact_path=tracking.SPLITS_ARTIFACT, dst_path=tmp
+                run_id=source_run_id, artifact_path=contract.SPLITS_ARTIFACT, dst_path=tmp
             )
             splits = pd.read_parquet(path)
     except Exception:  # older runs without the split table: nothing to exclude
@@ -226,77 +223,12 @@ def _paired(challenger: pd.DataFrame, champion: pd.DataFrame) -> tuple[pd.Series
     return both["correct_challenger"].astype(bool), both["correct_champion"].astype(bool)
 
 
-def _report(decision: dict) -> str:
-    lines = [
-        f"# Promotion gate: {decision['model_name']}",
-        "",
-        f"**{'PROMOTED' if decision['promoted'] else 'NOT promoted'}**: {decision['reason']}",
-        "",
-        "| field | value |",
-        "|---|---|",
-    ]
-    for key in (
-        "challenger_run_id",
-        "challenger_backbone",
-        "challenger_version",
-        "champion_version_before",
-        "champion_version_after",
-        "test",
-        "alpha",
-        "min_delta",
-        "n",
-        "accuracy_challenger",
-        "accuracy_champion",
-        "delta",
-        "challenger_only",
-        "champion_only",
-        "p_value",
-        "n_excluded_seen_by_champion",
-        "dataset_hash",
-    ):
-        value = decision.get(key)
-        if isinstance(value, float):
-            value = f"{value:.6g}"
-        lines.append(f"| {key} | {'' if value is None else value} |")
-    lines += [
-        "",
-        "The champion was re-evaluated on the same test split as the challenger; the test is paired "
-        "and one-sided (H1: the challenger is more accurate). `challenger_only` / `champion_only` count the "
-        "images only that model classifies correctly. Test images the champion trained or validated on "
-        "(`n_excluded_seen_by_champion`) are left out of the comparison.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _log_decision(run_id: str, decision: dict) -> None:
-    c = tracking.client()
-    for key in (
-        "promoted",
-        "reason",
-        "challenger_run_id",
-        "challenger_version",
-        "champion_version_before",
-        "champion_version_after",
-        "p_value",
-        "delta",
-        "test",
-        "alpha",
-    ):
-        value = decision.get(key)
-        c.set_tag(run_id, f"bakeoff.gate.{key}", "" if value is None else tracking.redact(str(value))[:5000])
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "gate_report.md").write_text(_report(decision))
-        Path(tmp, "gate_decision.json").write_text(json.dumps(decision, indent=2, default=str))
-        c.log_artifact(run_id, str(Path(tmp, "gate_report.md")))
-        c.log_artifact(run_id, str(Path(tmp, "gate_decision.json")))
-
-
 # ---------------------------------------------------------------------------------------- the gate
 
 
 def _compare(
     challenger_run, model_name: str, champion_version: str, dataset_dir: str, dataset_hash: str, gate: GateConfig
-) -> dict:
+) -> dict[str, Any]:
     """Paired comparison of the challenger with the champion on this dataset's test split -> decision fields."""
     chal = _challenger_predictions(challenger_run, dataset_dir, dataset_hash)
     try:
@@ -341,59 +273,58 @@ def _compare(
     return out
 
 
-def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: GateConfig) -> dict:
-    """Apply the gate to one candidate run and move an alias; returns the decision dict (not logged)."""
+def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: GateConfig) -> GateDecision:
+    """Apply the gate to one candidate run and move an alias; returns the decision (not logged)."""
     c = tracking.client()
     tags = challenger_run.data.tags
-    version = tags.get("bakeoff.model_version")
+    version = tags.get(contract.MODEL_VERSION_TAG)
     if not version:
         raise BakeoffError(
             f"run {challenger_run.info.run_id} has no registered model version; "
             "was it logged with tracking.log_candidate?"
         )
-    if tags.get("bakeoff.model_name", model_name) != model_name:
+    recorded_name = tags.get(contract.MODEL_NAME_TAG, model_name)
+    if recorded_name != model_name:
         raise BakeoffError(
-            f"run {challenger_run.info.run_id} is a version of {tags['bakeoff.model_name']!r}, "
-            f"not {model_name!r}; pass --model-name {tags['bakeoff.model_name']}"
+            f"run {challenger_run.info.run_id} is a version of {recorded_name!r}, "
+            f"not {model_name!r}; pass --model-name {recorded_name}"
         )
-    pretrained = tags.get("bakeoff.weights_pretrained", "true") == "true"
+    pretrained = tags.get(contract.WEIGHTS_PRETRAINED_TAG, "true") == "true"
     dataset_hash = manifest.dataset_hash(manifest.read_manifest(dataset_dir, resolve=False))
-    decision: dict = {
-        "promoted": False,
-        "reason": "",
-        "model_name": model_name,
-        "challenger_run_id": challenger_run.info.run_id,
-        "challenger_version": version,
-        "challenger_backbone": tags.get("bakeoff.backbone", ""),
-        "champion_version_before": None,
-        "champion_version_after": None,
-        "p_value": None,
-        "delta": None,
-        "test": gate.test,
-        "alpha": gate.alpha,
-        "min_delta": gate.min_delta,
-        "dataset_hash": dataset_hash,
-    }
+    decision = GateDecision(
+        model_name=model_name,
+        challenger_run_id=challenger_run.info.run_id,
+        challenger_version=version,
+        challenger_backbone=tags.get(contract.BACKBONE_TAG, ""),
+        test=gate.test,
+        alpha=gate.alpha,
+        min_delta=gate.min_delta,
+        dataset_hash=dataset_hash,
+    )
     with registry_lock(model_name, timeout_s=gate.lock_timeout_s, ttl_s=gate.lock_ttl_s):
         champion = _champion(c, model_name)  # re-read under the lock: whoever is champion NOW
-        decision["champion_version_before"] = champion.version if champion else None
+        decision = dataclasses.replace(decision, champion_version_before=_version_of(champion))
         if not pretrained:
-            decision["reason"] = "trained from random weights (--weights none): never promoted"
+            outcome = {"reason": "trained from random weights (--weights none): never promoted"}
         elif champion is None:
-            decision.update(promoted=True, reason="no champion yet")
+            outcome = {"promoted": True, "reason": "no champion yet"}
         elif str(champion.version) == str(version):
-            decision["reason"] = "the challenger already is the champion"
+            outcome = {"reason": "the challenger already is the champion"}
         else:
-            decision.update(_compare(challenger_run, model_name, champion.version, dataset_dir, dataset_hash, gate))
-        if decision["promoted"]:
-            c.set_registered_model_alias(model_name, CHAMPION, version)
-            c.set_model_version_tag(model_name, version, "gate", "promoted")
+            outcome = _compare(challenger_run, model_name, champion.version, dataset_dir, dataset_hash, gate)
+        decision = dataclasses.replace(decision, **outcome)
+        if decision.promoted:
+            alias, verdict = CHAMPION_ALIAS, contract.VERSION_GATE_PROMOTED
         else:
-            c.set_registered_model_alias(model_name, CHALLENGER, version)
-            c.set_model_version_tag(model_name, version, "gate", "challenger")
-        after = _champion(c, model_name)
-        decision["champion_version_after"] = after.version if after else None
+            alias, verdict = CHALLENGER_ALIAS, contract.VERSION_GATE_CHALLENGER
+        c.set_registered_model_alias(model_name, alias, version)
+        c.set_model_version_tag(model_name, version, contract.VERSION_GATE_TAG, verdict)
+        decision = dataclasses.replace(decision, champion_version_after=_version_of(_champion(c, model_name)))
     return decision
+
+
+def _version_of(model_version) -> str | None:
+    return str(model_version.version) if model_version is not None else None
 
 
 def select_and_register(
@@ -403,20 +334,20 @@ def select_and_register(
     model_name: str,
     dataset_dir: str,
     gate: GateConfig | None = None,
-) -> dict:
+) -> GateDecision:
     """Pick the run's challenger, gate it against the current champion, log the decision on the parent run."""
     gate = gate or GateConfig()
     c = tracking.client()
     runs = [c.get_run(run_id) for run_id in candidate_run_ids]
     challenger = pick_challenger(runs)
     decision = gate_challenger(challenger, model_name=model_name, dataset_dir=dataset_dir, gate=gate)
-    _log_decision(parent_run_id, decision)
+    tracking.log_gate_decision(parent_run_id, decision)
     return decision
 
 
 def promote(
     run_id: str, *, model_name: str | None = None, dataset_dir: str | None = None, gate: GateConfig | None = None
-) -> dict:
+) -> GateDecision:
     """The gate by hand: ``run_id`` is a pipeline (parent) run or one candidate run.
 
     The model name and dataset default to what the run recorded (``bakeoff.model_name`` tag, parent's
@@ -427,33 +358,35 @@ def promote(
     try:
         run = c.get_run(run_id)
     except Exception as exc:
-        raise BakeoffError(f"no MLflow run {run_id!r} at {tracking._ensure_configured()}") from exc
-    if run.data.tags.get(tracking.KIND_TAG) == "pipeline":
+        raise BakeoffError(f"no MLflow run {run_id!r} at {tracking.ensure_configured()}") from exc
+    if run.data.tags.get(contract.KIND_TAG) == contract.KIND_PIPELINE:
         parent = run
         children = c.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1000
+            [run.info.experiment_id],
+            filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{run_id}'",
+            max_results=1000,
         )
         if not children:
             raise BakeoffError(f"pipeline run {run_id} has no candidate runs")
         challenger = pick_challenger(children)
     else:
         challenger = run
-        parent_id = run.data.tags.get("mlflow.parentRunId")
+        parent_id = run.data.tags.get(contract.PARENT_RUN_TAG)
         parent = c.get_run(parent_id) if parent_id else run
-    model_name = model_name or challenger.data.tags.get("bakeoff.model_name")
+    model_name = model_name or challenger.data.tags.get(contract.MODEL_NAME_TAG)
     if not model_name:
         raise BakeoffError(f"run {challenger.info.run_id} names no registered model; pass --model-name")
-    dataset_dir = dataset_dir or parent.data.tags.get("bakeoff.dataset_uri")
+    dataset_dir = dataset_dir or parent.data.tags.get(contract.DATASET_URI_TAG)
     if not dataset_dir:
         raise BakeoffError(f"run {parent.info.run_id} does not record its dataset; pass --dataset DIR")
     decision = gate_challenger(challenger, model_name=model_name, dataset_dir=dataset_dir, gate=gate)
-    _log_decision(parent.info.run_id, decision)
+    tracking.log_gate_decision(parent.info.run_id, decision)
     return decision
 
 
-def decision_dict(decision: dict) -> dict:
-    """JSON-safe copy of a decision."""
-    return json.loads(json.dumps(decision, default=str))
+def decision_dict(decision: GateDecision) -> dict:
+    """The decision as its JSON record (what ``bakeoff promote`` prints)."""
+    return decision.to_dict()
 
 
-__all__ = ["GateConfig", "select_and_register", "promote", "registry_lock", "pick_challenger"]
+__all__ = ["GateConfig", "GateDecision", "select_and_register", "promote", "registry_lock", "pick_challenger"]

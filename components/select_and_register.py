@@ -34,37 +34,19 @@ def select_and_register(
     )
     board = tracking.leaderboard(experiment, parent_run_id=parent_run_id)
     tracking.finish_pipeline_run(parent_run_id, board, result)
-    shown = [
-        c
-        for c in (
-            "backbone",
-            "weights",
-            "pretrained",
-            "image_size",
-            "test_accuracy",
-            "test_f1_macro",
-            "test_roc_auc",
-            "latency_ms_per_image",
-            "model_size_mb",
-            "model_version",
-            "run_id",
-        )
-        if c in board.columns
-    ]
-    board = board[shown]
+    shown = board[tracking.leaderboard_columns(board)]
 
-    verdict = "promoted to champion" if result.get("promoted") else "not promoted"
+    verdict = "promoted to champion" if result.promoted else "not promoted"
     text = (
-        f"# Bake-off leaderboard\n\n{board.to_markdown(index=False)}\n\n"
-        f"**Gate ({result.get('test')}):** challenger {result.get('challenger_run_id')} {verdict}: "
-        f"{result.get('reason')}\n"
+        f"# Bake-off leaderboard\n\n{tracking.leaderboard_markdown(shown)}\n"
+        f"**Gate ({result.test}):** challenger {result.challenger_run_id} {verdict}: {result.reason}\n"
     )
     with open(leaderboard.path, "w") as handle:
         handle.write(text)
-    leaderboard.metadata["rows"] = json.loads(board.to_json(orient="records"))
-    decision.metadata.update({k: v for k, v in result.items() if v is not None})
-    decision.log_metric("promoted", float(bool(result.get("promoted"))))
-    if result.get("p_value") is not None:
-        decision.log_metric("p_value", float(result["p_value"]))
+    leaderboard.metadata["rows"] = json.loads(shown.to_json(orient="records"))
+    decision.metadata.update({k: v for k, v in result.to_dict().items() if v is not None})
+    decision.log_metric("promoted", float(result.promoted))
+    if result.p_value is not None:
+        decision.log_metric("p_value", float(result.p_value))
     print(text)
-    return json.dumps(result, default=str)
+    return result.to_json()

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny real images, a real S3-compatible server on 127.0.0.1, the offline weights mirror.
+"""Shared fixtures: tiny real images, a real S3-compatible server on 127.0.0.1, the offline weights mirror, and the
+red/blue dataset with its candidate step folders of known accuracy (tests/tracking and tests/components use them).
 
 Each area's own fixtures live in its test folder's conftest (tests/ingest/, tests/models/, ...).
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port, write_image
+from support import Candidate, build_candidate, build_red_blue_dataset, free_port, write_image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -66,6 +67,39 @@ def weights_mirror(tmp_path_factory) -> str:
     for name in ("mobilenet_v2", "vgg16_hed"):
         weights_import.run(name, str(mirror))
     return str(mirror)
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    """The red/blue dataset folder (support.candidates): 10 train, 10 val, 100 test images of known redness."""
+    return build_red_blue_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="session")
+def candidates(tmp_path_factory, dataset):
+    """Factory with a cache: candidates(threshold, pretrained=True) -> Candidate (built once per session)."""
+    cache: dict = {}
+    base = tmp_path_factory.mktemp("candidates")
+
+    def get(threshold: float, pretrained: bool = True, backbone: str = "mobilenet_v2") -> Candidate:
+        key = (threshold, pretrained, backbone)
+        if key not in cache:
+            cache[key] = build_candidate(
+                base / f"{backbone}-{threshold}-{pretrained}",
+                dataset,
+                threshold,
+                pretrained=pretrained,
+                backbone=backbone,
+            )
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture
+def model_name(request) -> str:
+    """A registered-model name unique to the test, so tests never see each other's champion."""
+    return "bakeoff-" + request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:60]
 
 
 @pytest.hookimpl(hookwrapper=True)

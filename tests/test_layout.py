@@ -164,7 +164,6 @@ def test_core_has_no_import_cycle():
     """A cycle makes import order matter and hides which module owns a fact (issue 9): none under bakeoff/."""
     graph = _import_graph(ROOT, "bakeoff")
     tangled = set(_tangles(graph))
-    tangled.discard(frozenset({"bakeoff.tracking", "bakeoff.predict"}))  # removed when the tracking split merges
     assert not tangled, "import cycles: " + " | ".join(_describe(group, graph) for group in tangled)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bakeoff.errors import BakeoffError
-from bakeoff.evaluate import bootstrap_ci, compute_metrics, roc_auc
+from bakeoff.evaluate import bootstrap_ci, compute_metrics, roc_auc, roc_points
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -65,6 +65,32 @@ def test_roc_auc_is_none_when_a_class_is_missing_from_test():
     assert roc_auc(np.array([0, 1]), probs, 3) is None
     metrics, _, _ = compute_metrics(np.array([0, 1]), probs, ["a", "b", "c"], n_bootstrap=10)
     assert metrics["roc_auc"] is None and "undefined" in metrics["roc_auc_note"]
+
+
+def test_roc_points_binary_textbook_example():
+    # scikit-learn's own example: thresholds inf, 0.8, 0.4, 0.35, 0.1 -> the first is capped at 1.0 for KFP
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    roc = roc_points(y, np.c_[1 - p1, p1], 2)
+    assert roc.fpr == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert roc.tpr == [0.0, 0.5, 0.5, 1.0, 1.0]
+    assert roc.thresholds == pytest.approx([1.0, 0.8, 0.4, 0.35, 0.1])
+    few = roc_points(y, np.c_[1 - p1, p1], 2, max_points=3)  # evenly spaced, first and last kept
+    assert few.fpr == [0.0, 0.5, 1.0] and few.tpr == [0.0, 0.5, 1.0]
+
+
+def test_roc_points_multiclass_is_the_micro_average():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, size=400)
+    logits = rng.normal(size=(400, 3)) + 1.2 * np.eye(3)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    roc = roc_points(y, probs, 3, max_points=10_000)
+    area = float(np.sum(np.diff(roc.fpr) * (np.array(roc.tpr[1:]) + np.array(roc.tpr[:-1])) / 2))
+    assert area == pytest.approx(roc_auc_score(np.eye(3)[y], probs, average="micro"))
+    short = roc_points(y, probs, 3)
+    assert len(short.fpr) <= 200 and short.fpr[0] == 0.0 and short.fpr[-1] == 1.0 and max(short.thresholds) <= 1.0
 
 
 def test_bootstrap_ci_brackets_accuracy_and_is_seeded():

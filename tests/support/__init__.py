@@ -1,22 +1,48 @@
-"""Shared test support: ports, waiting for servers, stopping process groups, real images and dataset folders.
+"""Shared test support: ports, waiting for servers, stopping process groups, real images and dataset folders,
+candidate step folders with known accuracies, the MLflow test server's description.
 
 Importable from every test (pytest puts ``tests/`` on ``sys.path``, see ``pythonpath`` in pyproject.toml), so
 no test imports another test module's private helpers.
 """
 
+from support.candidates import (
+    CLASSES,
+    IMAGE_SIZE,
+    Candidate,
+    build_candidate,
+    build_red_blue_dataset,
+    expected_accuracy,
+    red_values,
+    threshold_model,
+    write_candidate_folders,
+)
 from support.datasets import build_tiny_dataset, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
+from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server
 from support.net import free_port, wait_http
 from support.procs import stop_process_group
 
 __all__ = [
+    "CLASSES",
+    "IMAGE_SIZE",
+    "S3_KEY_ID",
+    "S3_SECRET",
+    "VENV_BIN",
+    "Candidate",
+    "Server",
+    "build_candidate",
+    "build_red_blue_dataset",
     "build_tiny_dataset",
     "encode",
     "exif_jpeg",
+    "expected_accuracy",
     "free_port",
     "photo",
+    "red_values",
     "stop_process_group",
+    "threshold_model",
     "wait_http",
+    "write_candidate_folders",
     "write_dataset",
     "write_image",
 ]

@@ -1,15 +1,16 @@
-"""Fixtures for tracking/registry tests (helpers and the model/dataset builders live in trackhelp.py)."""
+"""Fixtures for tracking/registry tests: a real `mlflow server` with S3 artifacts, and the client pointed at it.
+
+The red/blue dataset, the candidate folders and ``model_name`` are shared fixtures (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
-from trackhelp import S3_KEY_ID, S3_SECRET, VENV_BIN, Candidate, Server, build_candidate, make_dataset
 
-from support import free_port, stop_process_group, wait_http
+from support import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, free_port, stop_process_group, wait_http
 
 
 @pytest.fixture(scope="session")
@@ -81,36 +82,4 @@ def tracking_env(mlflow_server, monkeypatch) -> Server:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     tracking.configure()
     yield mlflow_server
-    tracking._state.update(uri=None, artifacts=None)
-
-
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("dataset"))
-
-
-@pytest.fixture(scope="session")
-def candidates(tmp_path_factory, dataset):
-    """Factory with a cache: candidates(threshold, pretrained=True) -> Candidate (built once per session)."""
-    cache: dict = {}
-    base = tmp_path_factory.mktemp("candidates")
-
-    def get(threshold: float, pretrained: bool = True, backbone: str = "mobilenet_v2") -> Candidate:
-        key = (threshold, pretrained, backbone)
-        if key not in cache:
-            cache[key] = build_candidate(
-                base / f"{backbone}-{threshold}-{pretrained}",
-                dataset,
-                threshold,
-                pretrained=pretrained,
-                backbone=backbone,
-            )
-        return cache[key]
-
-    return get
-
-
-@pytest.fixture
-def model_name(request) -> str:
-    """A registered-model name unique to the test, so tests never see each other's champion."""
-    return "bakeoff-" + request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:60]
+    tracking.reset()

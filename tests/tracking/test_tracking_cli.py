@@ -9,10 +9,12 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
-from trackhelp import S3_KEY_ID, S3_SECRET
 
 from bakeoff import manifest, registry, tracking
 from bakeoff.cli import main
+from bakeoff.redaction import redact, safe_params
+
+from support import S3_KEY_ID, S3_SECRET
 
 
 def _pipeline(dataset, candidates, model_name, thresholds, experiment):
@@ -126,7 +128,7 @@ def test_embedded_default_sqlite_and_artifact_folder(dataset, candidates, tmp_pa
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    tracking._state.update(uri=None, artifacts=None)
+    tracking.reset()
     try:
         uri = tracking.configure()
         db = tmp_path / ".bakeoff" / "mlflow" / "mlflow.db"
@@ -149,12 +151,10 @@ def test_embedded_default_sqlite_and_artifact_folder(dataset, candidates, tmp_pa
         assert main(["ui"]) == 0
         assert expected in capsys.readouterr().out
     finally:
-        tracking._state.update(uri=None, artifacts=None)
+        tracking.reset()
 
 
 @pytest.mark.parametrize("uri", ["postgresql://bakeoff:hunter2@db:5432/mlflow", "s3://AKIAABCDEFGHIJKLMNOP@x/y"])
 def test_redact_removes_credentials(uri):
-    assert "hunter2" not in tracking.redact(uri) and "AKIAABCDEFGHIJKLMNOP" not in tracking.redact(uri)
-    assert tracking.safe_params({"db_password": "x" * 10, "nested": {"api_token": "y" * 10, "lr": 0.1}}) == {
-        "nested.lr": "0.1"
-    }
+    assert "hunter2" not in redact(uri) and "AKIAABCDEFGHIJKLMNOP" not in redact(uri)
+    assert safe_params({"db_password": "x" * 10, "nested": {"api_token": "y" * 10, "lr": 0.1}}) == {"nested.lr": "0.1"}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from trackhelp import expected_accuracy
 
 from bakeoff import registry, tracking
 from bakeoff.errors import BakeoffError
+
+from support import expected_accuracy
 
 
 def _log(dataset, candidates, model_name, threshold, experiment="gate", pretrained=True):
@@ -120,7 +121,7 @@ def test_concurrent_promotions_end_with_the_better_champion(tracking_env, datase
         t.start()
     for t in threads:
         t.join(300)
-    assert all(isinstance(r, dict) for r in results.values()), results
+    assert all(isinstance(r, registry.GateDecision) for r in results.values()), results
     best_version = results["best"]["challenger_version"]
     assert _champion_version(model_name) == best_version
     assert results["best"]["promoted"]
@@ -159,9 +160,9 @@ def test_gate_leaves_out_test_images_the_champion_trained_on(tracking_env, datas
     """
     import shutil
 
-    from trackhelp import build_candidate
-
     from bakeoff import manifest
+
+    from support import build_candidate
 
     older = tmp_path / "older-dataset"
     shutil.copytree(dataset, older)

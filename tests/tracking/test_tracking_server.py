@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from trackhelp import CLASSES, IMAGE_SIZE, S3_KEY_ID, S3_SECRET, expected_accuracy, red_values
 
 from bakeoff import manifest, registry, tracking
+
+from support import CLASSES, IMAGE_SIZE, S3_KEY_ID, S3_SECRET, expected_accuracy, red_values
 
 
 def _pipeline(dataset, candidates, model_name, thresholds, experiment, *, pretrained=True, params=None, gate=None):
@@ -169,3 +170,41 @@ def test_leaderboard_across_pipeline_runs(tracking_env, dataset, candidates, mod
     assert set(last["parent_run_id"]) == {parent2} and len(last) == 2
     assert not math.isnan(board.iloc[0]["test_f1_macro"])
     assert isinstance(board, pd.DataFrame)
+
+
+def test_log_candidate_checks_inputs_first_and_never_leaves_a_run_running(
+    tracking_env, dataset, candidates, model_name, tmp_path
+):
+    import shutil
+
+    from mlflow.exceptions import MlflowException
+
+    from bakeoff import contract
+    from bakeoff.errors import BakeoffError
+
+    c = tracking.client()
+    parent = tracking.start_pipeline_run("tracking-bad-input", str(dataset))
+
+    def children() -> list:
+        exp = c.get_experiment_by_name("tracking-bad-input").experiment_id
+        return c.search_runs([exp], filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{parent}'")
+
+    good = candidates(160.46)
+    broken = tmp_path / "broken"
+    shutil.copytree(good.root, broken)
+    dirs = {f"{k}_dir": str(broken / k) for k in ("features", "head", "model", "eval")}
+    (broken / "eval" / "metrics.json").unlink()
+    with pytest.raises(BakeoffError, match=r"missing .*metrics\.json; run `bakeoff evaluate` first"):
+        tracking.log_candidate(parent, model_name=model_name, **dirs)
+    (broken / "model" / "model.json").write_text(json.dumps({"classes": ["blue"], "image_size": IMAGE_SIZE}))
+    with pytest.raises(BakeoffError, match=r"model\.json lists fewer than two classes"):
+        tracking.log_candidate(parent, model_name=model_name, **dirs)
+    (broken / "model" / "model.keras").unlink()
+    with pytest.raises(BakeoffError, match=r"missing .*model\.keras; run finetune first"):
+        tracking.log_candidate(parent, model_name=model_name, **dirs)
+    assert children() == []  # bad step folders: refused before any run exists
+
+    # MLflow refuses the name only at registration, after the run exists: the run ends FAILED, not RUNNING
+    with pytest.raises(MlflowException, match="Invalid model name"):
+        tracking.log_candidate(parent, model_name="bad/name", **good.dirs)
+    assert [run.info.status for run in children()] == ["FAILED"]

@@ -12,9 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from trackhelp import S3_KEY_ID, S3_SECRET, VENV_BIN
 
-from support import free_port, stop_process_group, wait_http
+from support import S3_KEY_ID, S3_SECRET, VENV_BIN, free_port, stop_process_group, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 

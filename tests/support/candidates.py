@@ -1,54 +1,23 @@
-"""Helpers for tracking/registry tests: a real `mlflow server` process whose artifacts go to a real moto S3
-server process, a tiny real image dataset, and small REAL Keras models that honour the model folder contract.
+"""Step folders of REAL candidates with known accuracies, for tracking, registry and component tests.
 
-The models are exact "redness" classifiers: GlobalAveragePooling -> Dense(softmax) with hand-set weights, so
-a model with threshold ``t`` calls an image red when its mean red channel exceeds ``t``. The test images have
-known red values, so each model's test accuracy, and which images two models disagree on, are known
+The dataset is red-vs-blue colour fields with known red values; the models are exact "redness" classifiers:
+GlobalAveragePooling -> Dense(softmax) with hand-set weights, so a model with threshold ``t`` calls an image red when
+its mean red channel exceeds ``t``. Each model's test accuracy, and which images two models disagree on, are known
 beforehand: that is what lets the gate tests assert decisions in both directions.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from support import write_dataset
+from support.datasets import write_dataset
 
-VENV_BIN = Path(sys.executable).parent
 IMAGE_SIZE = 32
 CLASSES = ["blue", "red"]
-S3_KEY_ID = "AKIAMOTOTESTKEY00001"
-S3_SECRET = "moto-test-secret-3f9a1c7e5b"
-
-
-@dataclass
-class Server:
-    url: str
-    s3_endpoint: str
-    bucket: str
-    prefix: str
-    workdir: Path
-
-    def s3(self):
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=S3_KEY_ID,
-            aws_secret_access_key=S3_SECRET,
-        )
-
-    def s3_keys(self) -> list[str]:
-        keys = []
-        for page in self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-        return keys
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -65,7 +34,7 @@ def _colour_pixels(red: float, seed: int) -> np.ndarray:
     return np.rint(np.clip(pixels, 0, 255)).astype(np.uint8)
 
 
-def make_dataset(root: Path, n_test: int = 100) -> Path:
+def build_red_blue_dataset(root: Path, n_test: int = 100) -> Path:
     """A bakeoff dataset folder: manifest.parquet + images/<label>/<sha>.png, labels by red channel (>=128)."""
     reds = {"train": np.linspace(5, 250, 10), "val": np.linspace(8, 247, 10), "test": np.linspace(2, 253, n_test)}
     images, labels, splits = [], [], []
@@ -122,6 +91,15 @@ def build_candidate(
     """Write features/, head/, model/ (model.keras + model.json) and run the REAL evaluate step into eval/."""
     from bakeoff.evaluate import evaluate
 
+    write_candidate_folders(root, threshold, pretrained=pretrained, backbone=backbone)
+    evaluate(str(root / "model"), str(dataset_dir), str(root / "eval"), n_bootstrap=100)
+    return Candidate(root, threshold, pretrained)
+
+
+def write_candidate_folders(
+    root: Path, threshold: float, *, pretrained: bool = True, backbone: str = "mobilenet_v2"
+) -> Candidate:
+    """features/ and head/ (their JSONs, as the steps write them) and model/ (model.keras + model.json); no eval/."""
     weights = {
         "spec": "imagenet" if pretrained else "none",
         "name": "imagenet" if pretrained else "none",
@@ -187,5 +165,4 @@ def build_candidate(
             }
         )
     )
-    evaluate(str(root / "model"), str(dataset_dir), str(root / "eval"), n_bootstrap=100)
     return Candidate(root, threshold, pretrained)

@@ -1,0 +1,54 @@
+"""Keep secrets out of everything bakeoff shows or logs: URIs, MLflow params and tags, reports.
+
+Why by value as well as by pattern: a token or password can turn up anywhere (a URI someone passed, an error
+message), so besides the known shapes (URL ``user:password@``, AWS key ids) every value of an environment variable
+whose NAME says it is secret is scrubbed wherever it appears.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bakeoff import env
+
+_SECRET_NAME = re.compile(
+    r"(secret|password|passwd|token|credential|access_key|api_key|private_key|session_key)", re.IGNORECASE
+)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+_AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+def _secret_values() -> list[str]:
+    """Values of environment variables whose NAME says they are secret (long enough to be real)."""
+    return sorted(
+        {v for k, v in env.snapshot().items() if _SECRET_NAME.search(k) or k.endswith("_KEY_ID") if v and len(v) >= 6},
+        key=len,
+        reverse=True,
+    )
+
+
+def redact(text: str) -> str:
+    """Remove credentials from a string: URL user:password@, AWS key ids, secret env values."""
+    text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
+    text = _AWS_KEY_ID.sub("***", text)
+    for value in _secret_values():
+        text = text.replace(value, "***")
+    return text
+
+
+def safe_params(params: dict[str, Any] | None, prefix: str = "") -> dict[str, str]:
+    """Flatten a (nested) dict into MLflow params; keys that name secrets are dropped, values scrubbed."""
+    out: dict[str, str] = {}
+    for key, value in (params or {}).items():
+        name = f"{prefix}{key}"
+        if _SECRET_NAME.search(str(key)):
+            continue
+        if isinstance(value, dict):
+            out.update(safe_params(value, prefix=f"{name}."))
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        out[name] = redact(str(value))[:MAX_PARAM_CHARS]
+    return out

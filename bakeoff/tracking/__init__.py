@@ -1,0 +1,55 @@
+"""MLflow tracking: one parent run per pipeline run, one nested run per backbone, the model registered.
+
+Why this shape: the MLflow UI compares nested runs side by side (same params and metric names for
+every backbone), the parent run carries what the candidates share (dataset, code version, KFP run,
+leaderboard, gate decision), and every candidate's model becomes a version of ONE registered model so
+the promotion gate (``bakeoff.registry``) only ever moves aliases. MLflow itself is imported inside
+functions so ``bakeoff --help`` stays fast. Secrets never reach MLflow (``bakeoff.redaction``).
+
+One module per job:
+
+* ``store``: where runs go (tracking/registry URI, client, experiments, the UI command);
+* ``parent_run``: the pipeline run (dataset identity, card, splits; leaderboard and gate decision at the end);
+* ``candidate_run``: one backbone as a nested run (params, metrics, step files, model version tags);
+* ``models``: the class-names pyfunc logged and registered;
+* ``leaderboard``: candidate runs back out of MLflow as a table and as Markdown;
+* ``batching`` / ``artifacts``: batched param/metric writes, step files (local or S3) as run artifacts.
+"""
+
+from bakeoff.tracking.candidate_run import log_candidate
+from bakeoff.tracking.leaderboard import (
+    LEADERBOARD_COLUMNS,
+    candidate_row,
+    leaderboard,
+    leaderboard_columns,
+    leaderboard_markdown,
+)
+from bakeoff.tracking.parent_run import finish_pipeline_run, log_gate_decision, start_pipeline_run
+from bakeoff.tracking.store import (
+    EMBEDDED_DIR,
+    client,
+    configure,
+    ensure_configured,
+    ensure_experiment,
+    reset,
+    ui_command,
+)
+
+__all__ = [
+    "EMBEDDED_DIR",
+    "LEADERBOARD_COLUMNS",
+    "candidate_row",
+    "client",
+    "configure",
+    "ensure_configured",
+    "ensure_experiment",
+    "finish_pipeline_run",
+    "leaderboard",
+    "leaderboard_columns",
+    "leaderboard_markdown",
+    "log_candidate",
+    "log_gate_decision",
+    "reset",
+    "start_pipeline_run",
+    "ui_command",
+]

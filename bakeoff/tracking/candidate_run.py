@@ -1,0 +1,188 @@
+"""One candidate (backbone) as a nested run under its pipeline run, its model registered as a new version.
+
+Why nested runs with the same param and metric names for every backbone: the MLflow UI then compares the
+candidates side by side. ``log_candidate`` reads the step folders (features, head, finetune, evaluate; local or
+s3://) and runs the steps below in order; everything that can fail on bad input is checked before the run exists.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bakeoff import contract, storage
+from bakeoff.contract import FeaturesInfo, HeadInfo, MetricsInfo, ModelInfo
+from bakeoff.errors import BakeoffError
+from bakeoff.provenance import version
+from bakeoff.redaction import safe_params
+from bakeoff.tracking.artifacts import local_copy, log_files
+from bakeoff.tracking.batching import history_metrics, log_metrics, log_params, metric
+from bakeoff.tracking.models import log_and_register
+from bakeoff.tracking.store import client
+
+# tags a candidate run copies from its parent (identity of the data, the code and the KFP run)
+INHERITED_TAGS = (contract.DATASET_HASH_TAG, contract.GIT_COMMIT_TAG, contract.KFP_RUN_ID_TAG)
+
+
+@dataclass(frozen=True)
+class CandidateFolders:
+    """The four step folders of one candidate, with their JSONs read (features/head are optional)."""
+
+    features_dir: str
+    head_dir: str
+    model_dir: str
+    eval_dir: str
+    features: FeaturesInfo | None
+    head: HeadInfo | None
+    model: ModelInfo
+    metrics: MetricsInfo
+
+    @classmethod
+    def read(cls, features_dir: str, head_dir: str, model_dir: str, eval_dir: str) -> CandidateFolders:
+        """Read the step JSONs and check the model file exists: one-line errors before anything is logged."""
+        keras_uri = storage.join(model_dir, contract.MODEL_KERAS)
+        if not storage.exists(keras_uri):
+            raise BakeoffError(f"missing {keras_uri}; run finetune first")
+        return cls(
+            features_dir,
+            head_dir,
+            model_dir,
+            eval_dir,
+            features=FeaturesInfo.read_if_present(features_dir),
+            head=HeadInfo.read_if_present(head_dir),
+            model=ModelInfo.read(model_dir),
+            metrics=MetricsInfo.read(eval_dir),
+        )
+
+    @property
+    def weights(self) -> dict:
+        return dict(self.model.weights or (self.features.weights if self.features else None) or {})
+
+    @property
+    def backbone(self) -> str:
+        return self.model.backbone or (self.features.backbone if self.features else None) or "unknown"
+
+    @property
+    def pretrained(self) -> bool:
+        return bool(self.weights.get("pretrained", True))
+
+
+def log_candidate(
+    parent_run_id: str,
+    *,
+    features_dir: str,
+    head_dir: str,
+    model_dir: str,
+    eval_dir: str,
+    model_name: str,
+    params: dict | None = None,
+) -> str:
+    """Log one backbone as a nested run and register its model as a new version of ``model_name``.
+
+    Returns the nested run id; its tags ``bakeoff.model_version`` / ``bakeoff.model_uri`` point at the
+    registered version.
+    """
+    folders = CandidateFolders.read(features_dir, head_dir, model_dir, eval_dir)
+    c = client()
+    parent = c.get_run(parent_run_id)
+    run_id = _create_run(c, parent, folders)
+    try:
+        log_params(run_id, safe_params({**_params(folders), **(params or {})}))
+        log_metrics(run_id, _metrics(folders))
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_step_files(c, run_id, folders, tmp)
+            version_id, model_uri = log_and_register(
+                run_id,
+                local_copy(model_dir, contract.MODEL_KERAS, tmp),
+                local_copy(model_dir, contract.MODEL_JSON, tmp),
+                list(folders.model.classes),
+                folders.model.image_size,
+                model_name,
+            )
+        dataset_hash = parent.data.tags.get(contract.DATASET_HASH_TAG, "")
+        _tag_version(c, run_id, folders, model_name, version_id, model_uri, dataset_hash)
+    except BaseException:  # a half-logged candidate ends FAILED, not RUNNING forever
+        c.set_terminated(run_id, "FAILED")
+        raise
+    c.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _create_run(c, parent, folders: CandidateFolders) -> str:
+    """The nested run, named ``<backbone>-<weights>``, tagged with its parent's data/code identity."""
+    tags = {
+        contract.PARENT_RUN_TAG: parent.info.run_id,
+        contract.KIND_TAG: contract.KIND_CANDIDATE,
+        contract.BACKBONE_TAG: folders.backbone,
+        contract.WEIGHTS_PRETRAINED_TAG: str(folders.pretrained).lower(),
+        **{key: parent.data.tags.get(key, "") for key in INHERITED_TAGS},
+        contract.VERSION_TAG: version(),
+    }
+    name = f"{folders.backbone}-{folders.weights.get('name', 'weights')}"
+    return c.create_run(parent.info.experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def _params(folders: CandidateFolders) -> dict[str, Any]:
+    """Identity of the backbone and weights, the input, the head and the fine-tuning (same names for all)."""
+    features, head, model, weights = folders.features, folders.head, folders.model, folders.weights
+    params: dict[str, Any] = {
+        "backbone": folders.backbone,
+        "weights_spec": weights.get("spec", ""),
+        "weights_name": weights.get("name", ""),
+        "weights_sha256": weights.get("sha256") or "",
+        "weights_pretrained": folders.pretrained,
+        "weights_source": weights.get("source", ""),
+        "image_size": model.image_size,
+        "cut": model.cut or (features.cut if features else None) or "",
+        "feature_dim": features.feature_dim if features and features.feature_dim is not None else "",
+        "classes": list(model.classes),
+        "head_kind": head.kind if head else "",
+        "finetuned": model.finetuned,
+        "finetune_unfrozen_layers": len(model.unfrozen_layers),
+    }
+    params.update({f"head_{k}": v for k, v in (head.hyperparameters if head else {}).items()})
+    params.update({f"finetune_{k}": v for k, v in model.hyperparameters.items()})
+    return params
+
+
+def _metrics(folders: CandidateFolders) -> list:
+    """Per-epoch histories (step = epoch), every number of metrics.json as ``test_<key>``, speed and size."""
+    now = int(time.time() * 1000)
+    points = history_metrics(folders.head.history if folders.head else None, "head", now)
+    points += history_metrics(folders.model.history, "finetune", now)
+    values = folders.metrics.values
+    candidates = [metric(f"test_{key}", value, now) for key, value in values.items()]
+    if folders.features:
+        candidates.append(metric("features_images_per_s", folders.features.images_per_s, now))
+    candidates += [metric(key, values.get(key), now) for key in ("model_size_mb", "latency_ms_per_image")]
+    return points + [m for m in candidates if m is not None]
+
+
+def _log_step_files(c, run_id: str, folders: CandidateFolders, tmp: str) -> None:
+    """``evaluation/`` (metrics, report, predictions, plots) and ``config/`` (the three step JSONs)."""
+    log_files(c, run_id, folders.eval_dir, contract.EVALUATION_FILES, contract.EVALUATION_ARTIFACTS, tmp)
+    for folder, name in (
+        (folders.features_dir, contract.FEATURES_JSON),
+        (folders.head_dir, contract.HEAD_JSON),
+        (folders.model_dir, contract.MODEL_JSON),
+    ):
+        log_files(c, run_id, folder, (name,), contract.CONFIG_ARTIFACTS, tmp)
+
+
+def _tag_version(
+    c, run_id: str, folders: CandidateFolders, model_name: str, version_id: str, model_uri: str, dataset_hash: str
+) -> None:
+    """Run -> version (run tags) and version -> run, backbone, data, accuracy (model version tags)."""
+    c.set_tag(run_id, contract.MODEL_NAME_TAG, model_name)
+    c.set_tag(run_id, contract.MODEL_VERSION_TAG, version_id)
+    c.set_tag(run_id, contract.MODEL_URI_TAG, model_uri)
+    for key, value in {
+        contract.VERSION_RUN_TAG: run_id,
+        contract.VERSION_BACKBONE_TAG: folders.backbone,
+        contract.VERSION_WEIGHTS_PRETRAINED_TAG: str(folders.pretrained).lower(),
+        contract.VERSION_DATASET_HASH_TAG: dataset_hash,
+        contract.VERSION_TEST_ACCURACY_TAG: str(folders.metrics.accuracy),
+    }.items():
+        c.set_model_version_tag(model_name, version_id, key, value)

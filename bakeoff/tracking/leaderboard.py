@@ -1,0 +1,113 @@
+"""The leaderboard: candidate runs of one or more pipeline runs as a table, best test accuracy first.
+
+Read back from MLflow (not from the step folders), so ``bakeoff compare`` works on any machine that reaches the
+tracking server, across pipeline runs.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bakeoff import contract
+from bakeoff.errors import BakeoffError
+from bakeoff.tracking.store import client, ensure_configured
+
+LEADERBOARD_SORT = ["test_accuracy", "test_f1_macro"]
+# the columns the Markdown leaderboard (MLflow artifact, KFP Markdown output) shows, in order
+LEADERBOARD_COLUMNS = (
+    "backbone",
+    "weights",
+    "pretrained",
+    "image_size",
+    "test_accuracy",
+    "test_f1_macro",
+    "test_roc_auc",
+    "latency_ms_per_image",
+    "model_size_mb",
+    "model_version",
+    "run_id",
+)
+EMPTY_COLUMNS = [
+    "run_id",
+    "parent_run_id",
+    "backbone",
+    "weights",
+    "pretrained",
+    "test_accuracy",
+    "test_f1_macro",
+    "model_version",
+]
+
+
+def candidate_row(run) -> dict:
+    """One leaderboard row from a candidate run."""
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    nan = float("nan")
+    return {
+        "run_id": run.info.run_id,
+        "parent_run_id": t.get(contract.PARENT_RUN_TAG, ""),
+        "run_name": run.info.run_name,
+        "backbone": p.get("backbone", t.get(contract.BACKBONE_TAG, "")),
+        "weights": p.get("weights_name", ""),
+        "pretrained": t.get(contract.WEIGHTS_PRETRAINED_TAG, "true") == "true",
+        "image_size": int(p["image_size"]) if p.get("image_size", "").isdigit() else None,
+        "test_accuracy": m.get("test_accuracy", nan),
+        "test_f1_macro": m.get("test_f1_macro", nan),
+        "test_roc_auc": m.get("test_roc_auc", nan),
+        "latency_ms_per_image": m.get("latency_ms_per_image", nan),
+        "model_size_mb": m.get("model_size_mb", nan),
+        "features_images_per_s": m.get("features_images_per_s", nan),
+        "model_name": t.get(contract.MODEL_NAME_TAG, ""),
+        "model_version": t.get(contract.MODEL_VERSION_TAG, ""),
+        "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+    }
+
+
+def leaderboard(experiment: str, last: int | None = None, parent_run_id: str | None = None) -> pd.DataFrame:
+    """Candidates of the last ``last`` pipeline runs (or of one parent run), best test accuracy first."""
+    c = client()
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        raise BakeoffError(
+            f"no MLflow experiment {experiment!r} at {ensure_configured()}; run a pipeline first or pass --experiment"
+        )
+    if parent_run_id:
+        parents = [parent_run_id]
+    else:
+        runs = c.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{contract.KIND_TAG}` = '{contract.KIND_PIPELINE}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=last or 1000,
+        )
+        parents = [r.info.run_id for r in runs]
+    rows = []
+    for parent in parents:  # the search grammar has no IN for tags: one query per pipeline run
+        for run in c.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{parent}'", max_results=5000
+        ):
+            rows.append(candidate_row(run))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=EMPTY_COLUMNS)
+    return df.sort_values(LEADERBOARD_SORT, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def leaderboard_columns(df: pd.DataFrame) -> list[str]:
+    """The shown columns that ``df`` has."""
+    return [c for c in LEADERBOARD_COLUMNS if c in df]
+
+
+def leaderboard_markdown(df: pd.DataFrame) -> str:
+    """A Markdown table of the shown columns (floats to 4 places); the one renderer for every leaderboard.
+
+    Hand-written rather than ``DataFrame.to_markdown``: that needs ``tabulate``, which the core does not declare.
+    """
+    if df.empty:
+        return "(no candidates)\n"
+    cols = leaderboard_columns(df)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df[cols].iterrows():
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,38 @@
+"""A real `mlflow server` for tests: where it listens, its S3 artifact store (a moto server), the S3 keys that
+only the server's environment holds (clients reach artifacts through the server's proxy)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+S3_KEY_ID = "AKIAMOTOTESTKEY00001"
+S3_SECRET = "moto-test-secret-3f9a1c7e5b"
+
+
+@dataclass
+class Server:
+    url: str
+    s3_endpoint: str
+    bucket: str
+    prefix: str
+    workdir: Path
+
+    def s3(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+        )
+
+    def s3_keys(self) -> list[str]:
+        keys = []
+        for page in self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
