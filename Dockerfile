@@ -81,4 +81,11 @@ ENV HOME=/home/bakeoff \
 USER 1000:1000
 WORKDIR /home/bakeoff
 
+# The code version, last so a new commit rebuilds no earlier layer: build.sh passes `git rev-parse HEAD`
+# (with "-dirty" when the packaged code has uncommitted changes). bakeoff.tracking tags every MLflow run
+# with it (bakeoff.git_commit): the image has no git to ask.
+ARG BAKEOFF_GIT_COMMIT=unknown
+ENV BAKEOFF_GIT_COMMIT=${BAKEOFF_GIT_COMMIT}
+LABEL org.opencontainers.image.revision=${BAKEOFF_GIT_COMMIT}
+
 CMD ["bakeoff", "--help"]
