@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -48,6 +49,29 @@ def k8s_executors(platform: dict) -> dict[str, dict]:
 
 def find(objects: list[dict], kind: str, name: str | None = None) -> list[dict]:
     return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def schedule_job(objects: list[dict]) -> dict:
+    """The Job that `kubectl create job --from=cronjob/bakeoff-schedule NAME` makes from the rendered CronJob."""
+    [cron] = find(objects, "CronJob", "bakeoff-schedule")
+    template = cron["spec"]["jobTemplate"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "bakeoff-schedule-manual",
+            "namespace": cron["metadata"]["namespace"],
+            "labels": dict(template.get("metadata", {}).get("labels", {})),
+            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+        },
+        "spec": copy.deepcopy(template["spec"]),
+    }
+
+
+def pod_template(obj: dict) -> dict:
+    """The pod template (metadata + spec) of a workload, CronJobs included."""
+    spec = obj["spec"]
+    return spec["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else spec["template"]
 
 
 def pod_specs(objects: list[dict]):
