@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import glob
 import os
 import shutil
 import subprocess
@@ -87,3 +88,11 @@ def pod_specs(objects: list[dict]):
 def podman_env() -> dict:
     """The environment for podman/buildah: runc and lowered ulimits (infra/image/containers.conf)."""
     return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONTAINERS_CONF)}
+
+
+def pg_bin(name: str) -> str:
+    """Path of a PostgreSQL server binary (Debian keeps them out of PATH, under /usr/lib/postgresql/N/bin)."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.fail("PostgreSQL server binaries not found: apt-get install -y postgresql")
+    return found[-1]
