@@ -104,6 +104,17 @@ def _render(tokens: list[tuple[str, str]], before: tuple[str, str] | None = None
     return out
 
 
+def _runs(flags: list[bool]) -> list[list[int]]:
+    """Indices of consecutive true flags, one list per run (hclwrite's "chains")."""
+    runs: list[list[int]] = []
+    for i, flag in enumerate(flags):
+        if flag and runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        elif flag:
+            runs.append([i])
+    return runs
+
+
 def format_hcl(text: str) -> str:
     """``text`` as hclwrite would format it (for the supported subset)."""
     lines = [Line(tokenize(raw)) for raw in text.split("\n")]
@@ -139,27 +150,16 @@ def format_hcl(text: str) -> str:
             line.indent = 2 * len(indents)
         else:
             line.indent = 2 * len(indents)
-    # cells: `=` alignment, then trailing-comment alignment
+    # cells: `=` alignment, then trailing-comment alignment, each over runs of consecutive lines
     lead_text = [line.indent * " " + _render(line.lead) for line in lines]
-    assign_text = ["" for _ in lines]
-    chain: list[int] = []
-    for i, line in enumerate(lines + [Line([])]):
-        if i < len(lines) and line.assign:
-            chain.append(i)
-            continue
-        width = max((len(lead_text[j]) for j in chain), default=0)
-        for j in chain:
+    body = list(lead_text)
+    for run in _runs([bool(line.assign) for line in lines]):
+        width = max(len(lead_text[j]) for j in run)
+        for j in run:
             value = _render(lines[j].assign[1:], before=lines[j].assign[0])
-            assign_text[j] = " " * (width - len(lead_text[j]) + 1) + "=" + (" " + value if value else "")
-        chain = []
-    body = [lead_text[i] + assign_text[i] for i in range(len(lines))]
-    chain = []
-    for i, line in enumerate(lines + [Line([])]):
-        if i < len(lines) and line.comment:
-            chain.append(i)
-            continue
-        width = max((len(body[j]) for j in chain), default=0)
-        for j in chain:
+            body[j] += " " * (width - len(lead_text[j]) + 1) + "=" + (" " + value if value else "")
+    for run in _runs([bool(line.comment) for line in lines]):
+        width = max(len(body[j]) for j in run)
+        for j in run:
             body[j] += " " * (width - len(body[j]) + 1) + lines[j].comment[0][1]
-        chain = []
     return "\n".join(body)

@@ -29,8 +29,9 @@ from support import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 HERE = Path(__file__).resolve().parent
-BUCKET = "bakeoff-test"  # made by the s3_server fixture
-MLFLOW_BUCKET = "mlflow-artifacts"
+BUCKET = "bakeoff-test"  # made by the s3_server fixture; moto keeps its objects for the whole process,
+MLFLOW_BUCKET = "mlflow-artifacts"  # so every test writes under a prefix of its own (RUN)
+RUN = f"container-dag-{uuid.uuid4().hex[:8]}"
 CLASSES = "sneaker,bag,trouser"
 PER_CLASS = 12
 BACKBONES = ["mobilenet_v2", "vgg16"]
@@ -76,7 +77,7 @@ def mlflow_in_image(built_image, s3_server, tmp_path) -> str:
         + [f"--env={k}={v}" for k, v in env.items()]
         + [IMAGE, "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
         + ["--backend-store-uri", "sqlite:////tmp/mlflow.db", "--workers", "1"]
-        + ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/team"],
+        + ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/{RUN}"],
         env=podman_env(),
         check=True,
         capture_output=True,
@@ -104,12 +105,12 @@ def _data_on_s3(tmp_path, weights_mirror: str) -> dict[str, str]:
     from bakeoff.demo_data import make_demo_data
 
     make_demo_data(str(tmp_path / "raw"), per_class=PER_CLASS, classes=CLASSES)
-    storage.upload_tree(tmp_path / "raw", f"s3://{BUCKET}/raw")
-    storage.upload_tree(weights_mirror, f"s3://{BUCKET}/weights")
+    storage.upload_tree(tmp_path / "raw", f"s3://{BUCKET}/{RUN}/raw")
+    storage.upload_tree(weights_mirror, f"s3://{BUCKET}/{RUN}/weights")
     return {
-        "data_uri": f"s3://{BUCKET}/raw/raw-img/",
-        "label_map_uri": f"s3://{BUCKET}/raw/translate.json",
-        "weights_uri": f"s3://{BUCKET}/weights",
+        "data_uri": f"s3://{BUCKET}/{RUN}/raw/raw-img/",
+        "label_map_uri": f"s3://{BUCKET}/{RUN}/raw/translate.json",
+        "weights_uri": f"s3://{BUCKET}/{RUN}/weights",
     }
 
 
@@ -168,7 +169,7 @@ def test_whole_pipeline_runs_every_task_inside_the_image(
     env = {
         "MLFLOW_TRACKING_URI": mlflow_in_image,
         "BAKEOFF_WEIGHTS_URI": s3["weights_uri"],
-        "BAKEOFF_CACHE_URI": f"s3://{BUCKET}/feature-cache",
+        "BAKEOFF_CACHE_URI": f"s3://{BUCKET}/{RUN}/feature-cache",
     }
     code, result, log, root = _run_in_containers(tmp_path, podman_socket, parameters, env)
     assert code == 0, f"pipeline failed: {result.get('error')}\n{log[-5000:]}"
@@ -213,19 +214,19 @@ def test_whole_pipeline_runs_every_task_inside_the_image(
     assert str(champion.version) == str(result["decision"]["champion_version_after"])
     import boto3
 
-    stored = boto3.client("s3").list_objects_v2(Bucket=MLFLOW_BUCKET, Prefix="team/")
+    stored = boto3.client("s3").list_objects_v2(Bucket=MLFLOW_BUCKET, Prefix=f"{RUN}/")
     assert stored.get("KeyCount", 0) > 0, "no MLflow artifact reached the S3 bucket"
 
 
 def test_a_failing_task_inside_the_image_fails_the_run_with_its_error(built_image, s3_server, podman_socket, tmp_path):
     """Bad input fails in the container; the run reports THAT task and its one-line error (not a SUCCESS)."""
-    parameters = {"data_uri": f"s3://{BUCKET}/nothing-here/", "backbones": ["mobilenet_v2"]}
+    parameters = {"data_uri": f"s3://{BUCKET}/{RUN}/nothing-here/", "backbones": ["mobilenet_v2"]}
     code, result, log, _ = _run_in_containers(tmp_path, podman_socket, parameters, {})
     assert code == 1, log[-3000:]
     assert "Inner task failed" in result["error"] and "fingerprint" in result["error"], result["error"]
     [container] = result["containers"]
     assert container["function"] == "fingerprint" and container["exit_code"] != 0
-    assert f"no data at s3://{BUCKET}/nothing-here/; pass a folder" in log, log[-3000:]
+    assert f"no data at s3://{BUCKET}/{RUN}/nothing-here/; pass a folder" in log, log[-3000:]
     assert "/opt/bakeoff/lib/python3.11/site-packages/kfp/dsl/executor_main.py" in log, "the image's interpreter"
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import subprocess
+import uuid
 
 import pytest
 from infra_helpers import IMAGE, OVERLAYS, ROOT, find, pg_bin, pod_template, podman_env
@@ -116,7 +117,8 @@ def test_backup_and_documented_restore_round_trip(built_image, rendered, postgre
     assert sorted(p.name for p in backup_dir.iterdir()) == ["mlflow.dump", "mlflow_auth.dump"]
 
     # 2. the upload container, in the image, read-only root, the dumps mounted read-only as in the pod
-    uri = "s3://bakeoff-test/backups/mlflow-postgres"
+    prefix = f"backups-{uuid.uuid4().hex[:8]}/"  # moto keeps objects for the whole test process
+    uri = f"s3://bakeoff-test/{prefix}mlflow-postgres"
     aws = {
         k: os.environ[k]
         for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
@@ -132,9 +134,9 @@ def test_backup_and_documented_restore_round_trip(built_image, rendered, postgre
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="bakeoff-test", Prefix="backups/")["Contents"]]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="bakeoff-test", Prefix=prefix)["Contents"]]
     assert len(keys) == 2 and {k.rsplit("/", 1)[1] for k in keys} == {"mlflow.dump", "mlflow_auth.dump"}
-    assert re.fullmatch(r"backups/mlflow-postgres/\d{4}-\d\d-\d\dT\d{6}Z/mlflow.dump", sorted(keys)[0]), keys
+    assert re.fullmatch(rf"{prefix}mlflow-postgres/\d{{4}}-\d\d-\d\dT\d{{6}}Z/mlflow.dump", sorted(keys)[0]), keys
 
     # 3. disaster, then the documented restore from the S3 copies
     psql("mlflow", "DELETE FROM experiments WHERE id = 2; INSERT INTO experiments VALUES (3, 'stray')")
