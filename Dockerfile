@@ -3,14 +3,14 @@
 # it serves the team's MLflow tracking server (infra/k8s/base/tracking).
 #
 # Build with `make image` (infra/image/build.sh) or any OCI builder:
-#   CPU : --build-arg BASE_IMAGE=python:3.11-slim-bookworm        --build-arg TF_PACKAGE=tensorflow-cpu==2.21.0
-#   CUDA: --build-arg BASE_IMAGE=python:3.11-slim-bookworm        --build-arg TF_PACKAGE='tensorflow[and-cuda]==2.21.0'
+#   CPU : --build-arg BASE_IMAGE=python:3.11.13-slim-bookworm     --build-arg TF_PACKAGE=tensorflow-cpu==2.21.0
+#   CUDA: --build-arg BASE_IMAGE=python:3.11.13-slim-bookworm     --build-arg TF_PACKAGE='tensorflow[and-cuda]==2.21.0'
 #         (CUDA/cuDNN from pip wheels; the node's driver comes in through the NVIDIA container toolkit)
 #    or --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu  --build-arg TF_PACKAGE=tensorflow==2.21.0
 #         (reuses the base's TensorFlow; only if that image's python3 is 3.11: checked below)
 #   here: --build-arg BASE_IMAGE=localhost/bakeoff-base:bookworm  (debootstrap base, built by build.sh)
 # The base must provide Python 3.11 as `python3`.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 FROM ${BASE_IMAGE}
 
 # TensorFlow is chosen per variant: tensorflow-cpu; tensorflow[and-cuda] (CUDA libraries as wheels);
@@ -80,5 +80,12 @@ ENV HOME=/home/bakeoff \
     MPLCONFIGDIR=/home/bakeoff/.config/matplotlib
 USER 1000:1000
 WORKDIR /home/bakeoff
+
+# The code version, last so a new commit rebuilds no earlier layer: build.sh passes `git rev-parse HEAD`
+# (with "-dirty" when the packaged code has uncommitted changes). bakeoff.tracking tags every MLflow run
+# with it (bakeoff.git_commit): the image has no git to ask.
+ARG BAKEOFF_GIT_COMMIT=unknown
+ENV BAKEOFF_GIT_COMMIT=${BAKEOFF_GIT_COMMIT}
+LABEL org.opencontainers.image.revision=${BAKEOFF_GIT_COMMIT}
 
 CMD ["bakeoff", "--help"]

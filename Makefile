@@ -78,7 +78,7 @@ test: venv apt-test weights ## THE test command: set up and run the default test
 	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-slow
-test-slow: venv apt-test apt-image weights ## Run only the slow tests (container build, benchmarks-as-tests)
+test-slow: venv apt-test apt-image weights ## Run only the slow tests (image build, the whole DAG inside the image, benchmarks-as-tests)
 	BAKEOFF_WEIGHTS_URI=$(abspath $(WEIGHTS_MIRROR)) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 .PHONY: bench

@@ -75,6 +75,7 @@ def _configure(task, step: str, settings: Settings):
         kubernetes.add_toleration(task, key=settings.gpu_toleration_key, operator="Exists", effect="NoSchedule")
     else:
         task.set_memory_limit(settings.memory_limit)
+    kubernetes.add_pod_label(task, "app.kubernetes.io/name", "bakeoff-pipeline")  # infra/k8s NetworkPolicies select it
     # Secrets and endpoints reach pods as environment variables, never as parameters.
     kubernetes.use_config_map_as_env(task, settings.config_map, {k: k for k in CONFIG_MAP_ENV}, optional=True)
     kubernetes.use_secret_as_env(task, settings.s3_secret, {k: k for k in S3_SECRET_ENV})

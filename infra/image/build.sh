@@ -17,6 +17,9 @@
 #                     read-only into RUN steps when they exist, so pip resolves exactly as on the host;
 #                     0: mount nothing (a plain laptop with internet access needs nothing)
 #   CONTAINERS_CONF   default infra/image/containers.conf (runc runtime, lowered ulimits)
+#   BAKEOFF_GIT_COMMIT  the code version baked into the image (ENV of that name, tagged on every MLflow
+#                     run); default: `git rev-parse HEAD` of this checkout, "-dirty" when bakeoff/,
+#                     components/, pipelines/ or pyproject.toml have uncommitted changes
 #
 # Idempotent: the base image is built only when missing, and buildah's layer cache makes a rebuild
 # with unchanged dependencies redo only the last layer (the project's own code).
@@ -43,7 +46,8 @@ command -v buildah >/dev/null || die "buildah not found: apt-get install -y buil
 # TensorFlow: the CPU wheel on a plain Python base; the GPU base's own TensorFlow on tensorflow/tensorflow.
 if [[ -z ${TF_PACKAGE:-} ]]; then
   if [[ $BASE_IMAGE == tensorflow/tensorflow:* || $BASE_IMAGE == */tensorflow/tensorflow:* ]]; then
-    tag=${BASE_IMAGE##*:}
+    ref=${BASE_IMAGE%%@*}        # a digest-pinned base: tensorflow/tensorflow:2.21.0-gpu@sha256:...
+    tag=${ref##*:}
     TF_PACKAGE="tensorflow==${tag%%-*}"
   else
     TF_PACKAGE="tensorflow-cpu==2.21.0"
@@ -89,11 +93,21 @@ if [[ $BAKEOFF_HOST_PIP != 0 ]]; then
   done
 fi
 
-say "building $IMAGE from $BASE_IMAGE (TF_PACKAGE=$TF_PACKAGE, ${#mounts[@]} host mount args)"
+# The code version: the image has no git, so bakeoff.tracking reads it from the environment.
+if [[ -z ${BAKEOFF_GIT_COMMIT:-} ]]; then
+  BAKEOFF_GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+  if [[ $BAKEOFF_GIT_COMMIT != unknown ]] \
+     && ! git -C "$ROOT" diff --quiet HEAD -- bakeoff components pipelines pyproject.toml 2>/dev/null; then
+    BAKEOFF_GIT_COMMIT="$BAKEOFF_GIT_COMMIT-dirty"
+  fi
+fi
+
+say "building $IMAGE from $BASE_IMAGE (TF_PACKAGE=$TF_PACKAGE, commit $BAKEOFF_GIT_COMMIT, ${#mounts[@]} host mount args)"
 t0=$SECONDS
 buildah build --layers --runtime runc --network=host \
   --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
   --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TF_PACKAGE="$TF_PACKAGE" \
+  --build-arg BAKEOFF_GIT_COMMIT="$BAKEOFF_GIT_COMMIT" \
   ${EXTRA_PACKAGES+--build-arg "EXTRA_PACKAGES=$EXTRA_PACKAGES"} \
   "${mounts[@]}" --file "$ROOT/Dockerfile" --tag "$IMAGE" "$@" "$ROOT"
 bytes=$(podman image inspect --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo 0)

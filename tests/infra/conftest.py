@@ -6,12 +6,17 @@ without a cluster, and the pipeline is compiled with the real KFP compiler.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 import time
+import uuid
 
 import pytest
-from infra_helpers import IMAGE, K8S, OVERLAYS, ROOT, compile_ir, kustomize, podman_env
+from infra_helpers import IMAGE, K8S, OVERLAYS, ROOT, compile_ir, find, kustomize, pg_bin, podman_env
+
+from support import free_port
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +53,73 @@ def built_image() -> dict:
     ).stdout.strip()
     print(f"\nmake image: {seconds:.0f} s, {IMAGE} {int(size) / 1e9:.2f} GB")
     return {"seconds": seconds, "bytes": int(size)}
+
+
+PG_PASSWORD = "pg" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def postgres(rendered):
+    """A real PostgreSQL on 127.0.0.1 with the `mlflow` database and the manifest's init SQL applied (slow tests:
+    apt-get install -y postgresql). Yields port, url (without database) and the password."""
+    port = free_port()
+    root = tempfile.mkdtemp(prefix="bakeoff-pg-", dir="/tmp")
+    shutil.chown(root, "postgres", "postgres")
+    pwfile = os.path.join(root, "pw")
+    with open(pwfile, "w") as fh:
+        fh.write(PG_PASSWORD)
+    shutil.chown(pwfile, "postgres", "postgres")
+    data = os.path.join(root, "data")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [
+            *as_pg,
+            pg_bin("initdb"),
+            "-D",
+            data,
+            "-U",
+            "mlflow",
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_pg,
+            pg_bin("pg_ctl"),
+            "-D",
+            data,
+            "-w",
+            "-l",
+            os.path.join(root, "log"),
+            "-o",
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {root}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    url = f"postgresql://mlflow:{PG_PASSWORD}@127.0.0.1:{port}"
+    try:
+        [cfg] = find(rendered["dev"], "ConfigMap", "mlflow-config")
+        subprocess.run(
+            ["psql", f"{url}/postgres", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {cfg['data']['POSTGRES_DB']}"],
+            check=True,
+            capture_output=True,
+        )
+        # what the postgres image's entrypoint does with /docker-entrypoint-initdb.d/*.sql on first start
+        [init] = find(rendered["dev"], "ConfigMap", "mlflow-postgres-init")
+        for _name, sql in sorted(init["data"].items()):
+            subprocess.run(
+                ["psql", f"{url}/{cfg['data']['POSTGRES_DB']}", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                check=True,
+                capture_output=True,
+            )
+        yield {"port": port, "url": url, "password": PG_PASSWORD}
+    finally:
+        subprocess.run([*as_pg, pg_bin("pg_ctl"), "-D", data, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

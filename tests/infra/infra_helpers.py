@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import glob
 import os
 import shutil
 import subprocess
@@ -50,6 +52,29 @@ def find(objects: list[dict], kind: str, name: str | None = None) -> list[dict]:
     return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
 
 
+def schedule_job(objects: list[dict]) -> dict:
+    """The Job that `kubectl create job --from=cronjob/bakeoff-schedule NAME` makes from the rendered CronJob."""
+    [cron] = find(objects, "CronJob", "bakeoff-schedule")
+    template = cron["spec"]["jobTemplate"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "bakeoff-schedule-manual",
+            "namespace": cron["metadata"]["namespace"],
+            "labels": dict(template.get("metadata", {}).get("labels", {})),
+            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+        },
+        "spec": copy.deepcopy(template["spec"]),
+    }
+
+
+def pod_template(obj: dict) -> dict:
+    """The pod template (metadata + spec) of a workload, CronJobs included."""
+    spec = obj["spec"]
+    return spec["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else spec["template"]
+
+
 def pod_specs(objects: list[dict]):
     """(object, pod spec) for every workload: Deployment, StatefulSet, Job, CronJob, DaemonSet."""
     for obj in objects:
@@ -63,3 +88,11 @@ def pod_specs(objects: list[dict]):
 def podman_env() -> dict:
     """The environment for podman/buildah: runc and lowered ulimits (infra/image/containers.conf)."""
     return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONTAINERS_CONF)}
+
+
+def pg_bin(name: str) -> str:
+    """Path of a PostgreSQL server binary (Debian keeps them out of PATH, under /usr/lib/postgresql/N/bin)."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.fail("PostgreSQL server binaries not found: apt-get install -y postgresql")
+    return found[-1]

@@ -24,7 +24,10 @@ def _instructions() -> list[tuple[str, str]]:
 
 def test_base_image_and_tensorflow_are_build_args():
     steps = _instructions()
-    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim-bookworm")
+    assert steps[0] == (
+        "ARG",
+        "BASE_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1",
+    )
     assert steps[1] == ("FROM", "${BASE_IMAGE}")
     assert ("ARG", "TF_PACKAGE=tensorflow-cpu==2.21.0") in steps
     assert any(kind == "RUN" and '"$TF_PACKAGE"' in body for kind, body in steps)

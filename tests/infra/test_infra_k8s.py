@@ -11,7 +11,18 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from infra_helpers import K8S, KUSTOMIZATIONS, OVERLAYS, ROOT, find, k8s_executors, kustomize, pod_specs
+from infra_helpers import (
+    K8S,
+    KUSTOMIZATIONS,
+    OVERLAYS,
+    ROOT,
+    find,
+    k8s_executors,
+    kustomize,
+    pod_specs,
+    pod_template,
+    schedule_job,
+)
 
 K8S_VERSION = "1.37.0"
 SECRET_LIKE = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE", re.I)
@@ -109,8 +120,7 @@ def test_every_referenced_secret_has_a_documented_create_command(rendered, overl
     _, platform = compiled
     docs = documented_secrets()
     needed = _secret_refs(rendered[overlay])
-    [job] = find(rendered[overlay], "Job", "bakeoff-schedule")
-    kfp_ns = job["metadata"]["namespace"]
+    kfp_ns = schedule_job(rendered[overlay])["metadata"]["namespace"]
     for executor in k8s_executors(platform).values():
         for sec in executor.get("secretAsEnv", []):
             needed.setdefault((kfp_ns, sec["secretName"]), set()).update(k["secretKey"] for k in sec["keyToEnv"])
@@ -133,10 +143,7 @@ def test_pipeline_config_map_feeds_exactly_what_the_compiled_pipeline_maps(rende
         data = set(cm["data"])
         assert data <= keys, f"{name} keys {data - keys} reach no pipeline pod"
         assert {"MLFLOW_TRACKING_URI", "BAKEOFF_WEIGHTS_URI"} <= data
-        assert (
-            cm["metadata"]["namespace"]
-            == find(rendered[overlay], "Job", "bakeoff-schedule")[0]["metadata"]["namespace"]
-        )
+        assert cm["metadata"]["namespace"] == schedule_job(rendered[overlay])["metadata"]["namespace"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -160,8 +167,7 @@ def test_services_select_pods_and_target_declared_ports(rendered, overlay):
         pods = [
             (o, s)
             for o, s in pod_specs(objects)
-            if o["metadata"]["namespace"] == ns
-            and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+            if o["metadata"]["namespace"] == ns and selector.items() <= pod_template(o)["metadata"]["labels"].items()
         ]
         assert pods, f"Service {svc['metadata']['name']} selects no pod"
         port_names = {p.get("name") for _, s in pods for c in s["containers"] for p in c.get("ports", [])}
@@ -217,7 +223,7 @@ def test_run_config_is_valid_and_names_the_overlays_image(rendered, overlay, tmp
     from pipelines.settings import load_config
 
     objects = rendered[overlay]
-    [job] = find(objects, "Job", "bakeoff-schedule")
+    job = schedule_job(objects)
     run_cm = [cm for cm in find(objects, "ConfigMap") if cm["metadata"]["name"].startswith("bakeoff-run-")]
     assert len(run_cm) == 1, "bakeoff-run comes from a configMapGenerator (hash-suffixed)"
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
@@ -237,7 +243,7 @@ def test_mlflow_pods_get_no_service_link_variables(rendered, overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_tracking_server_may_reach_postgres(rendered, overlay):
+def test_postgres_policy_admits_the_tracking_server(rendered, overlay):
     objects = rendered[overlay]
     [policy] = find(objects, "NetworkPolicy", "mlflow-postgres")
     [sts] = find(objects, "StatefulSet", "mlflow-postgres")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import yaml
-from infra_helpers import OVERLAYS, ROOT, find
+from infra_helpers import OVERLAYS, ROOT, find, schedule_job
 
 
 def _kfp_api():
@@ -39,8 +39,7 @@ def kfp_api_server():
 
 def job_invocation(objects: list[dict], tmp_path, kfp_url: str) -> tuple[list[str], dict, dict]:
     """(argv, env, run config) of the Job's container, with the kubelet's $(VAR) expansion."""
-    [job] = find(objects, "Job", "bakeoff-schedule")
-    pod = job["spec"]["template"]["spec"]
+    pod = schedule_job(objects)["spec"]["template"]["spec"]
     [container] = pod["containers"]
     config_maps = {cm["metadata"]["name"]: cm["data"] for cm in find(objects, "ConfigMap")}
     env: dict[str, str] = {}

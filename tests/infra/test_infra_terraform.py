@@ -150,3 +150,83 @@ def test_variables_have_descriptions_and_the_example_sets_every_required_one(tf)
     example = (TF_DIR / "terraform.tfvars.example").read_text()
     for name in required:
         assert re.search(rf"^{name}\s*=", example, re.M), name
+
+
+# ---------------------------------------------------------------- conventions: fmt, state backend, lock
+
+HCL_FILES = sorted(p for p in TF_DIR.iterdir() if p.is_file() and not p.name.endswith(".md"))
+
+
+@pytest.mark.parametrize("path", HCL_FILES, ids=lambda p: p.name)
+def test_file_is_terraform_fmt_clean(path):
+    """What hcl_format.py (a re-implementation of terraform fmt's rules) would write is what is committed."""
+    import hcl2
+    from hcl_format import format_hcl
+
+    text = path.read_text()
+    hcl2.loads(text)  # parses
+    assert "\t" not in text and text.endswith("\n") and not text.endswith("\n\n")
+    formatted = format_hcl(text)
+    diff = [
+        f"{i + 1}: {a!r} -> {b!r}" for i, (a, b) in enumerate(zip(text.split("\n"), formatted.split("\n"))) if a != b
+    ]
+    assert formatted == text, f"{path.name} is not fmt-clean:\n" + "\n".join(diff)
+
+
+def test_fmt_checker_rewrites_what_terraform_fmt_rewrites():
+    """Guard: misaligned `=`, wrong indentation, spaces inside brackets, a lone comment alignment."""
+    from hcl_format import format_hcl
+
+    messy = 'locals {\n    a = 1\n  long_name = [ "x" , "y" ]\n  obj = {k=1}\n  b = 2 # two\n  cc = 3   # three\n}\n'
+    assert format_hcl(messy) == (
+        "locals {\n"
+        "  a         = 1\n"
+        '  long_name = ["x", "y"]\n'
+        "  obj       = { k = 1 }\n"
+        "  b         = 2 # two\n"
+        "  cc        = 3 # three\n"
+        "}\n"
+    )
+    # a blank line, a comment-only line or a block ends an alignment run
+    separate = "x = 1\n\nlonger = 2\n# note\ny = 3\nz {\n  q = 1\n}\n"
+    assert format_hcl(separate) == separate
+    with pytest.raises(ValueError):
+        format_hcl("x = <<EOT\nhello\nEOT\n")
+
+
+def test_state_lives_in_a_remote_backend_configured_at_init():
+    import hcl2
+
+    versions = hcl2.loads((TF_DIR / "versions.tf").read_text())
+    [terraform] = versions["terraform"]
+    [backend] = terraform["backend"]
+    assert list(backend) == ['"s3"'] or list(backend) == ["s3"], backend
+    settings = next(iter(backend.values()))
+    assert not {k for k in settings if not k.startswith("__")}, "partial configuration: settings go in backend.hcl"
+    example = _unquote(hcl2.loads((TF_DIR / "backend.hcl.example").read_text()))
+    assert {"bucket", "key", "region"} <= set(example) and example["encrypt"] is True
+    assert example["use_lockfile"] is True, "state locking"
+    assert re.fullmatch(r">= ?1\.(1\d|[2-9]\d)", _unquote(terraform["required_version"])), "use_lockfile needs >= 1.10"
+    assert "-backend-config=backend.hcl" in (ROOT / "docs" / "infra.md").read_text()
+
+
+def test_providers_are_pinned_exactly_and_locked_with_checksums():
+    import hcl2
+
+    [terraform] = hcl2.loads((TF_DIR / "versions.tf").read_text())["terraform"]
+    [providers] = terraform["required_providers"]
+    lock = _unquote(hcl2.loads((TF_DIR / ".terraform.lock.hcl").read_text()))
+    locked = {
+        address.rsplit("/", 2)[-2] + "/" + address.rsplit("/", 1)[-1]: body
+        for p in lock["provider"]
+        for address, body in p.items()
+    }
+    providers = _unquote(providers)  # also drops the parser's __is_block__ marker
+    providers = {k: v for k, v in providers.items() if not k.startswith("__")}
+    assert providers
+    for name, spec in providers.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", spec["version"]), f"{name}: pin an exact version, not {spec['version']}"
+        entry = locked[spec["source"]]
+        assert entry["version"] == spec["version"] and entry["constraints"] == spec["version"]
+        zh = [h for h in entry["hashes"] if h.startswith("zh:")]
+        assert len(zh) >= 10 and all(re.fullmatch(r"zh:[0-9a-f]{64}", h) for h in zh), "registry package checksums"

@@ -11,11 +11,8 @@ and only the host, port and endpoint settings a cluster would differ in are over
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,81 +23,7 @@ from infra_helpers import IMAGE, find, podman_env
 
 from support import free_port
 
-PG_PASSWORD = "pg" + uuid.uuid4().hex
 ADMIN_PASSWORD = "admin" + uuid.uuid4().hex
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        pytest.fail("PostgreSQL server binaries not found: apt-get install -y postgresql")
-    return found[-1]
-
-
-@pytest.fixture
-def postgres(rendered):
-    """A real PostgreSQL on 127.0.0.1 with the `mlflow` database and the manifest's init SQL applied."""
-    port = free_port()
-    root = tempfile.mkdtemp(prefix="bakeoff-pg-", dir="/tmp")
-    shutil.chown(root, "postgres", "postgres")
-    pwfile = os.path.join(root, "pw")
-    with open(pwfile, "w") as fh:
-        fh.write(PG_PASSWORD)
-    shutil.chown(pwfile, "postgres", "postgres")
-    data = os.path.join(root, "data")
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [
-            *as_pg,
-            _pg_bin("initdb"),
-            "-D",
-            data,
-            "-U",
-            "mlflow",
-            f"--pwfile={pwfile}",
-            "--auth=scram-sha-256",
-            "-E",
-            "UTF8",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_pg,
-            _pg_bin("pg_ctl"),
-            "-D",
-            data,
-            "-w",
-            "-l",
-            os.path.join(root, "log"),
-            "-o",
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {root}",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    url = f"postgresql://mlflow:{PG_PASSWORD}@127.0.0.1:{port}"
-    try:
-        [cfg] = find(rendered["dev"], "ConfigMap", "mlflow-config")
-        subprocess.run(
-            ["psql", f"{url}/postgres", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {cfg['data']['POSTGRES_DB']}"],
-            check=True,
-            capture_output=True,
-        )
-        # what the postgres image's entrypoint does with /docker-entrypoint-initdb.d/*.sql on first start
-        [init] = find(rendered["dev"], "ConfigMap", "mlflow-postgres-init")
-        for _name, sql in sorted(init["data"].items()):
-            subprocess.run(
-                ["psql", f"{url}/{cfg['data']['POSTGRES_DB']}", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                check=True,
-                capture_output=True,
-            )
-        yield {"port": port, "url": url}
-    finally:
-        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", data, "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _container_env(objects, overrides: dict, secrets: dict) -> dict:
@@ -190,7 +113,7 @@ def test_tracking_server_manifest_runs_in_the_image_with_postgres_s3_and_auth(
             "MLFLOW_SERVER_ALLOWED_HOSTS": f"{cfg['data']['MLFLOW_SERVER_ALLOWED_HOSTS']},127.0.0.1:{port}",
         },
         secrets={
-            "mlflow-postgres": {"POSTGRES_USER": "mlflow", "POSTGRES_PASSWORD": PG_PASSWORD},
+            "mlflow-postgres": {"POSTGRES_USER": "mlflow", "POSTGRES_PASSWORD": postgres["password"]},
             "mlflow-s3": {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret},
             "mlflow-auth": {
                 "MLFLOW_AUTH_ADMIN_USERNAME": "admin",

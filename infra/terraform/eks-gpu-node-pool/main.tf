@@ -18,10 +18,10 @@ locals {
   # Scale-from-zero hints for the cluster-autoscaler: with no node running it cannot see the labels,
   # taint or GPU count, so it reads them from these tags on the node group's Auto Scaling group.
   autoscaler_tags = {
-    "k8s.io/cluster-autoscaler/enabled"                             = "true"
-    "k8s.io/cluster-autoscaler/${var.cluster_name}"                 = "owned"
-    "k8s.io/cluster-autoscaler/node-template/label/bakeoff.io/pool" = "gpu"
-    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"  = "present:NoSchedule"
+    "k8s.io/cluster-autoscaler/enabled"                                = "true"
+    "k8s.io/cluster-autoscaler/${var.cluster_name}"                    = "owned"
+    "k8s.io/cluster-autoscaler/node-template/label/bakeoff.io/pool"    = "gpu"
+    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"     = "present:NoSchedule"
     "k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu" = "1"
   }
 }
