@@ -16,13 +16,16 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from bakeoff import storage, tracking
+from bakeoff import storage, tracking, write_record
 from bakeoff.contract import MODEL_JSON, MODEL_KERAS, PROB_PREFIX, ModelInfo
 from bakeoff.errors import BakeoffError
 
 # Models logged before the pyfunc moved to bakeoff.pyfunc_model pickled it as bakeoff.predict.KerasImageClassifier
 # (by reference): keep that name importable so those registered versions still load.
 from bakeoff.pyfunc_model import BATCH, KerasImageClassifier  # noqa: F401
+
+CSV_HEADER = "path,predicted,probability,error"
+"""The first columns of every predictions CSV: how predict knows a file at --out is one it wrote."""
 
 
 def _model_artifact(model_uri: str, name: str, dst: str) -> str:
@@ -104,6 +107,23 @@ def _iter_images(source: str):
         yield item.relpath, image, ""
 
 
+def check_out(source: str, out: str | None) -> None:
+    """Refuse, before the model loads, an ``out`` that overlaps the source or would replace a file that is not a
+    predictions CSV (the user's own data): predict replaces only what it wrote."""
+    if not out:
+        return
+    write_record.check_apart(source, out, "the predictions")
+    if not storage.is_s3(out) and Path(out).is_dir():
+        raise BakeoffError(
+            f"--out {out} is a folder; give the CSV file to write, e.g. --out {Path(out) / 'predictions.csv'}"
+        )
+    if storage.exists(out) and not storage.read_bytes(out).startswith(CSV_HEADER.encode()):
+        raise BakeoffError(
+            f"--out {out} exists and was not written by bakeoff predict (it does not start with {CSV_HEADER}); "
+            "choose another --out or move the file away"
+        )
+
+
 def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.DataFrame:
     """Predict every image of ``source`` with ``model_uri``; write a CSV (path, predicted, probability, error).
 
@@ -111,6 +131,7 @@ def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.Da
     """
     from rich.progress import Progress
 
+    check_out(source, out)
     model = load_pyfunc(model_uri)
     size = _input_size(model)
     rows: list[dict] = []

@@ -180,11 +180,8 @@ def _iter_archive(local_path: str, display: str) -> Iterator[SourceItem]:
         yield from _iter_tar(local_path, display)
 
 
-def iter_source(source: str, *, exclude: str | None = None) -> Iterator[SourceItem]:
-    """Yield every file of a folder, archive (local or s3://) or s3:// prefix, in a stable order.
-
-    ``exclude``: a local folder inside ``source`` to leave out (ingest's own output folder).
-    """
+def iter_source(source: str) -> Iterator[SourceItem]:
+    """Yield every file of a folder, archive (local or s3://) or s3:// prefix, in a stable order."""
     source = str(source)
     if storage.is_s3(source):
         if is_archive(source):
@@ -200,16 +197,7 @@ def iter_source(source: str, *, exclude: str | None = None) -> Iterator[SourceIt
             f"source not found: {source}; give a folder, a .zip/.tar/.tar.gz archive or s3://bucket/prefix"
         )
     if path.is_dir():
-        skip_prefix = None
-        if exclude is not None:
-            try:
-                skip_prefix = Path(exclude).resolve().relative_to(path.resolve()).as_posix() + "/"
-            except ValueError:
-                skip_prefix = None
-        for item in _iter_folder(source):
-            if skip_prefix and (item.relpath + "/").startswith(skip_prefix):
-                continue
-            yield item
+        yield from _iter_folder(source)
         return
     if is_archive(source):
         yield from _iter_archive(source, source)
