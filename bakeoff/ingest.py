@@ -128,28 +128,40 @@ class _Accepted:
 def _process(
     item: sources.SourceItem, label: str, record: write_record.WriteRecord, max_pixels: int
 ) -> _Accepted | tuple[str, str]:
-    """Read, hash, decode and materialise one file; return its row or (origin, reason). Runs in a thread.
+    """Decode, hash and materialise one file; return its row or (origin, reason). Runs in a thread.
 
+    Decoding comes first, from the open file: a file that is no image is rejected after its header, unhashed.
     An image already at its content-addressed name is never rewritten (ours from an earlier run, or the user's)."""
     try:
-        data = item.read()
-    except (OSError, BakeoffError) as exc:
-        return item.origin, f"unreadable: {' '.join(str(exc).split())[:160]}"
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        rgb, info = images.load_image(data, max_pixels=max_pixels)
+        with item.open() as handle:
+            rgb, info = images.load_image(handle, max_pixels=max_pixels)
+            handle.seek(0)
+            sha = hashlib.file_digest(handle, "sha256").hexdigest()
+            rel = f"{IMAGES_DIR}/{label}/{sha}.{info.ext}"
+            target = record.folder / rel
+            try:  # a decoded image that still cannot be hashed or re-encoded is bad data, not a reason to stop
+                phash = images.perceptual_hash(rgb)
+                if target.exists():
+                    payload = None
+                elif info.passthrough:
+                    payload = _original(handle)
+                else:
+                    payload = images.to_png_bytes(rgb)
+            except Exception as exc:
+                return item.origin, f"corrupt: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
     except images.ImageRejected as exc:
         return item.origin, exc.reason
-    rel = f"{IMAGES_DIR}/{label}/{sha}.{info.ext}"
-    target = record.folder / rel
-    try:  # a decoded image that still cannot be hashed or re-encoded is bad data, not a reason to stop
-        phash = images.perceptual_hash(rgb)
-        payload = None if target.exists() else data if info.passthrough else images.to_png_bytes(rgb)
-    except Exception as exc:
-        return item.origin, f"corrupt: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
+    except (OSError, BakeoffError) as exc:
+        return item.origin, f"unreadable: {' '.join(str(exc).split())[:160]}"
     if payload is not None:
         record.write_bytes(rel, payload)  # disk errors do stop the run: they are not the file's fault
     return _Accepted(rel, label, sha, info.width, info.height, item.origin, phash, item.relpath.rpartition("/")[0])
+
+
+def _original(handle) -> bytes:
+    """The file's own bytes (a passthrough image is stored unchanged)."""
+    handle.seek(0)
+    return handle.read()
 
 
 def _progress(enabled: bool):
@@ -246,6 +258,10 @@ def _scan(
             if label is None:
                 scan.rejected.append((item.origin, why))
                 continue
+            if not sources.is_utf8(label):  # a class name must be writable in parquet, JSON, MLflow and a terminal
+                name = sources.display_name(label)
+                scan.rejected.append((item.origin, f"bad-name: folder name {name} is not UTF-8; rename the folder"))
+                continue
             scan.seen_labels.add(label)
             label = mapping.get(label, label)
             if wanted is not None and label not in wanted:
@@ -271,21 +287,44 @@ def _drop_files_beside_class_folders(df: pd.DataFrame, folders: set[str], reject
     return df[~beside]
 
 
-def _drop_conflicts_and_duplicates(df: pd.DataFrame, rejected: list) -> tuple[pd.DataFrame, int]:
+def _drop_conflicts_and_duplicates(df: pd.DataFrame, rejected: list) -> tuple[pd.DataFrame, int, pd.DataFrame]:
     """Same bytes under two labels: nobody can say which is right, so no copy is used. Same bytes under one
-    label: keep the copy with the smallest source path (a rule that does not depend on listing order)."""
+    label: keep the copy with the smallest source path (a rule that does not depend on listing order).
+    Returns the kept rows, how many exact duplicates went, and the conflicting rows (label, sha256)."""
     df = df.sort_values(["sha256", "label", "source"], kind="stable")
     labels_per_sha = df.groupby("sha256")["label"].agg(lambda s: sorted(set(s)))
     conflicts = labels_per_sha[labels_per_sha.map(len) > 1]
     bad = df["sha256"].isin(conflicts.index)
     for origin, sha in zip(df.loc[bad, "source"], df.loc[bad, "sha256"]):
         rejected.append((origin, f"label-conflict: same content labelled {' and '.join(conflicts[sha])}"))
+    conflicted = df.loc[bad, ["label", "sha256"]]
     df = df[~bad]
     dup = df.duplicated("sha256", keep="first")
     kept_source = df.drop_duplicates("sha256").set_index("sha256")["source"]
     for origin, sha in zip(df.loc[dup, "source"], df.loc[dup, "sha256"]):
         rejected.append((origin, f"duplicate-of: {kept_source[sha]}"))
-    return df[~dup], int(dup.sum())
+    return df[~dup], int(dup.sum()), conflicted
+
+
+def _check_conflict_losses(df: pd.DataFrame, conflicted: pd.DataFrame, hint: str) -> dict[str, int]:
+    """Images each class lost to label conflicts, for the card and the summary; a class left with none is an
+    error (it would silently vanish from the dataset), naming the labels its images collide with."""
+    lost = conflicted["label"].value_counts().sort_index()
+    kept = set(df["label"])
+    emptied = []
+    for label, n in lost.items():
+        if label not in kept:
+            shas = set(conflicted.loc[conflicted["label"] == label, "sha256"])
+            others = sorted(set(conflicted.loc[conflicted["sha256"].isin(shas), "label"]) - {label})
+            emptied.append(
+                f"class {label!r} lost all its {n} images to label conflicts "
+                f"(the same content also labelled {', '.join(others)})"
+            )
+    if emptied:
+        raise BakeoffError(
+            f"{'; '.join(emptied)}: fix the labels, or leave the class out with --classes or --label-map{hint}"
+        )
+    return {str(label): int(n) for label, n in lost.items()}
 
 
 @dataclass(frozen=True)
@@ -348,9 +387,9 @@ def _check_options(
     )
 
 
-def _accepted_table(scan: _Scan, opts: _Options) -> tuple[pd.DataFrame, int]:
+def _accepted_table(scan: _Scan, opts: _Options) -> tuple[pd.DataFrame, int, pd.DataFrame]:
     """One row per usable image: files beside class folders, label conflicts and exact duplicates go to
-    ``scan.rejected``. Returns the table and how many exact duplicates were dropped."""
+    ``scan.rejected``. Returns the table, how many exact duplicates were dropped and the conflicting rows."""
     df = pd.DataFrame([a.__dict__ for a in scan.accepted], columns=list(_Accepted.__dataclass_fields__))
     scan.accepted.clear()  # the table holds the rows now; keep one copy in memory, not two
     if opts.csv_labels is None:  # with a labels CSV the folders mean nothing
@@ -415,13 +454,14 @@ def _card(
     counts: dict[str, dict[str, int]],
     capped: dict[str, int],
     n_duplicates: int,
+    lost_to_conflicts: dict[str, int],
 ) -> dict[str, Any]:
     """card.json: how the dataset was made and what was left out, so a reader can trust (or question) it."""
     group_sizes = df["group"].value_counts()
     merged = group_sizes[group_sizes > 1]
     rejected = scan.rejected
     return {
-        "source": opts.source,
+        "source": sources.display_name(opts.source),
         "seed": opts.seed,
         "fractions": {"train": round(1 - opts.val - opts.test, 6), "val": opts.val, "test": opts.test},
         "label_map": opts.mapping,
@@ -439,6 +479,7 @@ def _card(
         "n_rejected": len(rejected),
         "rejected": dict(sorted(Counter(reason.split(":", 1)[0] for _, reason in rejected).items())),
         "exact_duplicates": n_duplicates,
+        "lost_to_label_conflicts": lost_to_conflicts,
         "near_duplicates": {
             "hash": f"phash {images.PHASH_SIZE}x{images.PHASH_SIZE}",
             "max_distance_bits": opts.near_duplicate_distance,
@@ -517,11 +558,12 @@ def ingest(
         )
         if scan.files_seen == 0:
             raise BakeoffError(f"no files found in {opts.source}; check the path (an s3:// prefix is case-sensitive)")
-        df, n_duplicates = _accepted_table(scan, opts)
+        df, n_duplicates, conflicted = _accepted_table(scan, opts)
         # written now, so a run that stops on a usage error below still shows what was wrong with the files
         scan.rejected.sort()
         rejected_path = _write_rejected(record, scan.rejected)
         hint = f" ({len(scan.rejected)} files rejected, see {rejected_path})" if scan.rejected else ""
+        lost_to_conflicts = _check_conflict_losses(df, conflicted, hint)
 
         _check_wanted_classes(df, opts, scan.excluded)
         df, capped = _cap(df, opts)
@@ -531,7 +573,16 @@ def ingest(
         record.add(manifest.MANIFEST_NAME)
         manifest_path = manifest.write_manifest(df[list(manifest.COLUMNS)], opts.out)
         counts = _split_counts(df, labels)
-        card = _card(df, opts, scan, labels=labels, counts=counts, capped=capped, n_duplicates=n_duplicates)
+        card = _card(
+            df,
+            opts,
+            scan,
+            labels=labels,
+            counts=counts,
+            capped=capped,
+            n_duplicates=n_duplicates,
+            lost_to_conflicts=lost_to_conflicts,
+        )
         card_json, card_md_path = _write_card(record, card)
     # images a previous run wrote that this dataset no longer uses; never a file ingest did not write
     record.prune(set(df["uri"]) | set(OUTPUT_NAMES))

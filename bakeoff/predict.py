@@ -93,18 +93,20 @@ def _iter_images(source: str):
     for item in sources.iter_source(source):
         if sources.is_litter(item.relpath):
             continue
+        path = sources.display_name(item.relpath)  # a non-UTF-8 name is shown escaped, so the CSV can hold it
         if item.skip_reason:
-            yield item.relpath, None, item.skip_reason
+            yield path, None, item.skip_reason
             continue
         try:
-            image, _ = images.load_image(item.read())
+            with item.open() as handle:
+                image, _ = images.load_image(handle)
         except images.ImageRejected as exc:
-            yield item.relpath, None, exc.reason
+            yield path, None, exc.reason
             continue
         except Exception as exc:  # one unreadable file must not stop the batch
-            yield item.relpath, None, f"unreadable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+            yield path, None, f"unreadable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
-        yield item.relpath, image, ""
+        yield path, image, ""
 
 
 def check_out(source: str, out: str | None) -> None:

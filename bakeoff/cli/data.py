@@ -66,6 +66,7 @@ def ingest_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     from bakeoff.ingest import ingest
+    from bakeoff.sources import display_name
 
     result = ingest(
         source,
@@ -83,14 +84,16 @@ def ingest_command(
     )
     card = result.card
     splits = card["splits"]
+    lost = card.get("lost_to_label_conflicts") or {}
+    conflicts = f"; lost to label conflicts: {', '.join(f'{k} {v}' for k, v in lost.items())}" if lost else ""
     typer.echo(
         f"ingested {result.n_images} images in {len(result.counts)} classes "
         f"(train {splits['train']}, val {splits['val']}, test {splits['test']}); "
         f"rejected {result.n_rejected}, exact duplicates {card['exact_duplicates']}, "
-        f"near-duplicate groups {card['near_duplicates']['groups_merged']}, ignored {card['ignored_litter']}; "
-        f"{result.images_per_s:.0f} files/s"
+        f"near-duplicate groups {card['near_duplicates']['groups_merged']}, ignored {card['ignored_litter']}"
+        f"{conflicts}; {result.images_per_s:.0f} files/s"
     )
-    typer.echo(f"wrote {result.manifest} (+ rejected.csv, card.json, card.md)")
+    typer.echo(f"wrote {display_name(result.manifest)} (+ rejected.csv, card.json, card.md)")
 
 
 def demo_data_command(
@@ -102,13 +105,15 @@ def demo_data_command(
     seed: int = typer.Option(0, "--seed", help="Seed for which images are picked and how they are encoded."),
 ) -> None:
     from bakeoff.demo_data import make_demo_data
+    from bakeoff.sources import display_name
 
     result = make_demo_data(out, per_class=per_class, classes=classes, seed=seed)
+    raw_dir, label_map = display_name(result.raw_dir), display_name(result.label_map)
     typer.echo(
-        f"wrote {result.n_images} images in {len(result.classes)} classes to {result.raw_dir} "
-        f"(+ {len(result.broken)} deliberately broken files), label map {result.label_map}"
+        f"wrote {result.n_images} images in {len(result.classes)} classes to {raw_dir} "
+        f"(+ {len(result.broken)} deliberately broken files), label map {label_map}"
     )
-    typer.echo(f"next: bakeoff ingest {result.raw_dir} --out DIR --label-map {result.label_map}")
+    typer.echo(f"next: bakeoff ingest {raw_dir} --out DIR --label-map {label_map}")
 
 
 def register(app: typer.Typer) -> None:
