@@ -125,12 +125,21 @@ def _iter_folder(root: str) -> Iterator[SourceItem]:
                 yield SourceItem(rel, origin, None, _unreadable, f"not-a-regular-file: {kind}")
                 continue
             size = path.stat().st_size
-            yield SourceItem(rel, origin, size, _file_opener(path), _too_big(size))
+            yield SourceItem(rel, origin, size, _file_opener(path, size), _too_big(size))
 
 
-def _file_opener(path: Path) -> Callable[[], BinaryIO]:
-    """A local file is opened in place: the decoder reads the header first and the rest only for a real image."""
-    return lambda: open(path, "rb")
+def _file_opener(path: Path, size: int) -> Callable[[], BinaryIO]:
+    """A small local file is read whole in one call (the common case, and the cheapest); a big one is opened in
+    place, so the decoder reads its header first and the rest only if it is a real image."""
+
+    def open_file() -> BinaryIO:
+        handle = open(path, "rb")
+        if size > SPOOL_BYTES:
+            return handle
+        with handle:
+            return io.BytesIO(handle.read())
+
+    return open_file
 
 
 def _unreadable() -> BinaryIO:
@@ -146,13 +155,14 @@ def _read_up_to(stream, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _spool(stream, limit: int = MAX_FILE_BYTES) -> BinaryIO:
+def _spool(stream) -> BinaryIO:
     """Copy ``stream`` into a seekable file without ever holding more than ``SPOOL_BYTES`` of it in memory.
 
     Stops after the first ``images.SNIFF_BYTES`` when they cannot begin any image (the decoder then rejects that
     prefix as ``not-an-image`` or ``zero-byte``), and raises ``ImageRejected('too-large')`` as soon as more than
-    ``limit`` bytes arrive, whatever size the container declared.
+    ``MAX_FILE_BYTES`` arrive, whatever size the container or the listing declared.
     """
+    limit = MAX_FILE_BYTES
     head = _read_up_to(stream, images.SNIFF_BYTES)
     if not images.could_be_image(head):
         return io.BytesIO(head)

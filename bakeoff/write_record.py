@@ -33,6 +33,8 @@ class WriteRecord:
 
     def __init__(self, folder: str | os.PathLike, step: str) -> None:
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise BakeoffError(f"--out {folder} is a file, not a folder; give a folder to write into")
         self.step = step
         self.path = self.folder / record_name(step)
         self._names = self._read()
@@ -151,6 +153,9 @@ def check_apart(source: str, out: str, what: str) -> None:
     judged on real paths, so a step never writes among, or prunes, the user's originals. ``what`` names the output
     for the message (e.g. "the dataset")."""
     if storage.is_s3(source) or storage.is_s3(out):
+        src_prefix, dst_prefix = source.rstrip("/") + "/", out.rstrip("/") + "/"
+        if dst_prefix.startswith(src_prefix) or src_prefix.startswith(dst_prefix):
+            raise BakeoffError(f"--out {out} overlaps the source {source}; write {what} outside the source prefix")
         return
     src, dst = Path(source).resolve(), Path(out).resolve()
     if src == dst:

@@ -20,7 +20,9 @@ under two labels is rejected. Near-duplicates (resized / re-encoded copies) form
 splits. The split is stratified and deterministic: same images + same --seed = same split, on any machine.
 
 [bold]Writes[/bold] into DIR: images/<label>/<sha256>.<ext>, manifest.parquet (uri, label, split, sha256, width,
-height, group, source), rejected.csv (uri, reason), card.json and card.md. Re-running into DIR is safe.
+height, group, source), rejected.csv (uri, reason), card.json and card.md, and lists every file it writes in
+DIR/.bakeoff-ingest-written.jsonl. Re-running into DIR is safe: it replaces and prunes only files listed there,
+never your own. DIR must not overlap SOURCE (neither inside the other).
 
 [bold]Example[/bold]:
   bakeoff demo-data --out demo
@@ -33,7 +35,8 @@ DEMO_HELP = """Write real demo images (Fashion-MNIST) as a messy raw dump to try
 `apt-get install -y dataset-fashion-mnist`). [bold]Writes[/bold] DIR/raw-img/<Italian class name>/<file> (JPEG
 and PNG, grey and RGB, some upscaled), DIR/translate.json (Italian -> English label map) and a few deliberately
 broken files (zero-byte, truncated, text named .jpg, .DS_Store, an unlabelled top-level image, one exact and one
-near duplicate). Same --seed, same files.
+near duplicate). Same --seed, same files. A re-run replaces only the files demo-data wrote (listed in
+DIR/.bakeoff-demo-data-written.jsonl); a folder it did not make is refused.
 
 [bold]Example[/bold]:
   bakeoff demo-data --out demo --per-class 100
@@ -45,7 +48,9 @@ def ingest_command(
     source: str = typer.Argument(
         ..., help="Folder, .zip/.tar/.tar.gz archive, or s3://bucket/prefix with the raw images."
     ),
-    out: str = typer.Option(..., "--out", "-o", help="Dataset folder to write (created; safe to re-run into)."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="Dataset folder to write (created; safe to re-run into; outside SOURCE)."
+    ),
     label_map: str | None = typer.Option(None, "--label-map", help="JSON or YAML file: old class name -> new name."),
     classes: str | None = typer.Option(
         None, "--classes", help="Keep only these classes (after the label map), comma-separated."

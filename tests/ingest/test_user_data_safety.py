@@ -77,6 +77,14 @@ def test_overlap_is_judged_on_real_paths_and_archives(tmp_path, make_dump):
     assert _snapshot(proj) == before
 
 
+def test_out_that_is_a_file_is_refused(tmp_path, make_dump):
+    make_dump(tmp_path / "raw", {"cat": 3, "dog": 3})
+    (tmp_path / "data.csv").write_text("a,b\n")
+    with pytest.raises(BakeoffError, match=r"--out .*/data.csv is a file, not a folder"):
+        ingest(str(tmp_path / "raw"), str(tmp_path / "data.csv"), progress=False)
+    assert (tmp_path / "data.csv").read_text() == "a,b\n"
+
+
 def test_rerun_prunes_only_what_the_previous_ingest_wrote(tmp_path, make_dump):
     make_dump(tmp_path / "raw", {"cat": 4, "dog": 4, "bird": 4})
     out = tmp_path / "ds"
@@ -178,4 +186,6 @@ def test_predict_refuses_an_out_inside_the_source_or_over_a_foreign_file_before_
         predict_source(model, str(tmp_path / "photos"), str(tmp_path / "photos" / "preds.csv"))
     with pytest.raises(BakeoffError, match=r"--out .*/budget.csv exists and was not written by bakeoff predict"):
         predict_source(model, str(tmp_path / "photos"), str(tmp_path / "budget.csv"))
+    with pytest.raises(BakeoffError, match="--out s3://in/drop/preds.csv overlaps the source s3://in/drop"):
+        predict_source(model, "s3://in/drop", "s3://in/drop/preds.csv")
     assert _snapshot(tmp_path) == before
