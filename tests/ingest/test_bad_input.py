@@ -126,8 +126,8 @@ def test_predict_reports_non_utf8_names_as_rows(tmp_path, make_dump, monkeypatch
     candidate = write_candidate_folders(tmp_path / "candidate", 127.5)
     import mlflow
 
-    tracking.ensure_configured()
-    with mlflow.start_run() as run:
+    experiment = tracking.ensure_experiment("utf8-names")  # artifacts beside the SQLite file, in tmp_path
+    with mlflow.start_run(experiment_id=experiment) as run:
         pass
     model = candidate.root / "model"
     _version, uri = log_and_register(
