@@ -28,6 +28,9 @@ def to_markdown(card: dict[str, Any]) -> str:
             f"- near-duplicate groups whose images carry different labels (check them): "
             f"{card['near_duplicates']['groups_with_mixed_labels']}"
         )
+    if card.get("lost_to_label_conflicts"):
+        lost = ", ".join(f"{k} {v}" for k, v in card["lost_to_label_conflicts"].items())
+        lines.append(f"- images lost to label conflicts (same content, two labels): {lost}")
     if card.get("excluded_by_classes"):
         excluded = ", ".join(f"{k} {v}" for k, v in card["excluded_by_classes"].items())
         lines.append(f"- excluded by --classes: {excluded}")

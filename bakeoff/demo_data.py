@@ -5,19 +5,22 @@ The machine is offline, so the source is Debian's ``dataset-fashion-mnist`` pack
 Italian names and a ``translate.json`` label map to English, JPEG and PNG mixed, grey and RGB, some
 upscaled, plus deliberate trouble (zero-byte file, truncated JPEG, text named .jpg, .DS_Store, an image at
 the top level, one exact duplicate, one resized + re-encoded near-duplicate). Same seed, same files.
+
+Every file written is listed in ``DIR/.bakeoff-demo-data-written.jsonl`` (``bakeoff.write_record``): a re-run
+replaces and prunes only those, so images the user added to the dump, and a folder demo-data did not make,
+are never touched.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bakeoff import storage
+from bakeoff import storage, write_record
 from bakeoff.errors import BakeoffError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -128,53 +131,70 @@ def make_demo_data(
         raise BakeoffError(f"--per-class must be at least 3 (one image each for train/val/test), got {per_class}")
     picked = _resolve_classes(classes)
     pixels, labels = load_fashion_mnist(data_dir)
-    rng = np.random.default_rng(seed)
-    out = Path(out_dir)
-    raw = out / RAW_DIR
-    if raw.exists() and any(raw.iterdir()):
-        if not (out / LABEL_MAP_NAME).exists():
-            raise BakeoffError(f"{raw} exists and was not made by demo-data; choose an empty --out folder")
-        shutil.rmtree(raw)  # our own earlier dump: replace it so a smaller --per-class leaves no stale files
-    written = 0
-    first_files: dict[str, tuple[Path, np.ndarray]] = {}
-    for index in picked:
-        folder = CLASSES[index][0]
-        available = np.flatnonzero(labels == index)
-        if per_class > available.size:
-            raise BakeoffError(f"--per-class {per_class} is more than the {available.size} images of {folder}")
-        chosen = np.sort(rng.choice(available, size=per_class, replace=False))
-        for row in chosen:
-            data, ext = _variant(pixels[row], rng)
-            name = f"{rng.bytes(8).hex()}.{ext}"
-            storage.write_bytes(raw / folder / name, data)
-            first_files.setdefault(folder, (raw / folder / name, pixels[row]))
-            written += 1
-
-    # Deliberate trouble, in the first two picked classes.
-    class_a, class_b = CLASSES[picked[0]][0], CLASSES[picked[1]][0]
-    path_a, pixels_a = first_files[class_a]
-    _path_b, pixels_b = first_files[class_b]
-    broken = {
-        raw / class_a / "vuoto.jpg": b"",
-        raw / class_a / "troncato.jpeg": _encode(Image.fromarray(pixels_a, "L").resize((64, 64)), "JPEG")[:400],
-        raw / class_b / "leggimi.jpg": b"This is not an image, it is a note someone saved with the wrong name.\n",
-        raw / ".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(64),
-        raw / class_b / ".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(64),
-        raw / "senza_cartella.png": _encode(Image.fromarray(pixels_b, "L"), "PNG"),
+    class_a, class_b = CLASSES[picked[0]][0], CLASSES[picked[1]][0]  # the planted trouble goes in these two
+    planted = {
+        "vuoto": f"{RAW_DIR}/{class_a}/vuoto.jpg",
+        "troncato": f"{RAW_DIR}/{class_a}/troncato.jpeg",
+        "leggimi": f"{RAW_DIR}/{class_b}/leggimi.jpg",
+        "ds_store": f"{RAW_DIR}/.DS_Store",
+        "ds_store_b": f"{RAW_DIR}/{class_b}/.DS_Store",
+        "senza_cartella": f"{RAW_DIR}/senza_cartella.png",
+        "quasi_uguale": f"{RAW_DIR}/{class_a}/quasi_uguale.jpg",
     }
-    for path, data in broken.items():
-        storage.write_bytes(path, data)
-    # an exact copy under another name, and a resized JPEG-60 re-encode of the same garment
-    storage.write_bytes(raw / class_a / f"copia_{path_a.name}", path_a.read_bytes())
-    near = Image.fromarray(pixels_a, "L").convert("RGB").resize((56, 56), Image.Resampling.BICUBIC)
-    storage.write_bytes(raw / class_a / "quasi_uguale.jpg", _encode(near, "JPEG", quality=60))
+    out = Path(out_dir)
+    record = write_record.WriteRecord(out, "demo-data")
+    # a dump demo-data did not make (e.g. a real Animals-10 download) is the user's data: never written over
+    mine = [LABEL_MAP_NAME, *planted.values()] if record.exists else [RAW_DIR, LABEL_MAP_NAME]
+    record.refuse_foreign(mine, "choose an empty --out folder")
+    rng = np.random.default_rng(seed)
+    written: set[str] = set()
 
-    label_map = {CLASSES[i][0]: CLASSES[i][1] for i in picked}
-    storage.write_json(out / LABEL_MAP_NAME, label_map)
+    def write(rel: str, data: bytes) -> None:
+        record.write_bytes(rel, data)
+        written.add(rel)
+
+    first_files: dict[str, tuple[str, np.ndarray]] = {}
+    with record.open():
+        for index in picked:
+            folder = CLASSES[index][0]
+            available = np.flatnonzero(labels == index)
+            if per_class > available.size:
+                raise BakeoffError(f"--per-class {per_class} is more than the {available.size} images of {folder}")
+            chosen = np.sort(rng.choice(available, size=per_class, replace=False))
+            for row in chosen:
+                data, ext = _variant(pixels[row], rng)
+                rel = f"{RAW_DIR}/{folder}/{rng.bytes(8).hex()}.{ext}"
+                write(rel, data)
+                first_files.setdefault(folder, (rel, pixels[row]))
+        n_images = len(written)
+
+        # Deliberate trouble, in the first two picked classes.
+        rel_a, pixels_a = first_files[class_a]
+        pixels_b = first_files[class_b][1]
+        broken = {
+            planted["vuoto"]: b"",
+            planted["troncato"]: _encode(Image.fromarray(pixels_a, "L").resize((64, 64)), "JPEG")[:400],
+            planted["leggimi"]: b"This is not an image, it is a note someone saved with the wrong name.\n",
+            planted["ds_store"]: b"\x00\x00\x00\x01Bud1" + bytes(64),
+            planted["ds_store_b"]: b"\x00\x00\x00\x01Bud1" + bytes(64),
+            planted["senza_cartella"]: _encode(Image.fromarray(pixels_b, "L"), "PNG"),
+        }
+        for rel, data in broken.items():
+            write(rel, data)
+        # an exact copy under another name, and a resized JPEG-60 re-encode of the same garment
+        write(f"{RAW_DIR}/{class_a}/copia_{rel_a.rsplit('/', 1)[1]}", (out / rel_a).read_bytes())
+        near = Image.fromarray(pixels_a, "L").convert("RGB").resize((56, 56), Image.Resampling.BICUBIC)
+        write(planted["quasi_uguale"], _encode(near, "JPEG", quality=60))
+
+        label_map = {CLASSES[i][0]: CLASSES[i][1] for i in picked}
+        record.add(LABEL_MAP_NAME)
+        storage.write_json(out / LABEL_MAP_NAME, label_map)
+        written.add(LABEL_MAP_NAME)
+    record.prune(written)  # an earlier run's files this run did not write again (e.g. a larger --per-class)
     return DemoResult(
-        raw_dir=str(raw),
+        raw_dir=str(out / RAW_DIR),
         label_map=str(out / LABEL_MAP_NAME),
-        n_images=written,
+        n_images=n_images,
         classes=[CLASSES[i][0] for i in picked],
-        broken=sorted(str(p.relative_to(out)) for p in broken),
+        broken=sorted(broken),
     )

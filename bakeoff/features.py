@@ -266,9 +266,21 @@ def load_features(out_dir: str) -> tuple[dict[str, np.ndarray], dict]:
     npz_uri = storage.join(out_dir, FEATURES_NPZ)
     if not storage.exists(npz_uri):
         raise BakeoffError(f"missing {npz_uri}; run `bakeoff features DATASET --out {out_dir}` first")
-    arrays = _load_npz(npz_uri)
+    try:
+        arrays = _load_npz(npz_uri)
+    except BakeoffError:  # unreadable (permissions, S3): already one line naming the file
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, zlib/CRC errors, ValueError: a truncated or damaged file
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise BakeoffError(f"{npz_uri} is damaged ({detail}); re-run `bakeoff features` to write it again") from exc
     missing = {"features", "split", "label"} - set(arrays)
     if missing:
         raise BakeoffError(f"{npz_uri} lacks arrays {sorted(missing)}; re-run `bakeoff features`")
+    lengths = {name: len(arrays[name]) for name in ("features", "split", "label")}
+    if len(set(lengths.values())) > 1 or arrays["features"].ndim != 2:
+        raise BakeoffError(
+            f"{npz_uri} is damaged (array lengths {lengths}, features shape {arrays['features'].shape}); "
+            "re-run `bakeoff features` to write it again"
+        )
     info = storage.read_json(storage.join(out_dir, FEATURES_JSON))
     return arrays, info

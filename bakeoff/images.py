@@ -16,8 +16,10 @@ decoding lives in one place with one set of rules:
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -97,15 +99,52 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, ImageInfo]:
-    """Decode ``data`` into an RGB image with EXIF orientation applied, or raise :class:`ImageRejected`.
+SNIFF_BYTES = 64 * 1024
+"""How much of a streamed file :func:`could_be_image` looks at before the rest is read."""
+_SIGNATURE_BYTES = 16  # what Image.open hands each format's signature check
+
+
+def could_be_image(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first ``SNIFF_BYTES``) may be an image Pillow reads.
+
+    False only when no format's signature matches the first 16 bytes AND Pillow cannot identify the head itself
+    (a few formats have no signature and are tried by parsing their header), so a file it rejects would also be
+    ``not-an-image`` (or ``zero-byte``) once read whole: the reader can stop after ``head``.
+    """
+    if not head:
+        return False
+    Image.init()
+    for _factory, accept in Image.OPEN.values():
+        try:
+            result = accept(head[:_SIGNATURE_BYTES]) if accept else False
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open tolerates from them too
+            continue
+        if result and not isinstance(result, str):  # a str is Pillow's "looks like it, but unsupported" warning
+            return True
+    try:
+        with Image.open(io.BytesIO(head)):
+            return True
+    except UnidentifiedImageError:
+        return False
+    except Exception:  # identified, but damaged or too big: reading the whole file decides that
+        return True
+
+
+def load_image(data: bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, ImageInfo]:
+    """Decode ``data`` (bytes, or a seekable binary file read from its start) into an RGB image with EXIF
+    orientation applied, or raise :class:`ImageRejected`. A file is read as the decoder needs it: a header that is
+    no image, or a pixel count over ``max_pixels``, is rejected before the rest is read.
 
     Rejection codes: ``zero-byte``, ``not-an-image``, ``decompression-bomb``, ``truncated``, ``corrupt``.
     """
-    if not data:
+    handle = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    handle.seek(0)
+    header = handle.read(32)
+    if not header:
         raise ImageRejected("zero-byte")
+    handle.seek(0)
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(handle)
     except UnidentifiedImageError:
         raise ImageRejected("not-an-image") from None
     except Image.DecompressionBombError as exc:
@@ -143,7 +182,7 @@ def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Im
         fmt in _PASSTHROUGH_FORMATS
         and mode in _PASSTHROUGH_MODES
         and orientation == 1
-        and not _is_16bit_png(data, fmt)
+        and not _is_16bit_png(header, fmt)
         and "transparency" not in img.info
     )
     info = ImageInfo(
@@ -152,9 +191,9 @@ def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Im
     return rgb, info
 
 
-def _is_16bit_png(data: bytes, fmt: str) -> bool:
+def _is_16bit_png(header: bytes, fmt: str) -> bool:
     """Pillow silently reads 16-bit RGB PNGs as 8-bit; TensorFlow would not, so look at IHDR's bit depth."""
-    return fmt == "PNG" and len(data) > 24 and data[12:16] == b"IHDR" and data[24] != 8
+    return fmt == "PNG" and len(header) > 24 and header[12:16] == b"IHDR" and header[24] != 8
 
 
 def to_png_bytes(rgb: Image.Image) -> bytes:

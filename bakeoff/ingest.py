@@ -6,7 +6,10 @@ decodes it fully (``bakeoff.images``), and writes into DIR:
 * ``images/<label>/<sha256>.<ext>``: each accepted image, named by the hash of its original bytes, so a
   hostile archive member name can never pick a path and DIR is self-contained;
 * ``manifest.parquet`` (schema in ``bakeoff.manifest``; ``uri`` relative to DIR), ``rejected.csv``
-  (``uri,reason``), ``card.json`` and ``card.md``.
+  (``uri,reason``), ``card.json`` and ``card.md``;
+* ``.bakeoff-ingest-written.jsonl``: the record of every file ingest wrote into DIR (``bakeoff.write_record``).
+  A re-run replaces and prunes only files listed there, so the user's own files in DIR are never touched; DIR
+  may not overlap SOURCE in either direction.
 
 Memory: the loop keeps one small row per image (strings, two ints and a 32-byte perceptual hash) and never
 a list of pixels or bytes; at most a handful of files are in flight in the decode pool at once.
@@ -30,10 +33,12 @@ from typing import Any
 import pandas as pd
 
 from bakeoff import card as card_md
-from bakeoff import images, manifest, sources, splits, storage
+from bakeoff import images, manifest, sources, splits, storage, write_record
 from bakeoff.errors import BakeoffError
 
 IMAGES_DIR = "images"
+RECORD_NAME = write_record.record_name("ingest")
+OUTPUT_NAMES = (manifest.MANIFEST_NAME, manifest.REJECTED_NAME, manifest.CARD_JSON_NAME, manifest.CARD_MD_NAME)
 _BAD_LABEL_CHARS = set("/\\\0")
 
 
@@ -120,27 +125,43 @@ class _Accepted:
     folder: str
 
 
-def _process(item: sources.SourceItem, label: str, out_dir: Path, max_pixels: int) -> _Accepted | tuple[str, str]:
-    """Read, hash, decode and materialise one file; return its row or (origin, reason). Runs in a thread."""
+def _process(
+    item: sources.SourceItem, label: str, record: write_record.WriteRecord, max_pixels: int
+) -> _Accepted | tuple[str, str]:
+    """Decode, hash and materialise one file; return its row or (origin, reason). Runs in a thread.
+
+    Decoding comes first, from the open file: a file that is no image is rejected after its header, unhashed.
+    An image already at its content-addressed name is never rewritten (ours from an earlier run, or the user's)."""
     try:
-        data = item.read()
-    except (OSError, BakeoffError) as exc:
-        return item.origin, f"unreadable: {' '.join(str(exc).split())[:160]}"
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        rgb, info = images.load_image(data, max_pixels=max_pixels)
+        with item.open() as handle:
+            rgb, info = images.load_image(handle, max_pixels=max_pixels)
+            handle.seek(0)
+            sha = hashlib.file_digest(handle, "sha256").hexdigest()
+            rel = f"{IMAGES_DIR}/{label}/{sha}.{info.ext}"
+            target = record.folder / rel
+            try:  # a decoded image that still cannot be hashed or re-encoded is bad data, not a reason to stop
+                phash = images.perceptual_hash(rgb)
+                if target.exists():
+                    payload = None
+                elif info.passthrough:
+                    payload = _original(handle)
+                else:
+                    payload = images.to_png_bytes(rgb)
+            except Exception as exc:
+                return item.origin, f"corrupt: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
     except images.ImageRejected as exc:
         return item.origin, exc.reason
-    rel = f"{IMAGES_DIR}/{label}/{sha}.{info.ext}"
-    target = out_dir / rel
-    try:  # a decoded image that still cannot be hashed or re-encoded is bad data, not a reason to stop
-        phash = images.perceptual_hash(rgb)
-        payload = None if target.exists() else data if info.passthrough else images.to_png_bytes(rgb)
-    except Exception as exc:
-        return item.origin, f"corrupt: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
+    except (OSError, BakeoffError) as exc:
+        return item.origin, f"unreadable: {' '.join(str(exc).split())[:160]}"
     if payload is not None:
-        storage.write_bytes(target, payload)  # disk errors do stop the run: they are not the file's fault
+        record.write_bytes(rel, payload)  # disk errors do stop the run: they are not the file's fault
     return _Accepted(rel, label, sha, info.width, info.height, item.origin, phash, item.relpath.rpartition("/")[0])
+
+
+def _original(handle) -> bytes:
+    """The file's own bytes (a passthrough image is stored unchanged)."""
+    handle.seek(0)
+    return handle.read()
 
 
 def _progress(enabled: bool):
@@ -169,16 +190,11 @@ def _progress(enabled: bool):
     )
 
 
-def _count_files(source: str, out: Path) -> int | None:
-    """Total for the progress bar where counting is cheap (a local folder, minus DIR if it sits inside)."""
+def _count_files(source: str) -> int | None:
+    """Total for the progress bar where counting is cheap (a local folder)."""
     if storage.is_s3(source) or not Path(source).is_dir():
         return None
-    skip = out.resolve()
-    total = 0
-    for dirpath, dirnames, files in os.walk(source):
-        dirnames[:] = [d for d in dirnames if Path(dirpath, d).resolve() != skip]
-        total += len(files)
-    return total
+    return sum(len(files) for _dirpath, _dirnames, files in os.walk(source))
 
 
 @dataclass
@@ -197,7 +213,7 @@ class _Scan:
 
 def _scan(
     source: str,
-    out: Path,
+    record: write_record.WriteRecord,
     *,
     mapping: dict[str, str],
     wanted: list[str] | None,
@@ -221,9 +237,9 @@ def _scan(
             scan.rejected.append(result)
 
     with _progress(progress) as bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-        task = bar.add_task("ingest", total=_count_files(source, out))
+        task = bar.add_task("ingest", total=_count_files(source))
         in_flight: deque[Future] = deque()
-        for item in sources.iter_source(source, exclude=str(out)):
+        for item in sources.iter_source(source):
             scan.files_seen += 1
             bar.advance(task)
             if item.relpath and sources.is_litter(item.relpath):
@@ -242,12 +258,16 @@ def _scan(
             if label is None:
                 scan.rejected.append((item.origin, why))
                 continue
+            if not sources.is_utf8(label):  # a class name must be writable in parquet, JSON, MLflow and a terminal
+                name = sources.display_name(label)
+                scan.rejected.append((item.origin, f"bad-name: folder name {name} is not UTF-8; rename the folder"))
+                continue
             scan.seen_labels.add(label)
             label = mapping.get(label, label)
             if wanted is not None and label not in wanted:
                 scan.excluded[label] += 1
                 continue
-            in_flight.append(pool.submit(_process, item, label, out, max_pixels))
+            in_flight.append(pool.submit(_process, item, label, record, max_pixels))
             while len(in_flight) >= 4 * workers:
                 collect(in_flight.popleft())
         while in_flight:
@@ -267,21 +287,44 @@ def _drop_files_beside_class_folders(df: pd.DataFrame, folders: set[str], reject
     return df[~beside]
 
 
-def _drop_conflicts_and_duplicates(df: pd.DataFrame, rejected: list) -> tuple[pd.DataFrame, int]:
+def _drop_conflicts_and_duplicates(df: pd.DataFrame, rejected: list) -> tuple[pd.DataFrame, int, pd.DataFrame]:
     """Same bytes under two labels: nobody can say which is right, so no copy is used. Same bytes under one
-    label: keep the copy with the smallest source path (a rule that does not depend on listing order)."""
+    label: keep the copy with the smallest source path (a rule that does not depend on listing order).
+    Returns the kept rows, how many exact duplicates went, and the conflicting rows (label, sha256)."""
     df = df.sort_values(["sha256", "label", "source"], kind="stable")
     labels_per_sha = df.groupby("sha256")["label"].agg(lambda s: sorted(set(s)))
     conflicts = labels_per_sha[labels_per_sha.map(len) > 1]
     bad = df["sha256"].isin(conflicts.index)
     for origin, sha in zip(df.loc[bad, "source"], df.loc[bad, "sha256"]):
         rejected.append((origin, f"label-conflict: same content labelled {' and '.join(conflicts[sha])}"))
+    conflicted = df.loc[bad, ["label", "sha256"]]
     df = df[~bad]
     dup = df.duplicated("sha256", keep="first")
     kept_source = df.drop_duplicates("sha256").set_index("sha256")["source"]
     for origin, sha in zip(df.loc[dup, "source"], df.loc[dup, "sha256"]):
         rejected.append((origin, f"duplicate-of: {kept_source[sha]}"))
-    return df[~dup], int(dup.sum())
+    return df[~dup], int(dup.sum()), conflicted
+
+
+def _check_conflict_losses(df: pd.DataFrame, conflicted: pd.DataFrame, hint: str) -> dict[str, int]:
+    """Images each class lost to label conflicts, for the card and the summary; a class left with none is an
+    error (it would silently vanish from the dataset), naming the labels its images collide with."""
+    lost = conflicted["label"].value_counts().sort_index()
+    kept = set(df["label"])
+    emptied = []
+    for label, n in lost.items():
+        if label not in kept:
+            shas = set(conflicted.loc[conflicted["label"] == label, "sha256"])
+            others = sorted(set(conflicted.loc[conflicted["sha256"].isin(shas), "label"]) - {label})
+            emptied.append(
+                f"class {label!r} lost all its {n} images to label conflicts "
+                f"(the same content also labelled {', '.join(others)})"
+            )
+    if emptied:
+        raise BakeoffError(
+            f"{'; '.join(emptied)}: fix the labels, or leave the class out with --classes or --label-map{hint}"
+        )
+    return {str(label): int(n) for label, n in lost.items()}
 
 
 @dataclass(frozen=True)
@@ -319,8 +362,7 @@ def _check_options(
     if storage.is_s3(str(out_dir)):
         raise BakeoffError("--out must be a local folder (upload it afterwards, e.g. with storage.upload_tree)")
     splits.check_fractions(val, test)
-    if not storage.is_s3(source) and Path(source).resolve() == Path(out_dir).resolve():
-        raise BakeoffError("--out must not be the source folder: write the dataset to a new folder, e.g. --out data")
+    write_record.check_apart(source, str(out_dir), "the dataset")
     if max_pixels < 1:
         raise BakeoffError(f"--max-pixels must be positive, got {max_pixels}")
     if per_class is not None and per_class < 1:
@@ -345,9 +387,9 @@ def _check_options(
     )
 
 
-def _accepted_table(scan: _Scan, opts: _Options) -> tuple[pd.DataFrame, int]:
+def _accepted_table(scan: _Scan, opts: _Options) -> tuple[pd.DataFrame, int, pd.DataFrame]:
     """One row per usable image: files beside class folders, label conflicts and exact duplicates go to
-    ``scan.rejected``. Returns the table and how many exact duplicates were dropped."""
+    ``scan.rejected``. Returns the table, how many exact duplicates were dropped and the conflicting rows."""
     df = pd.DataFrame([a.__dict__ for a in scan.accepted], columns=list(_Accepted.__dataclass_fields__))
     scan.accepted.clear()  # the table holds the rows now; keep one copy in memory, not two
     if opts.csv_labels is None:  # with a labels CSV the folders mean nothing
@@ -412,13 +454,14 @@ def _card(
     counts: dict[str, dict[str, int]],
     capped: dict[str, int],
     n_duplicates: int,
+    lost_to_conflicts: dict[str, int],
 ) -> dict[str, Any]:
     """card.json: how the dataset was made and what was left out, so a reader can trust (or question) it."""
     group_sizes = df["group"].value_counts()
     merged = group_sizes[group_sizes > 1]
     rejected = scan.rejected
     return {
-        "source": opts.source,
+        "source": sources.display_name(opts.source),
         "seed": opts.seed,
         "fractions": {"train": round(1 - opts.val - opts.test, 6), "val": opts.val, "test": opts.test},
         "label_map": opts.mapping,
@@ -436,6 +479,7 @@ def _card(
         "n_rejected": len(rejected),
         "rejected": dict(sorted(Counter(reason.split(":", 1)[0] for _, reason in rejected).items())),
         "exact_duplicates": n_duplicates,
+        "lost_to_label_conflicts": lost_to_conflicts,
         "near_duplicates": {
             "hash": f"phash {images.PHASH_SIZE}x{images.PHASH_SIZE}",
             "max_distance_bits": opts.near_duplicate_distance,
@@ -447,13 +491,22 @@ def _card(
     }
 
 
-def _write_card(out: Path, card: dict[str, Any]) -> tuple[str, str]:
+def _write_card(record: write_record.WriteRecord, card: dict[str, Any]) -> tuple[str, str]:
     """card.json for machines, card.md for people; both atomic."""
-    card_json = str(out / manifest.CARD_JSON_NAME)
+    record.add(manifest.CARD_JSON_NAME)
+    card_json = str(record.folder / manifest.CARD_JSON_NAME)
     storage.write_json(card_json, card)
-    card_md_path = str(out / manifest.CARD_MD_NAME)
-    storage.write_bytes(card_md_path, card_md.to_markdown(card).encode())
+    card_md_path = str(record.write_bytes(manifest.CARD_MD_NAME, card_md.to_markdown(card).encode()))
     return card_json, card_md_path
+
+
+def _open_record(out: Path) -> write_record.WriteRecord:
+    """DIR's record of what ingest wrote there; refuse a DIR holding outputs ingest did not write (a dataset folder
+    from elsewhere, or the user's own files under those names), before anything is read or written."""
+    record = write_record.WriteRecord(out, "ingest")
+    names = [*OUTPUT_NAMES] if record.exists else [*OUTPUT_NAMES, IMAGES_DIR]
+    record.refuse_foreign(names, "write the dataset to a new --out folder")
+    return record
 
 
 def ingest(
@@ -491,38 +544,50 @@ def ingest(
         max_pixels=max_pixels,
         near_duplicate_distance=near_duplicate_distance,
     )
-    out = opts.out
-    out.mkdir(parents=True, exist_ok=True)
-    scan = _scan(
-        opts.source,
-        out,
-        mapping=opts.mapping,
-        wanted=opts.wanted,
-        csv_labels=opts.csv_labels,
-        max_pixels=max_pixels,
-        workers=workers or min(4, os.cpu_count() or 1),
-        progress=progress,
-    )
-    if scan.files_seen == 0:
-        raise BakeoffError(f"no files found in {opts.source}; check the path (an s3:// prefix is case-sensitive)")
-    df, n_duplicates = _accepted_table(scan, opts)
-    # written now, so a run that stops on a usage error below still shows what was wrong with the files
-    scan.rejected.sort()
-    rejected_path = _write_rejected(out, scan.rejected)
-    hint = f" ({len(scan.rejected)} files rejected, see {rejected_path})" if scan.rejected else ""
+    record = _open_record(opts.out)
+    with record.open():  # every file is recorded before it is written, so a failed run is cleaned up by the next
+        scan = _scan(
+            opts.source,
+            record,
+            mapping=opts.mapping,
+            wanted=opts.wanted,
+            csv_labels=opts.csv_labels,
+            max_pixels=max_pixels,
+            workers=workers or min(4, os.cpu_count() or 1),
+            progress=progress,
+        )
+        if scan.files_seen == 0:
+            raise BakeoffError(f"no files found in {opts.source}; check the path (an s3:// prefix is case-sensitive)")
+        df, n_duplicates, conflicted = _accepted_table(scan, opts)
+        # written now, so a run that stops on a usage error below still shows what was wrong with the files
+        scan.rejected.sort()
+        rejected_path = _write_rejected(record, scan.rejected)
+        hint = f" ({len(scan.rejected)} files rejected, see {rejected_path})" if scan.rejected else ""
+        lost_to_conflicts = _check_conflict_losses(df, conflicted, hint)
 
-    _check_wanted_classes(df, opts, scan.excluded)
-    df, capped = _cap(df, opts)
-    labels = _check_enough_classes(df, hint)
-    df = _group_and_split(df, opts)
+        _check_wanted_classes(df, opts, scan.excluded)
+        df, capped = _cap(df, opts)
+        labels = _check_enough_classes(df, hint)
+        df = _group_and_split(df, opts)
 
-    manifest_path = manifest.write_manifest(df[list(manifest.COLUMNS)], out)
-    _sweep_orphans(out, set(df["uri"]))
-    counts = _split_counts(df, labels)
-    card = _card(df, opts, scan, labels=labels, counts=counts, capped=capped, n_duplicates=n_duplicates)
-    card_json, card_md_path = _write_card(out, card)
+        record.add(manifest.MANIFEST_NAME)
+        manifest_path = manifest.write_manifest(df[list(manifest.COLUMNS)], opts.out)
+        counts = _split_counts(df, labels)
+        card = _card(
+            df,
+            opts,
+            scan,
+            labels=labels,
+            counts=counts,
+            capped=capped,
+            n_duplicates=n_duplicates,
+            lost_to_conflicts=lost_to_conflicts,
+        )
+        card_json, card_md_path = _write_card(record, card)
+    # images a previous run wrote that this dataset no longer uses; never a file ingest did not write
+    record.prune(set(df["uri"]) | set(OUTPUT_NAMES))
     return IngestResult(
-        out_dir=str(out),
+        out_dir=str(opts.out),
         manifest=manifest_path,
         rejected=rejected_path,
         card_json=card_json,
@@ -536,25 +601,9 @@ def ingest(
     )
 
 
-def _write_rejected(out: Path, rejected: list[tuple[str, str]]) -> str:
-    path = str(out / manifest.REJECTED_NAME)
+def _write_rejected(record: write_record.WriteRecord, rejected: list[tuple[str, str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["uri", "reason"])
     writer.writerows(rejected)
-    storage.write_bytes(path, buffer.getvalue().encode())
-    return path
-
-
-def _sweep_orphans(out: Path, keep: set[str]) -> None:
-    """Remove images a previous run (other options, other data) left behind, so DIR matches the manifest."""
-    root = out / IMAGES_DIR
-    if not root.is_dir():
-        return
-    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            path = Path(dirpath, name)
-            if path.relative_to(out).as_posix() not in keep:
-                path.unlink()
-        if dirpath != str(root) and not os.listdir(dirpath):
-            os.rmdir(dirpath)
+    return str(record.write_bytes(manifest.REJECTED_NAME, buffer.getvalue().encode()))

@@ -53,14 +53,31 @@ def manifest_uri(dataset_dir: str | os.PathLike) -> str:
     return text if text.endswith(".parquet") else storage.join(text, MANIFEST_NAME)
 
 
-def validate(df: pd.DataFrame) -> pd.DataFrame:
-    """Check columns and values; return the frame with canonical dtypes."""
+def validate(df: pd.DataFrame, where: str = "manifest") -> pd.DataFrame:
+    """Check columns and values; return the frame with canonical dtypes.
+
+    Every problem is reported at once, in one line that starts with ``where`` (the file, when read from one): a
+    null label or a text width would otherwise surface steps later as a ``TypeError`` deep in pandas or sklearn.
+    """
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise BakeoffError(f"manifest lacks columns {missing}; re-run `bakeoff ingest`")
-    bad_splits = sorted(set(df["split"].astype(str)) - set(SPLITS))
-    if bad_splits:
-        raise BakeoffError(f"manifest has unknown splits {bad_splits}; expected {list(SPLITS)}")
+        raise BakeoffError(f"{where} lacks columns {missing}; re-run `bakeoff ingest`")
+    problems = []
+    for column, dtype in COLUMNS.items():
+        empty = int(df[column].isna().sum())
+        if empty:
+            problems.append(f"column {column} is empty in {empty} row(s)")
+            continue
+        try:
+            df[column].astype(dtype)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"column {column} must be {dtype} ({' '.join(str(exc).split())[:120]})")
+    if not problems:
+        bad_splits = sorted(set(df["split"].astype(str)) - set(SPLITS))
+        if bad_splits:
+            problems.append(f"unknown splits {bad_splits}; expected {list(SPLITS)}")
+    if problems:
+        raise BakeoffError(f"{where}: {'; '.join(problems)}; re-run `bakeoff ingest`")
     return df.astype(COLUMNS)
 
 
@@ -79,7 +96,16 @@ def read_manifest(dataset_dir: str | os.PathLike, resolve: bool = True) -> pd.Da
     uri = manifest_uri(dataset_dir)
     if not storage.exists(uri):
         raise BakeoffError(f"no manifest at {uri}; run `bakeoff ingest SOURCE --out DIR` first")
-    df = validate(pd.read_parquet(io.BytesIO(storage.read_bytes(uri))))
+    try:
+        table = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
+    except BakeoffError:
+        raise
+    except Exception as exc:  # pyarrow's ArrowInvalid / OSError for a truncated or foreign file, among others
+        detail = " ".join(str(exc).split())[:160]
+        raise BakeoffError(
+            f"{uri} is not a readable manifest ({detail}); re-run `bakeoff ingest` to write it again"
+        ) from exc
+    df = validate(table, where=uri)
     if resolve:
         base = uri.rsplit("/", 1)[0] if storage.is_s3(uri) else str(Path(uri).resolve().parent)
         df["uri"] = [u if storage.is_s3(u) or os.path.isabs(u) else storage.join(base, u) for u in df["uri"]]

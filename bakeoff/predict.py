@@ -16,13 +16,16 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from bakeoff import storage, tracking
+from bakeoff import storage, tracking, write_record
 from bakeoff.contract import MODEL_JSON, MODEL_KERAS, PROB_PREFIX, ModelInfo
 from bakeoff.errors import BakeoffError
 
 # Models logged before the pyfunc moved to bakeoff.pyfunc_model pickled it as bakeoff.predict.KerasImageClassifier
 # (by reference): keep that name importable so those registered versions still load.
 from bakeoff.pyfunc_model import BATCH, KerasImageClassifier  # noqa: F401
+
+CSV_HEADER = "path,predicted,probability,error"
+"""The first columns of every predictions CSV: how predict knows a file at --out is one it wrote."""
 
 
 def _model_artifact(model_uri: str, name: str, dst: str) -> str:
@@ -90,18 +93,37 @@ def _iter_images(source: str):
     for item in sources.iter_source(source):
         if sources.is_litter(item.relpath):
             continue
+        path = sources.display_name(item.relpath)  # a non-UTF-8 name is shown escaped, so the CSV can hold it
         if item.skip_reason:
-            yield item.relpath, None, item.skip_reason
+            yield path, None, item.skip_reason
             continue
         try:
-            image, _ = images.load_image(item.read())
+            with item.open() as handle:
+                image, _ = images.load_image(handle)
         except images.ImageRejected as exc:
-            yield item.relpath, None, exc.reason
+            yield path, None, exc.reason
             continue
         except Exception as exc:  # one unreadable file must not stop the batch
-            yield item.relpath, None, f"unreadable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+            yield path, None, f"unreadable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
-        yield item.relpath, image, ""
+        yield path, image, ""
+
+
+def check_out(source: str, out: str | None) -> None:
+    """Refuse, before the model loads, an ``out`` that overlaps the source or would replace a file that is not a
+    predictions CSV (the user's own data): predict replaces only what it wrote."""
+    if not out:
+        return
+    write_record.check_apart(source, out, "the predictions")
+    if not storage.is_s3(out) and Path(out).is_dir():
+        raise BakeoffError(
+            f"--out {out} is a folder; give the CSV file to write, e.g. --out {Path(out) / 'predictions.csv'}"
+        )
+    if storage.exists(out) and not storage.read_bytes(out).startswith(CSV_HEADER.encode()):
+        raise BakeoffError(
+            f"--out {out} exists and was not written by bakeoff predict (it does not start with {CSV_HEADER}); "
+            "choose another --out or move the file away"
+        )
 
 
 def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.DataFrame:
@@ -111,6 +133,7 @@ def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.Da
     """
     from rich.progress import Progress
 
+    check_out(source, out)
     model = load_pyfunc(model_uri)
     size = _input_size(model)
     rows: list[dict] = []

@@ -20,7 +20,9 @@ under two labels is rejected. Near-duplicates (resized / re-encoded copies) form
 splits. The split is stratified and deterministic: same images + same --seed = same split, on any machine.
 
 [bold]Writes[/bold] into DIR: images/<label>/<sha256>.<ext>, manifest.parquet (uri, label, split, sha256, width,
-height, group, source), rejected.csv (uri, reason), card.json and card.md. Re-running into DIR is safe.
+height, group, source), rejected.csv (uri, reason), card.json and card.md, and lists every file it writes in
+DIR/.bakeoff-ingest-written.jsonl. Re-running into DIR is safe: it replaces and prunes only files listed there,
+never your own. DIR must not overlap SOURCE (neither inside the other).
 
 [bold]Example[/bold]:
   bakeoff demo-data --out demo
@@ -33,7 +35,8 @@ DEMO_HELP = """Write real demo images (Fashion-MNIST) as a messy raw dump to try
 `apt-get install -y dataset-fashion-mnist`). [bold]Writes[/bold] DIR/raw-img/<Italian class name>/<file> (JPEG
 and PNG, grey and RGB, some upscaled), DIR/translate.json (Italian -> English label map) and a few deliberately
 broken files (zero-byte, truncated, text named .jpg, .DS_Store, an unlabelled top-level image, one exact and one
-near duplicate). Same --seed, same files.
+near duplicate). Same --seed, same files. A re-run replaces only the files demo-data wrote (listed in
+DIR/.bakeoff-demo-data-written.jsonl); a folder it did not make is refused.
 
 [bold]Example[/bold]:
   bakeoff demo-data --out demo --per-class 100
@@ -45,7 +48,9 @@ def ingest_command(
     source: str = typer.Argument(
         ..., help="Folder, .zip/.tar/.tar.gz archive, or s3://bucket/prefix with the raw images."
     ),
-    out: str = typer.Option(..., "--out", "-o", help="Dataset folder to write (created; safe to re-run into)."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="Dataset folder to write (created; safe to re-run into; outside SOURCE)."
+    ),
     label_map: str | None = typer.Option(None, "--label-map", help="JSON or YAML file: old class name -> new name."),
     classes: str | None = typer.Option(
         None, "--classes", help="Keep only these classes (after the label map), comma-separated."
@@ -66,6 +71,7 @@ def ingest_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     from bakeoff.ingest import ingest
+    from bakeoff.sources import display_name
 
     result = ingest(
         source,
@@ -83,14 +89,16 @@ def ingest_command(
     )
     card = result.card
     splits = card["splits"]
+    lost = card.get("lost_to_label_conflicts") or {}
+    conflicts = f"; lost to label conflicts: {', '.join(f'{k} {v}' for k, v in lost.items())}" if lost else ""
     typer.echo(
         f"ingested {result.n_images} images in {len(result.counts)} classes "
         f"(train {splits['train']}, val {splits['val']}, test {splits['test']}); "
         f"rejected {result.n_rejected}, exact duplicates {card['exact_duplicates']}, "
-        f"near-duplicate groups {card['near_duplicates']['groups_merged']}, ignored {card['ignored_litter']}; "
-        f"{result.images_per_s:.0f} files/s"
+        f"near-duplicate groups {card['near_duplicates']['groups_merged']}, ignored {card['ignored_litter']}"
+        f"{conflicts}; {result.images_per_s:.0f} files/s"
     )
-    typer.echo(f"wrote {result.manifest} (+ rejected.csv, card.json, card.md)")
+    typer.echo(f"wrote {display_name(result.manifest)} (+ rejected.csv, card.json, card.md)")
 
 
 def demo_data_command(
@@ -102,13 +110,15 @@ def demo_data_command(
     seed: int = typer.Option(0, "--seed", help="Seed for which images are picked and how they are encoded."),
 ) -> None:
     from bakeoff.demo_data import make_demo_data
+    from bakeoff.sources import display_name
 
     result = make_demo_data(out, per_class=per_class, classes=classes, seed=seed)
+    raw_dir, label_map = display_name(result.raw_dir), display_name(result.label_map)
     typer.echo(
-        f"wrote {result.n_images} images in {len(result.classes)} classes to {result.raw_dir} "
-        f"(+ {len(result.broken)} deliberately broken files), label map {result.label_map}"
+        f"wrote {result.n_images} images in {len(result.classes)} classes to {raw_dir} "
+        f"(+ {len(result.broken)} deliberately broken files), label map {label_map}"
     )
-    typer.echo(f"next: bakeoff ingest {result.raw_dir} --out DIR --label-map {result.label_map}")
+    typer.echo(f"next: bakeoff ingest {raw_dir} --out DIR --label-map {label_map}")
 
 
 def register(app: typer.Typer) -> None:

@@ -293,13 +293,6 @@ def test_labels_csv_overrides_folders(tmp_path, make_dump):
     assert result.n_images == 7
 
 
-def test_output_folder_inside_source_is_not_ingested_again(tmp_path, make_dump):
-    make_dump(tmp_path / "raw", {"cane": 3, "gatto": 3})
-    ingest(str(tmp_path / "raw"), str(tmp_path / "raw" / "ds"), progress=False)
-    result = ingest(str(tmp_path / "raw"), str(tmp_path / "raw" / "ds"), progress=False)
-    assert result.n_images == 6 and result.card["files_seen"] == 6
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [

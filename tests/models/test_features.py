@@ -240,3 +240,44 @@ def test_imported_weights_beat_random_weights_on_fashion_mnist(fashion_mnist_sub
     # chance is 0.1; standardised random conv features are a strong baseline on Fashion-MNIST (0.70-0.72 here)
     assert result.n == 1000 and result.accuracy_challenger > 0.72, result
     assert result.delta >= 0.03 and result.p_value < 1e-3, result
+
+
+def _features_folder(root: Path) -> Path:
+    """A features folder as `bakeoff features` writes it (real npz, no pickle), without running a backbone."""
+    rng = np.random.default_rng(0)
+    n = 12
+    root.mkdir(parents=True)
+    np.savez(
+        root / "features.npz",
+        sha256=np.asarray([f"{i:064x}" for i in range(n)], dtype="<U64"),
+        split=np.asarray(["train", "train", "val", "test"] * 3, dtype="<U5"),
+        label=np.asarray(["cat", "dog"] * 6),
+        features=rng.normal(size=(n, 8)).astype(np.float32),
+    )
+    (root / "features.json").write_text(json.dumps({"backbone": "mobilenet_v2", "classes": ["cat", "dog"]}))
+    return root
+
+
+@pytest.mark.parametrize("damage", ["half", "most", "empty", "flipped"])
+def test_truncated_features_npz_is_a_one_line_error_naming_it(tmp_path, capsys, damage):
+    """Cut short (to half, 90 %, nothing) or with a flipped byte in an array: the file is named, never a
+    BadZipFile or EOFError traceback."""
+    from bakeoff.cli import main
+
+    folder = _features_folder(tmp_path / "feat")
+    assert load_features(str(folder))[0]["features"].shape == (12, 8)
+    npz = folder / "features.npz"
+    data = bytearray(npz.read_bytes())
+    if damage == "flipped":
+        data[data.index(b"features.npy") + 200] ^= 0xFF  # inside the float array: its CRC no longer matches
+    else:
+        data = data[: int(len(data) * {"half": 0.5, "most": 0.9, "empty": 0.0}[damage])]
+    npz.write_bytes(bytes(data))
+    with pytest.raises(BakeoffError) as info:
+        load_features(str(folder))
+    message = str(info.value)
+    assert message.startswith(f"{npz} is damaged (") and "\n" not in message
+    assert message.endswith("re-run `bakeoff features` to write it again")
+    assert main(["train-head", str(folder), "--out", str(tmp_path / "head"), "--kind", "logreg"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {npz} is damaged") and "\n" not in err
