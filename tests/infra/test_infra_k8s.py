@@ -23,14 +23,20 @@ from infra_helpers import (
     pod_template,
     schedule_job,
 )
+from kserve_schema import is_kserve
+from kserve_schema import validate as validate_kserve
 
 K8S_VERSION = "1.37.0"
 SECRET_LIKE = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE", re.I)
 
 
 def _validate(doc: dict) -> None:
+    """Kubernetes kinds against the bundled 1.37 schemas; KServe kinds (no bundled schema) with kserve_schema."""
     import kubernetes_validate
 
+    if is_kserve(doc):
+        validate_kserve(doc)
+        return
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
