@@ -19,6 +19,7 @@ import typer
 from bakeoff import env
 from bakeoff.cli.run_form import field_help, with_run_form
 from bakeoff.errors import BakeoffError
+from bakeoff.validation import Scope
 from pipelines.client import KFP_EXPERIMENT_NAME
 from pipelines.settings import Settings, load_config
 
@@ -105,11 +106,7 @@ def run(
     """
     from rich.console import Console
 
-    cfg = load_config(config, overrides)
-    if not cfg.parameters.data_uri:
-        raise BakeoffError(
-            "no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set parameters.data_uri in --config"
-        )
+    cfg = load_config(config, overrides, scope=Scope.HERE)  # every problem, before anything is written
     console = Console(width=None if sys.stdout.isatty() else 120)  # logs/CI: don't squeeze the table to 80
     run_dir = workdir / "runs" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +216,8 @@ def compile_(
     """
     from pipelines.compile import compile_pipeline
 
-    cfg = load_config(config, overrides, dict(image=image, gpu_image=gpu_image, parallelism=parallelism))
+    settings = dict(image=image, gpu_image=gpu_image, parallelism=parallelism)
+    cfg = load_config(config, overrides, settings, scope=Scope.SYNTAX, require_data=False)
     typer.echo(f"wrote {compile_pipeline(out, cfg.settings, cfg.parameters)}")
 
 
@@ -242,7 +240,7 @@ def submit(
     """
     from pipelines.client import submit as do_submit
 
-    cfg = load_config(config, overrides)
+    cfg = _load_for_cluster(config, overrides)
     done = do_submit(host, cfg, experiment=kfp_experiment, run_name=run_name, package=package, namespace=namespace)
     typer.echo(f"run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 
@@ -268,9 +266,18 @@ def schedule(
     """
     from pipelines.client import schedule as do_schedule
 
-    cfg = load_config(config, overrides)
+    cfg = _load_for_cluster(config, overrides)
     done = do_schedule(host, cfg, cron, experiment=kfp_experiment, name=name, package=package, namespace=namespace)
     typer.echo(f"recurring run {done.run_id} (pipeline version {done.version_id}): {done.url}")
+
+
+def _load_for_cluster(config: Path | None, overrides: dict | None):
+    """The run form checked as far as this machine reaches the cluster's data; notes say what was left to it."""
+    notes: list[str] = []
+    cfg = load_config(config, overrides, scope=Scope.REACHABLE, notes=notes)
+    for note in notes:
+        typer.secho(f"note: {note}", dim=True)  # stdout: stderr stays the one-line error, if any
+    return cfg
 
 
 def register(app: typer.Typer) -> None:
