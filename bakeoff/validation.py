@@ -220,11 +220,19 @@ def _check_mlflow_name(report: Report, name: str, value: str) -> None:
     if not value.strip():
         report.add(name, "must not be empty")
         return
-    if name == "model_name":
-        if "/" in value or ":" in value:
-            report.add(name, f"{value!r}: MLflow model names cannot contain '/' or ':'")
-        elif value.endswith(LOCK_SUFFIX):
-            report.add(name, f"{value!r}: names ending in {LOCK_SUFFIX} are reserved for the promotion lock")
+    if name == "model_name" and (problem := model_name_problem(value)):
+        report.add(name, problem)
+
+
+def model_name_problem(value: str) -> str | None:
+    """Why MLflow (or the promotion lock) would refuse ``value`` as a registered model name, or None."""
+    if not value.strip():
+        return "must not be empty"
+    if "/" in value or ":" in value:
+        return f"{value!r}: MLflow model names cannot contain '/' or ':'"
+    if value.endswith(LOCK_SUFFIX):
+        return f"{value!r}: names ending in {LOCK_SUFFIX} are reserved for the promotion lock"
+    return None
 
 
 def _check_classes(report: Report, value: Any) -> list[str]:

@@ -116,7 +116,7 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     assert {r.data.params.get("backbone") for r in children} == {"mobilenet_v2", "vgg16"}
 
     # KFP's own artifacts: ClassificationMetrics for the UI (confusion matrix + ROC) on every branch
-    outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-1-iteration-*/evaluate/executor_output.json"))
+    outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/evaluate/executor_output.json"))
     assert len(outputs) == 2
     for path in outputs:
         artifacts = json.loads(path.read_text())["artifacts"]

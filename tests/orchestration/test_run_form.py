@@ -145,10 +145,11 @@ def test_precedence_defaults_then_config_then_command_line(tmp_path):
     assert compiled["seed"] == 7 and compiled["backbones"] == ["vgg16"]  # the file beats the defaults
     assert compiled["batch_size"] == 32 and compiled["val_fraction"] == 0.15  # defaults where nobody spoke
     spec, _ = parse_compiled(out)
-    assert spec.root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit == 5  # settings: same precedence
+    loop = spec.components["comp-exit-handler-1"].dag.tasks["for-loop-2"]
+    assert loop.iterator_policy.parallelism_limit == 5  # settings: same precedence
     assert main(["compile", "--out", str(out), "--config", str(config)]) == 0
     spec, _ = parse_compiled(out)
-    assert spec.root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit == 4
+    assert spec.components["comp-exit-handler-1"].dag.tasks["for-loop-2"].iterator_policy.parallelism_limit == 4
 
 
 def test_bad_setting_from_the_command_line_is_one_line_error(tmp_path, capsys):
