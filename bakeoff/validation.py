@@ -250,19 +250,27 @@ def _check_classes(report: Report, value: Any) -> list[str]:
 # ------------------------------------------------------------------------------------------ resources
 
 
+def _reachable_here(report: Report, name: str, uri: str, scope: Scope, *, prefix: bool) -> bool:
+    """True when ``uri`` is an ``s3://`` URI that exists or a local path to check on this machine; otherwise the
+    problem is reported (or, where only reachable resources are checked, a note says who checks it) and False."""
+    if storage.is_s3(uri):
+        state = _s3_state(uri, prefix=prefix)
+        if state != "exists":
+            _report_s3(report, name, uri, state, scope)
+        return state == "exists"
+    if scope is Scope.REACHABLE:
+        report.notes.append(f"{name} {uri} is a path on the cluster: not checked here")
+        return False
+    return True
+
+
 def _check_label_map(report: Report, uri: str, scope: Scope) -> dict[str, str] | None:
     """The label map as a dict ({} when none); None when it could not be read (reported or noted)."""
     if not uri:
         return {}
-    if storage.is_s3(uri):
-        state = _s3_state(uri, prefix=False)
-        if state != "exists":
-            _report_s3(report, "label_map_uri", uri, state, scope)
-            return None
-    elif scope is Scope.REACHABLE:
-        report.notes.append(f"label_map_uri {uri} is a path on the cluster: not checked here")
+    if not _reachable_here(report, "label_map_uri", uri, scope, prefix=False):
         return None
-    elif not os.path.isfile(uri):
+    if not storage.is_s3(uri) and not os.path.isfile(uri):
         report.add("label_map_uri", f"no such file {uri}; give a JSON or YAML file (path or s3://)")
         return None
     from bakeoff.ingest import load_label_map
@@ -279,13 +287,7 @@ def _check_data(report: Report, uri: str, scope: Scope) -> set[str] | None:
     from bakeoff.sources import ARCHIVE_SUFFIXES, is_archive
 
     kinds = f"a folder of class folders, a {'/'.join(ARCHIVE_SUFFIXES)} archive or an s3:// prefix"
-    if storage.is_s3(uri):
-        state = _s3_state(uri, prefix=not is_archive(uri))
-        if state != "exists":
-            _report_s3(report, "data_uri", uri, state, scope)
-        return None
-    if scope is Scope.REACHABLE:
-        report.notes.append(f"data_uri {uri} is a path on the cluster: not checked here")
+    if not _reachable_here(report, "data_uri", uri, scope, prefix=not is_archive(uri)) or storage.is_s3(uri):
         return None
     if not os.path.exists(uri):
         report.add("data_uri", f"no such folder or file {uri}; give {kinds}")

@@ -115,7 +115,8 @@ class Parameters(BaseModel):
     )
     model_name: str = Field(
         "bakeoff-classifier",
-        description="MLflow registered model: every candidate becomes a version; only the gate moves @champion.",
+        description="MLflow registered model: the gate registers each run's challenger as a version and only the "
+        "gate moves @champion.",
     )
     gate_test: GateTest = Field(
         "mcnemar",
