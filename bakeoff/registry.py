@@ -395,7 +395,7 @@ def register_candidate(run, model_name: str, parent_run_id: str | None = None):
     if found:
         version = str(found[0].version)
     else:
-        tracking.ensure_configured()
+        mlflow.set_registry_uri(tracking.ensure_configured())  # the store the client above uses
         version = str(mlflow.register_model(model_uri, model_name).version)
     tags = run.data.tags
     for key, value in {

@@ -116,7 +116,7 @@ def validate(
     skip = set(skip)
     names = [] if "backbones" in skip else _check_backbones(report, params.get("backbones"))
     if "weights" not in skip:
-        _check_weights_spec(report, str(params.get("weights") or ""), names)
+        _check_weights_spec(report, str(params.get("weights") or ""))
     if "image_size" not in skip:
         _check_image_size(report, int(params.get("image_size") or 0), names)
     for name in ("experiment", "model_name"):
@@ -176,7 +176,7 @@ def _check_backbones(report: Report, value: Any) -> list[str]:
     return known
 
 
-def _check_weights_spec(report: Report, spec: str, selected: list[str]) -> None:
+def _check_weights_spec(report: Report, spec: str) -> None:
     """A single spec, or a mapping ``backbone=spec,...`` with at most one default entry; every key a backbone."""
     if "=" not in spec:
         if "," in spec:
@@ -322,10 +322,16 @@ def _check_classes_exist(report: Report, classes: list[str], available: set[str]
             report.add(
                 "classes",
                 f"no class {name!r} in {data_uri} after the label map{did_you_mean(name, available)}; "
-                f"classes there: {', '.join(sorted(available))}",
+                f"classes there: {_some(sorted(available))}",
             )
     if not classes and len(available) < 2:
         report.add("data_uri", f"{data_uri} has {len(available)} class folder(s); a bake-off needs at least 2")
+
+
+def _some(names: list[str], most: int = 30) -> str:
+    """Up to ``most`` names, comma-separated, and how many more there are."""
+    shown = ", ".join(names[:most])
+    return f"{shown} and {len(names) - most} more" if len(names) > most else shown
 
 
 def _s3_state(uri: str, *, prefix: bool) -> str:

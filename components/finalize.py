@@ -21,7 +21,7 @@ def finalize(status: PipelineTaskFinalStatus, experiment: str, model_name: str, 
     if parent is None:
         summary = f"KFP run {kfp_run_id} {status.state} before its MLflow run was opened: nothing to end"
     else:
-        reason = f"pipeline {status.state}: task {status.pipeline_task_name}: {status.error_message}".strip()
+        reason = f"pipeline {status.state}: task {status.pipeline_task_name}: {status.error_message or 'no message'}"
         ended = tracking.fail_pipeline_run(parent.info.run_id, reason)
         deleted = registry.discard_undecided_versions(model_name, parent.info.run_id)
         summary = (
