@@ -23,7 +23,7 @@ from support import processes_mentioning, stop_process_group, wait_until_gone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-STOPPED_WITHIN_S = 20  # measured 1-4 s here on a loaded 2-core machine; the margin is for CI noise
+STOPPED_WITHIN_S = 20  # measured 4.0-5.7 s here (2 cores, load average 10-20); the margin is for CI noise
 RUNNING_TASK = "Executing task 'features'"
 
 
