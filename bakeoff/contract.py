@@ -81,6 +81,9 @@ MODEL_NAME_TAG = "bakeoff.model_name"
 MODEL_VERSION_TAG = "bakeoff.model_version"
 MODEL_URI_TAG = "bakeoff.model_uri"
 GATE_TAG_PREFIX = "bakeoff.gate."  # + a GateDecision field name
+GATE_CHALLENGER_TAG = f"{GATE_TAG_PREFIX}challenger_run_id"  # set once a decision is recorded on a pipeline run
+FAILURE_TAG = "bakeoff.failure"  # why a pipeline run (and its candidates) ended FAILED
+TASK_KEY_TAG = "bakeoff.task_key"  # a candidate's key within its pipeline run (the backbone): retries reuse the run
 # the registry-wide lock (a registered model named <model>.lock) carries these
 LOCK_OWNER_TAG = "bakeoff.lock_owner"
 LOCK_EXPIRES_TAG = "bakeoff.lock_expires"
@@ -91,6 +94,7 @@ VERSION_BACKBONE_TAG = "backbone"
 VERSION_WEIGHTS_PRETRAINED_TAG = "weights_pretrained"
 VERSION_DATASET_HASH_TAG = "dataset_hash"
 VERSION_TEST_ACCURACY_TAG = "test_accuracy"
+VERSION_PIPELINE_RUN_TAG = "pipeline_run"  # the parent run whose gate registered this version
 VERSION_GATE_TAG = "gate"  # VERSION_GATE_PROMOTED | VERSION_GATE_CHALLENGER
 VERSION_GATE_PROMOTED = "promoted"
 VERSION_GATE_CHALLENGER = "challenger"

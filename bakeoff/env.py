@@ -70,6 +70,12 @@ WEIGHTS_CACHE = _declare(
     "`$XDG_CACHE_HOME/bakeoff/weights`",
 )
 XDG_CACHE_HOME = _declare("XDG_CACHE_HOME", "root of the four caches above", "`~/.cache`")
+KERAS_HOME = _declare(
+    "KERAS_HOME",
+    "Keras's folder; run-form validation looks in its `models/` for cached ImageNet downloads",
+    "`~/.keras`",
+    reader="keras (and bakeoff)",
+)
 NO_PROGRESS = _declare(
     "BAKEOFF_NO_PROGRESS",
     "`1` hides progress bars (`bakeoff run` sets it for its tasks, whose output goes to a log file)",
@@ -118,6 +124,11 @@ def cache_dir(kind: str) -> Path:
 def weights_mirror_uri() -> str | None:
     """The weights mirror (folder or s3:// prefix), or None."""
     return WEIGHTS_URI.value()
+
+
+def keras_home() -> str:
+    """Keras's home folder (``$KERAS_HOME``, else ``~/.keras``), where it caches downloaded weights under models/."""
+    return KERAS_HOME.value() or os.path.join(os.path.expanduser("~"), ".keras")
 
 
 def feature_cache_uri() -> str:

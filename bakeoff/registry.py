@@ -1,8 +1,9 @@
 """The promotion gate: the alias ``champion`` moves only when a challenger is really better.
 
-Every candidate is already a version of one registered model (``tracking.log_candidate``). Here:
+Candidates arrive as logged models (``tracking.log_candidate``); the gate registers the ones it decides about as
+versions of one registered model, so no version exists without a gate decision. Here:
 
-1. the run's best candidate (test accuracy, ties by macro F1) is the challenger;
+1. the run's best FINISHED candidate (test accuracy, ties by macro F1) is the challenger;
 2. a candidate trained from random weights (``--weights none``) is never promoted;
 3. with no champion yet the challenger becomes champion; otherwise the CURRENT champion is re-evaluated
    on this run's test split (``bakeoff.evaluate.predict_split``) and both models' per-image correctness is
@@ -21,12 +22,13 @@ holder's lock expires after ``lock_ttl_s`` (timestamp tag) and is then broken by
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -273,8 +275,19 @@ def _compare(
     return out
 
 
-def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: GateConfig) -> GateDecision:
-    """Apply the gate to one candidate run and move an alias; returns the decision (not logged)."""
+def gate_challenger(
+    challenger_run,
+    *,
+    model_name: str,
+    dataset_dir: str,
+    gate: GateConfig,
+    still_owned: Callable[[], None] | None = None,
+) -> GateDecision:
+    """Apply the gate to one candidate run and move an alias; returns the decision (not logged).
+
+    ``still_owned`` is called under the lock right before an alias moves and raises when the pipeline that asked
+    for this decision was stopped meanwhile (its parent run no longer RUNNING): an orphan never moves an alias.
+    """
     c = tracking.client()
     tags = challenger_run.data.tags
     version = tags.get(contract.MODEL_VERSION_TAG)
@@ -317,6 +330,8 @@ def gate_challenger(challenger_run, *, model_name: str, dataset_dir: str, gate: 
             alias, verdict = CHAMPION_ALIAS, contract.VERSION_GATE_PROMOTED
         else:
             alias, verdict = CHALLENGER_ALIAS, contract.VERSION_GATE_CHALLENGER
+        if still_owned is not None:
+            still_owned()
         c.set_registered_model_alias(model_name, alias, version)
         c.set_model_version_tag(model_name, version, contract.VERSION_GATE_TAG, verdict)
         decision = dataclasses.replace(decision, champion_version_after=_version_of(_champion(c, model_name)))
@@ -335,14 +350,115 @@ def select_and_register(
     dataset_dir: str,
     gate: GateConfig | None = None,
 ) -> GateDecision:
-    """Pick the run's challenger, gate it against the current champion, log the decision on the parent run."""
+    """Pick the run's challenger, register it, gate it against the current champion, log the decision.
+
+    Only FINISHED candidates take part. Idempotent per pipeline run: a retry after the decision was recorded on
+    the parent run returns that decision (no second registration, no alias moved twice). A pipeline run that is
+    no longer RUNNING (stopped, failed) is refused, also under the lock right before an alias moves.
+    """
     gate = gate or GateConfig()
     c = tracking.client()
+    parent = c.get_run(parent_run_id)
+    recorded = _recorded_decision(parent, candidate_run_ids)
+    if recorded is not None:
+        return recorded
+    _check_owned(c, parent_run_id)
     runs = [c.get_run(run_id) for run_id in candidate_run_ids]
-    challenger = pick_challenger(runs)
-    decision = gate_challenger(challenger, model_name=model_name, dataset_dir=dataset_dir, gate=gate)
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    if not finished:
+        raise BakeoffError(f"pipeline run {parent_run_id} has no FINISHED candidate run to gate")
+    challenger = register_candidate(pick_challenger(finished), model_name, parent_run_id)
+    decision = gate_challenger(
+        challenger,
+        model_name=model_name,
+        dataset_dir=dataset_dir,
+        gate=gate,
+        still_owned=lambda: _check_owned(c, parent_run_id),
+    )
     tracking.log_gate_decision(parent_run_id, decision)
     return decision
+
+
+def register_candidate(run, model_name: str, parent_run_id: str | None = None):
+    """Register a candidate run's logged model as a version of ``model_name`` (once; a retry finds the version
+    by run id) and tag both ways; returns the run re-read with its ``bakeoff.model_version`` tag."""
+    import mlflow
+
+    c = tracking.client()
+    run_id = run.info.run_id
+    if run.data.tags.get(contract.MODEL_VERSION_TAG):
+        return run
+    model_uri = run.data.tags.get(contract.MODEL_URI_TAG)
+    if not model_uri:
+        raise BakeoffError(f"run {run_id} has no logged model; was it logged with tracking.log_candidate?")
+    found = c.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if found:
+        version = str(found[0].version)
+    else:
+        mlflow.set_registry_uri(tracking.ensure_configured())  # the store the client above uses
+        version = str(mlflow.register_model(model_uri, model_name).version)
+    tags = run.data.tags
+    for key, value in {
+        contract.VERSION_RUN_TAG: run_id,
+        contract.VERSION_BACKBONE_TAG: tags.get(contract.BACKBONE_TAG, ""),
+        contract.VERSION_WEIGHTS_PRETRAINED_TAG: tags.get(contract.WEIGHTS_PRETRAINED_TAG, "true"),
+        contract.VERSION_DATASET_HASH_TAG: tags.get(contract.DATASET_HASH_TAG, ""),
+        contract.VERSION_TEST_ACCURACY_TAG: str(run.data.metrics.get("test_accuracy", "")),
+        contract.VERSION_PIPELINE_RUN_TAG: parent_run_id or tags.get(contract.PARENT_RUN_TAG, ""),
+    }.items():
+        c.set_model_version_tag(model_name, version, key, value)
+    c.set_tag(run_id, contract.MODEL_NAME_TAG, model_name)
+    c.set_tag(run_id, contract.MODEL_VERSION_TAG, version)
+    return c.get_run(run_id)
+
+
+def discard_undecided_versions(model_name: str, parent_run_id: str) -> list[str]:
+    """Delete the versions this pipeline run registered that carry no gate verdict (it failed mid-gate).
+
+    It deletes only what its own pipeline run created (the ``pipeline_run`` version tag says so) and never a
+    version with an alias or a verdict. Returns the deleted version numbers.
+    """
+    from mlflow.exceptions import MlflowException
+
+    c = tracking.client()
+    try:
+        versions = c.search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return []
+    deleted = []
+    for mv in versions:
+        tags = mv.tags or {}
+        if tags.get(contract.VERSION_PIPELINE_RUN_TAG) != parent_run_id or contract.VERSION_GATE_TAG in tags:
+            continue
+        if getattr(mv, "aliases", None):
+            continue
+        c.delete_model_version(model_name, mv.version)
+        deleted.append(str(mv.version))
+    return deleted
+
+
+def _check_owned(c, parent_run_id: str) -> None:
+    """Refuse when the pipeline run was stopped or failed meanwhile: only a live pipeline moves an alias."""
+    status = c.get_run(parent_run_id).info.status
+    if status != "RUNNING":
+        raise BakeoffError(
+            f"pipeline run {parent_run_id} is {status}, not RUNNING (stopped or failed): its candidates are not "
+            "gated; start a new run, or gate a finished one by hand with `bakeoff promote`"
+        )
+
+
+def _recorded_decision(parent, candidate_run_ids: list[str]) -> GateDecision | None:
+    """The decision an earlier attempt of this step recorded on the parent run, if it was about these candidates."""
+    import mlflow.artifacts
+
+    challenger = parent.data.tags.get(contract.GATE_CHALLENGER_TAG)
+    if not challenger or challenger not in candidate_run_ids:
+        return None
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/{contract.GATE_DECISION_JSON}")
+    except Exception:  # tags written, record not: the gate runs again (its alias moves are idempotent)
+        return None
+    return GateDecision(**json.loads(text))
 
 
 def promote(
@@ -361,15 +477,20 @@ def promote(
         raise BakeoffError(f"no MLflow run {run_id!r} at {tracking.ensure_configured()}") from exc
     if run.data.tags.get(contract.KIND_TAG) == contract.KIND_PIPELINE:
         parent = run
+        if run.info.status == "FAILED":
+            raise BakeoffError(f"pipeline run {run_id} FAILED: its candidates are not gated")
         children = c.search_runs(
             [run.info.experiment_id],
             filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{run_id}'",
             max_results=1000,
         )
+        children = [child for child in children if child.info.status == "FINISHED"]
         if not children:
-            raise BakeoffError(f"pipeline run {run_id} has no candidate runs")
+            raise BakeoffError(f"pipeline run {run_id} has no FINISHED candidate runs")
         challenger = pick_challenger(children)
     else:
+        if run.info.status != "FINISHED":
+            raise BakeoffError(f"run {run_id} is {run.info.status}, not FINISHED: only finished candidates are gated")
         challenger = run
         parent_id = run.data.tags.get(contract.PARENT_RUN_TAG)
         parent = c.get_run(parent_id) if parent_id else run
@@ -379,6 +500,7 @@ def promote(
     dataset_dir = dataset_dir or parent.data.tags.get(contract.DATASET_URI_TAG)
     if not dataset_dir:
         raise BakeoffError(f"run {parent.info.run_id} does not record its dataset; pass --dataset DIR")
+    challenger = register_candidate(challenger, model_name, parent.info.run_id)
     decision = gate_challenger(challenger, model_name=model_name, dataset_dir=dataset_dir, gate=gate)
     tracking.log_gate_decision(parent.info.run_id, decision)
     return decision

@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-STEPS = ("fingerprint", "ingest", "open_run", "features", "train_head", "finetune", "evaluate", "select_and_register")
+STEPS = (
+    "validate",
+    "fingerprint",
+    "ingest",
+    "open_run",
+    "features",
+    "train_head",
+    "finetune",
+    "evaluate",
+    "select_and_register",
+    "finalize",
+)
 
 
 def load(image: str) -> SimpleNamespace:

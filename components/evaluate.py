@@ -1,4 +1,5 @@
-"""evaluate: test-split metrics for one candidate, logged to MLflow as a nested run + registered version.
+"""evaluate: test-split metrics for one candidate, logged to MLflow as a nested run with its model (the gate
+registers the one it decides about).
 
 Also fills KFP's own artifacts so the KFP UI draws the confusion matrix and the ROC curve.
 """
@@ -12,6 +13,7 @@ def evaluate(
     head: Input[Model],
     model: Input[Model],
     parent_run: Input[Artifact],
+    backbone: str,
     model_name: str,
     batch_size: int,
     seed: int,
@@ -19,7 +21,10 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     report: Output[Dataset],
 ) -> str:
-    """Returns the candidate's MLflow run id (select_and_register collects them across backbones)."""
+    """Returns the candidate's MLflow run id (select_and_register collects them across backbones).
+
+    ``backbone`` (the loop item) keys the candidate run within its pipeline run: a retry reuses it.
+    """
     from bakeoff import tracking
     from bakeoff.contract import MetricsInfo
     from bakeoff.evaluate import evaluate as core
@@ -37,6 +42,7 @@ def evaluate(
         model_dir=model.path,
         eval_dir=report.path,
         model_name=model_name,
+        task_key=backbone,
     )
 
     for key, value in result.items():  # every finite number; lists (classes, confusion matrix) are not metrics

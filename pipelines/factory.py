@@ -2,27 +2,44 @@
 
 DAG::
 
-    fingerprint (never cached) -> ingest (cached) -> open_run -> ParallelFor(backbones, parallelism=N) {
-        features (cached, GPU) -> train_head -> finetune (GPU) -> evaluate (+ MLflow candidate) }
-    -> select_and_register(Collected run ids, Collected metrics) -> leaderboard (Markdown)
+    ExitHandler(finalize) {
+        validate (never cached, never retried) -> fingerprint (never cached) -> ingest (cached) -> open_run
+        -> ParallelFor(backbones, parallelism=N) {
+            features (cached, GPU) -> train_head -> finetune (GPU) -> evaluate (+ MLflow candidate) }
+        -> select_and_register(Collected run ids, Collected metrics) -> leaderboard (Markdown), decision }
+    finalize: after the body, whatever happened; on failure it ends the MLflow runs FAILED
 
 The run form's parameters and their defaults come from :class:`pipelines.settings.Parameters`;
 GPU pool, secrets, retries and parallelism from :class:`pipelines.settings.Settings` (compile time).
 The same function runs locally (kfp.local ignores the Kubernetes settings) and on a cluster.
+
+The pipeline itself has no outputs: KFP refuses outputs from inside an ExitHandler. The leaderboard and the
+decision are the outputs of the select-and-register task (the KFP UI shows them there; ``pipelines.local``
+reads them from its folder).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import NamedTuple
 
 from pipelines.settings import Parameters, Settings
 
 CACHED_STEPS = ("ingest", "features")
 GPU_STEPS = ("features", "finetune")
-RETRIED_STEPS = ("fingerprint", "ingest", "open_run", "features", "finetune", "evaluate", "select_and_register")
-MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register")
+# validate is never retried: a configuration error does not go away, and no later step can meet one
+RETRIED_STEPS = (
+    "fingerprint",
+    "ingest",
+    "open_run",
+    "features",
+    "finetune",
+    "evaluate",
+    "select_and_register",
+    "finalize",
+)
+MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register", "finalize")
+EXIT_HANDLER = "bakeoff"  # the ExitHandler group's name (kfp.local names the failing group "exit-handler-1")
 # env var -> key in the operator's ConfigMap / Secrets (see docs/orchestration.md and infra/)
 CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "BAKEOFF_WEIGHTS_URI", "BAKEOFF_CACHE_URI")
 S3_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -39,7 +56,7 @@ def _python_type(annotation):
     return str  # Literal[...] choices become strings on the run form
 
 
-def _signature(defaults: Parameters, outputs) -> tuple[inspect.Signature, str]:
+def _signature(defaults: Parameters) -> tuple[inspect.Signature, str]:
     params, doc = [], ["Transfer-learning bake-off of pretrained backbones, tracked in MLflow.", "", "Args:"]
     for name, field in Parameters.model_fields.items():
         kind = _python_type(field.annotation)
@@ -49,7 +66,7 @@ def _signature(defaults: Parameters, outputs) -> tuple[inspect.Signature, str]:
             )
         )
         doc.append(f"    {name}: {field.description or name.replace('_', ' ')}")
-    return inspect.Signature(params, return_annotation=outputs), "\n".join(doc)
+    return inspect.Signature(params), "\n".join(doc)
 
 
 def _configure(task, step: str, settings: Settings):
@@ -99,97 +116,102 @@ def create_pipeline(settings: Settings | None = None, defaults: Parameters | Non
         ops = gpu if name in GPU_STEPS else cpu
         return _configure(getattr(ops, name)(**kwargs), name, settings)
 
-    # functional form on purpose: with postponed annotations a class body would hand KFP strings, not types
-    Outputs = NamedTuple("Outputs", [("leaderboard", dsl.Markdown), ("decision", str)])  # noqa: UP014
-
     names = list(Parameters.model_fields)
 
     def bakeoff(*args, **kwargs):
         p = {**dict(zip(names, args)), **kwargs}  # KFP passes the parameter channels positionally
-        version = step(
-            "fingerprint", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"], data_version=p["data_version"]
-        ).output
-        data = step(
-            "ingest",
-            data_uri=p["data_uri"],
-            label_map_uri=p["label_map_uri"],
-            classes=p["classes"],
-            per_class=p["per_class"],
-            val_fraction=p["val_fraction"],
-            test_fraction=p["test_fraction"],
-            seed=p["seed"],
-            data_version=version,
-        ).outputs["dataset"]
-        opened = step(
-            "open_run",
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        finalize = step("finalize", experiment=p["experiment"], model_name=p["model_name"], kfp_run_id=run_id)
+        with dsl.ExitHandler(finalize, name=EXIT_HANDLER):
+            _body(step, p, names, run_id, settings)
+
+    bakeoff.__signature__, bakeoff.__doc__ = _signature(defaults)
+    bakeoff.__annotations__ = {n: q.annotation for n, q in bakeoff.__signature__.parameters.items()}
+    return dsl.pipeline(name=settings.pipeline_name, description=bakeoff.__doc__.splitlines()[0])(bakeoff)
+
+
+def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Settings):
+    """Every task of one bake-off, in the ExitHandler's group; returns the select-and-register task."""
+    from kfp import dsl
+
+    checked = step("validate", **{name: p[name] for name in names}, kfp_run_id=run_id)
+    version = step(
+        "fingerprint", data_uri=p["data_uri"], label_map_uri=p["label_map_uri"], data_version=p["data_version"]
+    ).after(checked)
+    data = step(
+        "ingest",
+        data_uri=p["data_uri"],
+        label_map_uri=p["label_map_uri"],
+        classes=p["classes"],
+        per_class=p["per_class"],
+        val_fraction=p["val_fraction"],
+        test_fraction=p["test_fraction"],
+        seed=p["seed"],
+        data_version=version.output,
+    ).outputs["dataset"]
+    opened = step(
+        "open_run",
+        dataset=data,
+        experiment=p["experiment"],
+        kfp_run_id=run_id,
+        data_uri=p["data_uri"],
+        backbones=p["backbones"],
+        weights=p["weights"],
+        image_size=p["image_size"],
+        head_kind=p["head_kind"],
+        finetune_epochs=p["finetune_epochs"],
+        model_name=p["model_name"],
+        gate_test=p["gate_test"],
+        gate_alpha=p["gate_alpha"],
+    )
+    with dsl.ParallelFor(items=p["backbones"], parallelism=settings.parallelism, name="backbones") as backbone:
+        feats = step(
+            "features",
             dataset=data,
-            experiment=p["experiment"],
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            data_uri=p["data_uri"],
-            backbones=p["backbones"],
+            backbone=backbone,
             weights=p["weights"],
             image_size=p["image_size"],
-            head_kind=p["head_kind"],
-            finetune_epochs=p["finetune_epochs"],
-            model_name=p["model_name"],
-            gate_test=p["gate_test"],
-            gate_alpha=p["gate_alpha"],
-        )
-        with dsl.ParallelFor(items=p["backbones"], parallelism=settings.parallelism, name="backbones") as backbone:
-            feats = step(
-                "features",
-                dataset=data,
-                backbone=backbone,
-                weights=p["weights"],
-                image_size=p["image_size"],
-                batch_size=p["batch_size"],
-            ).outputs["features"]
-            head = step(
-                "train_head",
-                features=feats,
-                kind=p["head_kind"],
-                epochs=p["head_epochs"],
-                learning_rate=p["head_lr"],
-                batch_size=p["batch_size"],
-                seed=p["seed"],
-            ).outputs["head"]
-            model = step(
-                "finetune",
-                dataset=data,
-                head=head,
-                blocks=p["finetune_blocks"],
-                epochs=p["finetune_epochs"],
-                learning_rate=p["finetune_lr"],
-                batch_size=p["batch_size"],
-                seed=p["seed"],
-            ).outputs["model"]
-            evaluation = step(
-                "evaluate",
-                dataset=data,
-                features=feats,
-                head=head,
-                model=model,
-                parent_run=opened.outputs["parent_run"],
-                model_name=p["model_name"],
-                batch_size=p["batch_size"],
-                seed=p["seed"],
-            )
-        select = step(
-            "select_and_register",
+            batch_size=p["batch_size"],
+        ).outputs["features"]
+        head = step(
+            "train_head",
+            features=feats,
+            kind=p["head_kind"],
+            epochs=p["head_epochs"],
+            learning_rate=p["head_lr"],
+            batch_size=p["batch_size"],
+            seed=p["seed"],
+        ).outputs["head"]
+        model = step(
+            "finetune",
             dataset=data,
-            parent_run_id=opened.outputs["Output"],
-            candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
-            candidate_metrics=dsl.Collected(evaluation.outputs["metrics"]),
-            experiment=p["experiment"],
+            head=head,
+            blocks=p["finetune_blocks"],
+            epochs=p["finetune_epochs"],
+            learning_rate=p["finetune_lr"],
+            batch_size=p["batch_size"],
+            seed=p["seed"],
+        ).outputs["model"]
+        evaluation = step(
+            "evaluate",
+            dataset=data,
+            features=feats,
+            head=head,
+            model=model,
+            parent_run=opened.outputs["parent_run"],
+            backbone=backbone,
             model_name=p["model_name"],
-            gate_test=p["gate_test"],
-            gate_alpha=p["gate_alpha"],
+            batch_size=p["batch_size"],
+            seed=p["seed"],
         )
-        return Outputs(leaderboard=select.outputs["leaderboard"], decision=select.outputs["Output"])
-
-    bakeoff.__signature__, bakeoff.__doc__ = _signature(defaults, Outputs)
-    bakeoff.__annotations__ = {
-        **{n: q.annotation for n, q in bakeoff.__signature__.parameters.items()},
-        "return": Outputs,
-    }
-    return dsl.pipeline(name=settings.pipeline_name, description=bakeoff.__doc__.splitlines()[0])(bakeoff)
+    return step(
+        "select_and_register",
+        dataset=data,
+        parent_run_id=opened.outputs["Output"],
+        candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
+        candidate_metrics=dsl.Collected(evaluation.outputs["metrics"]),
+        experiment=p["experiment"],
+        model_name=p["model_name"],
+        gate_test=p["gate_test"],
+        gate_alpha=p["gate_alpha"],
+    )

@@ -19,8 +19,10 @@ from typing import Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from bakeoff import validation
 from bakeoff.errors import BakeoffError
 from bakeoff.stats import TESTS
+from bakeoff.validation import Problem, Scope
 
 HeadKind = Literal["dense", "logreg"]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
 GateTest = Literal[TESTS]  # the gate's paired tests, exactly those bakeoff.stats implements
@@ -113,7 +115,8 @@ class Parameters(BaseModel):
     )
     model_name: str = Field(
         "bakeoff-classifier",
-        description="MLflow registered model: every candidate becomes a version; only the gate moves @champion.",
+        description="MLflow registered model: the gate registers each run's challenger as a version and only the "
+        "gate moves @champion.",
     )
     gate_test: GateTest = Field(
         "mcnemar",
@@ -204,36 +207,91 @@ class RunConfig(BaseModel):
     settings: Settings = Field(default_factory=Settings)
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None, settings: dict | None = None) -> RunConfig:
-    """Read a YAML config and apply command-line values on top; one-line errors.
+def load_config(
+    path: str | Path | None,
+    overrides: dict | None = None,
+    settings: dict | None = None,
+    *,
+    scope: Scope | None = None,
+    require_data: bool = True,
+    notes: list[str] | None = None,
+) -> RunConfig:
+    """Read a YAML config and apply command-line values on top; every problem at once, on one line.
 
     Precedence, lowest first: the model's defaults, the file, ``overrides`` (run form) and ``settings``
-    (compile time). ``None`` in either dict means "not given".
+    (compile time). ``None`` in either dict means "not given". With a ``scope`` the run form is also checked
+    as far as that scope allows (``bakeoff.validation``: names, weights, data, classes), together with the
+    type and range checks, so a config with three mistakes reports three. What the scope could not check
+    is appended to ``notes`` (for the CLI to show).
     """
-    import yaml
-
-    raw: dict = {}
-    if path:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise BakeoffError(f"cannot read config {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise BakeoffError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(raw, dict):
-            raise BakeoffError(f"config {path} must be a mapping with `parameters:` and/or `settings:`")
+    where = f"config {path or '(options)'}"
+    raw = _read_config(path)
     params = {**(raw.get("parameters") or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     fixed = {**(raw.get("settings") or {}), **{k: v for k, v in (settings or {}).items() if v is not None}}
+    extra = {k: v for k, v in raw.items() if k not in ("parameters", "settings")}
     try:
-        return RunConfig(
-            parameters=params,
-            settings=fixed,
-            **{k: v for k, v in raw.items() if k not in ("parameters", "settings")},
-        )
+        config = RunConfig(parameters=params, settings=fixed, **extra)
+        problems: list[Problem] = []
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise BakeoffError(f"config {path or '(options)'}: {where}: {err['msg']}") from exc
+        config, problems = None, pydantic_problems(exc)
+    if scope is not None:
+        typed, bad = _typed_parameters(params, problems)
+        report = validation.validate(typed, scope, require_data=require_data, skip=bad)
+        problems += [Problem(f"parameters.{p.field}", p.message) for p in report.problems]
+        if notes is not None:
+            notes.extend(report.notes)
+    if problems:
+        raise validation.RunFormError(where, problems)
+    return config
+
+
+def check_run_form(values: dict, scope: Scope = Scope.HERE) -> Parameters:
+    """The run form as a KFP UI user filled it (``components/validate.py``): types, ranges, choices and
+    everything ``bakeoff.validation`` checks, every problem at once."""
+    try:
+        form, problems = Parameters(**values), []
+    except ValidationError as exc:
+        form, problems = None, pydantic_problems(exc)
+    typed, bad = _typed_parameters(values, problems)
+    problems += validation.validate(typed, scope, skip=bad).problems
+    if problems:
+        raise validation.RunFormError("run form", problems)
+    return form
+
+
+def pydantic_problems(exc: ValidationError) -> list[Problem]:
+    """Every error of a pydantic validation as a (dotted field, message) problem."""
+    return [Problem(".".join(str(p) for p in err["loc"]) or "(config)", err["msg"]) for err in exc.errors()]
+
+
+def _typed_parameters(params: dict, problems: list[Problem]) -> tuple[dict, set[str]]:
+    """The run form with defaults in place of the fields that failed the type checks, and those fields' names.
+
+    The semantic checks then look at every field that is well-typed, and skip the ones already reported.
+    """
+    bad = {p.field.split(".")[1] for p in problems if p.field.startswith("parameters.") and "." in p.field}
+    bad |= {p.field for p in problems if p.field in Parameters.model_fields}
+    good = {k: v for k, v in params.items() if k in Parameters.model_fields and k not in bad}
+    try:
+        return Parameters(**good).model_dump(), bad
+    except ValidationError:  # a cross-field rule failed: check names only on the raw values
+        return {**Parameters().model_dump(), **good}, bad
+
+
+def _read_config(path: str | Path | None) -> dict:
+    import yaml
+
+    if not path:
+        return {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise BakeoffError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise BakeoffError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise BakeoffError(f"config {path} must be a mapping with `parameters:` and/or `settings:`")
+    return raw
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ import datetime as _dt
 import json
 import os
 import re
+import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import typer
 from bakeoff import env
 from bakeoff.cli.run_form import field_help, with_run_form
 from bakeoff.errors import BakeoffError
+from bakeoff.validation import Scope
 from pipelines.client import KFP_EXPERIMENT_NAME
 from pipelines.settings import Settings, load_config
 
@@ -43,6 +47,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 _PER_BACKBONE = {"features", "train-head", "finetune", "evaluate"}
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+STOP_GRACE_S = 20.0  # how long a stopping pipeline may take to end its tasks and mark MLflow before it is killed
 
 
 def _running(started: dict[str, list[float]]) -> str:
@@ -100,19 +106,16 @@ def run(
     features, and the champion alias moves only if the gate says the challenger really wins.
 
     Writes .bakeoff/kfp (artifacts), .bakeoff/runs/<time>/pipeline.log (every task's output), result.json.
+    Ctrl-C, SIGTERM or SIGHUP (or killing this command) stops every process of the run within seconds and ends
+    its MLflow runs FAILED; nothing it started goes on to move an alias.
 
     Example: bakeoff run --config configs/demo.yaml --backbones mobilenet_v2,vgg16 --finetune-epochs 1
     """
     from rich.console import Console
 
-    cfg = load_config(config, overrides)
-    if not cfg.parameters.data_uri:
-        raise BakeoffError(
-            "no data given; pass --data FOLDER|ARCHIVE|s3://PREFIX or set parameters.data_uri in --config"
-        )
+    cfg = load_config(config, overrides, scope=Scope.HERE)  # every problem, before anything is written
     console = Console(width=None if sys.stdout.isatty() else 120)  # logs/CI: don't squeeze the table to 80
-    run_dir = workdir / "runs" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _new_run_dir(workdir)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     log, result_path = run_dir / "pipeline.log", run_dir / "result.json"
     p = cfg.parameters
@@ -132,21 +135,28 @@ def run(
                 str(result_path),
                 "--workdir",
                 str(workdir),
+                "--run-key",
+                run_dir.name,
+                "--parent-pid",
+                str(os.getpid()),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=child_env,
-            start_new_session=True,
+            start_new_session=True,  # its own process group: the pipeline and its tasks, stopped as one
         )
-        try:
+        with StopForwarder(proc) as stop:
             failed = _follow(proc, log, console)
-        except KeyboardInterrupt:  # stop the pipeline AND its task processes (one process group)
-            import signal
-
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-            raise
     result = json.loads(result_path.read_text()) if result_path.exists() else {"error": "the pipeline process died"}
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        typer.secho(
+            f"error: stopped by {name}: every process of the run ended; {result.get('mlflow', 'MLflow not reached')} "
+            f"(full log: {log})",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise SystemExit(128 + stop.signum)  # the shell's convention for "ended by signal N" (click keeps typer.Exit)
     if "error" in result:
         where = f"task '{failed[0]}' failed" if failed else "the pipeline failed"
         reason = _last_error(log) if failed or result.get("failed") else result["error"]
@@ -161,6 +171,62 @@ def run(
     from bakeoff import tracking
 
     console.print(f"compare the runs: {tracking.ui_command(result['tracking_uri'])}", soft_wrap=True)
+
+
+def _new_run_dir(workdir: Path) -> Path:
+    """``<workdir>/runs/<time>-<4 hex>``: two runs started in the same second get folders of their own."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    while True:
+        run_dir = workdir / "runs" / f"{stamp}-{secrets.token_hex(2)}"
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+class StopForwarder:
+    """While the pipeline runs, SIGTERM, SIGHUP or SIGINT to ``bakeoff run`` stop the pipeline, then ``bakeoff run``.
+
+    The first signal asks the pipeline process to stop (it ends its tasks and marks the MLflow runs FAILED, see
+    ``pipelines.local``); if it has not exited ``STOP_GRACE_S`` later, or a second signal comes, its whole process
+    group is killed. SIGKILL of ``bakeoff run`` itself cannot be caught: the pipeline process's parent-death guard
+    covers it.
+    """
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopForwarder:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.signum is not None:
+            self.kill()
+            return
+        self.signum = signum
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        timer = threading.Timer(STOP_GRACE_S, self.kill)
+        timer.daemon = True
+        timer.start()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _table(rows: list[dict]):
@@ -219,7 +285,8 @@ def compile_(
     """
     from pipelines.compile import compile_pipeline
 
-    cfg = load_config(config, overrides, dict(image=image, gpu_image=gpu_image, parallelism=parallelism))
+    settings = dict(image=image, gpu_image=gpu_image, parallelism=parallelism)
+    cfg = load_config(config, overrides, settings, scope=Scope.SYNTAX, require_data=False)
     typer.echo(f"wrote {compile_pipeline(out, cfg.settings, cfg.parameters)}")
 
 
@@ -242,7 +309,7 @@ def submit(
     """
     from pipelines.client import submit as do_submit
 
-    cfg = load_config(config, overrides)
+    cfg = _load_for_cluster(config, overrides)
     done = do_submit(host, cfg, experiment=kfp_experiment, run_name=run_name, package=package, namespace=namespace)
     typer.echo(f"run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 
@@ -268,9 +335,18 @@ def schedule(
     """
     from pipelines.client import schedule as do_schedule
 
-    cfg = load_config(config, overrides)
+    cfg = _load_for_cluster(config, overrides)
     done = do_schedule(host, cfg, cron, experiment=kfp_experiment, name=name, package=package, namespace=namespace)
     typer.echo(f"recurring run {done.run_id} (pipeline version {done.version_id}): {done.url}")
+
+
+def _load_for_cluster(config: Path | None, overrides: dict | None):
+    """The run form checked as far as this machine reaches the cluster's data; notes say what was left to it."""
+    notes: list[str] = []
+    cfg = load_config(config, overrides, scope=Scope.REACHABLE, notes=notes)
+    for note in notes:
+        typer.secho(f"note: {note}", dim=True)  # stdout: stderr stays the one-line error, if any
+    return cfg
 
 
 def register(app: typer.Typer) -> None:

@@ -9,8 +9,9 @@ functions so ``bakeoff --help`` stays fast. Secrets never reach MLflow (``bakeof
 One module per job:
 
 * ``store``: where runs go (tracking/registry URI, client, experiments, the UI command);
-* ``parent_run``: the pipeline run (dataset identity, card, splits; leaderboard and gate decision at the end);
-* ``candidate_run``: one backbone as a nested run (params, metrics, step files, model version tags);
+* ``parent_run``: the pipeline run (dataset identity, card, splits; leaderboard and gate decision at the end),
+  found again by its KFP run id (retries reuse it), ended FAILED with its candidates when the pipeline fails;
+* ``candidate_run``: one backbone as a nested run (params, metrics, step files, the logged model), keyed by backbone;
 * ``models``: the class-names pyfunc logged and registered;
 * ``leaderboard``: candidate runs back out of MLflow as a table and as Markdown;
 * ``batching`` / ``artifacts``: batched param/metric writes, step files (local or S3) as run artifacts.
@@ -24,7 +25,14 @@ from bakeoff.tracking.leaderboard import (
     leaderboard_columns,
     leaderboard_markdown,
 )
-from bakeoff.tracking.parent_run import finish_pipeline_run, log_gate_decision, start_pipeline_run
+from bakeoff.tracking.parent_run import (
+    candidate_runs,
+    fail_pipeline_run,
+    find_pipeline_run,
+    finish_pipeline_run,
+    log_gate_decision,
+    start_pipeline_run,
+)
 from bakeoff.tracking.store import (
     EMBEDDED_DIR,
     client,
@@ -39,10 +47,13 @@ __all__ = [
     "EMBEDDED_DIR",
     "LEADERBOARD_COLUMNS",
     "candidate_row",
+    "candidate_runs",
     "client",
     "configure",
     "ensure_configured",
     "ensure_experiment",
+    "fail_pipeline_run",
+    "find_pipeline_run",
     "finish_pipeline_run",
     "leaderboard",
     "leaderboard_columns",

@@ -1,14 +1,15 @@
-"""One candidate (backbone) as a nested run under its pipeline run, its model registered as a new version.
+"""One candidate (backbone) as a nested run under its pipeline run, with its model logged (not yet registered).
 
 Why nested runs with the same param and metric names for every backbone: the MLflow UI then compares the
 candidates side by side. ``log_candidate`` reads the step folders (features, head, finetune, evaluate; local or
 s3://) and runs the steps below in order; everything that can fail on bad input is checked before the run exists.
+The model becomes a registered version only at the promotion gate (``bakeoff.registry``), so no version exists
+without a gate decision.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,31 +79,47 @@ def log_candidate(
     eval_dir: str,
     model_name: str,
     params: dict | None = None,
+    task_key: str | None = None,
 ) -> str:
-    """Log one backbone as a nested run and register its model as a new version of ``model_name``.
+    """Log one backbone as a nested run with its model (registered later, by the gate); return the run id.
 
-    Returns the nested run id; its tags ``bakeoff.model_version`` / ``bakeoff.model_uri`` point at the
-    registered version.
+    Its tags ``bakeoff.model_name`` / ``bakeoff.model_uri`` say which registered model the gate adds it to and
+    where the logged model is. Why not register here: a version must not exist without a gate decision, and a
+    pipeline that fails after this step never reaches the gate (``bakeoff.registry`` registers what it decides on).
+
+    ``task_key`` (the pipeline passes the backbone) makes the call idempotent within one pipeline run: a retry finds
+    the run its first attempt created under the same parent and reuses it (a FINISHED one as it is; a failed or
+    interrupted one is logged again: same params, metrics with the run's start time, artifacts overwritten, the
+    model logged only if the first attempt did not get that far).
     """
+    from bakeoff.validation import model_name_problem
+
     folders = CandidateFolders.read(features_dir, head_dir, model_dir, eval_dir)
+    if problem := model_name_problem(model_name):
+        raise BakeoffError(f"model name {problem}")
     c = client()
     parent = c.get_run(parent_run_id)
-    run_id = _create_run(c, parent, folders)
+    existing = _find_candidate(c, parent, task_key) if task_key else None
+    if existing is not None and existing.info.status == "FINISHED":
+        return existing.info.run_id
+    run = _reuse(c, existing) if existing is not None else _create_run(c, parent, folders, task_key)
+    run_id = run.info.run_id
     try:
         log_params(run_id, safe_params({**_params(folders), **(params or {})}))
-        log_metrics(run_id, _metrics(folders))
+        log_metrics(run_id, _metrics(folders, run.info.start_time))
         with tempfile.TemporaryDirectory() as tmp:
             _log_step_files(c, run_id, folders, tmp)
-            version_id, model_uri = log_and_register(
-                run_id,
-                local_copy(model_dir, contract.MODEL_KERAS, tmp),
-                local_copy(model_dir, contract.MODEL_JSON, tmp),
-                list(folders.model.classes),
-                folders.model.image_size,
-                model_name,
-            )
-        dataset_hash = parent.data.tags.get(contract.DATASET_HASH_TAG, "")
-        _tag_version(c, run_id, folders, model_name, version_id, model_uri, dataset_hash)
+            if contract.MODEL_URI_TAG not in run.data.tags:
+                _, model_uri = log_and_register(
+                    run_id,
+                    local_copy(model_dir, contract.MODEL_KERAS, tmp),
+                    local_copy(model_dir, contract.MODEL_JSON, tmp),
+                    list(folders.model.classes),
+                    folders.model.image_size,
+                    None,  # no registration here: the gate registers (bakeoff.registry.register_candidate)
+                )
+                c.set_tag(run_id, contract.MODEL_URI_TAG, model_uri)
+        c.set_tag(run_id, contract.MODEL_NAME_TAG, model_name)
     except BaseException:  # a half-logged candidate ends FAILED, not RUNNING forever
         c.set_terminated(run_id, "FAILED")
         raise
@@ -110,7 +127,27 @@ def log_candidate(
     return run_id
 
 
-def _create_run(c, parent, folders: CandidateFolders) -> str:
+def _find_candidate(c, parent, task_key: str):
+    """The candidate run an earlier attempt created for ``task_key`` under ``parent``, or None."""
+    runs = c.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{parent.info.run_id}' "
+        f"and tags.`{contract.TASK_KEY_TAG}` = '{task_key}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10,
+    )
+    return runs[0] if runs else None
+
+
+def _reuse(c, run):
+    """An earlier attempt's run, RUNNING again, without that attempt's failure tag."""
+    c.update_run(run.info.run_id, status="RUNNING")
+    if contract.FAILURE_TAG in run.data.tags:
+        c.delete_tag(run.info.run_id, contract.FAILURE_TAG)
+    return run
+
+
+def _create_run(c, parent, folders: CandidateFolders, task_key: str | None):
     """The nested run, named ``<backbone>-<weights>``, tagged with its parent's data/code identity."""
     tags = {
         contract.PARENT_RUN_TAG: parent.info.run_id,
@@ -120,8 +157,10 @@ def _create_run(c, parent, folders: CandidateFolders) -> str:
         **{key: parent.data.tags.get(key, "") for key in INHERITED_TAGS},
         contract.VERSION_TAG: version(),
     }
+    if task_key:
+        tags[contract.TASK_KEY_TAG] = task_key
     name = f"{folders.backbone}-{folders.weights.get('name', 'weights')}"
-    return c.create_run(parent.info.experiment_id, run_name=name, tags=tags).info.run_id
+    return c.create_run(parent.info.experiment_id, run_name=name, tags=tags)
 
 
 def _params(folders: CandidateFolders) -> dict[str, Any]:
@@ -147,9 +186,12 @@ def _params(folders: CandidateFolders) -> dict[str, Any]:
     return params
 
 
-def _metrics(folders: CandidateFolders) -> list:
-    """Per-epoch histories (step = epoch), every number of metrics.json as ``test_<key>``, speed and size."""
-    now = int(time.time() * 1000)
+def _metrics(folders: CandidateFolders, now: int) -> list:
+    """Per-epoch histories (step = epoch), every number of metrics.json as ``test_<key>``, speed and size.
+
+    ``now`` is the run's start time (ms): the same points every attempt, so a retry's identical points are
+    stored once (MLflow drops exact duplicates).
+    """
     points = history_metrics(folders.head.history if folders.head else None, "head", now)
     points += history_metrics(folders.model.history, "finetune", now)
     values = folders.metrics.values
@@ -169,20 +211,3 @@ def _log_step_files(c, run_id: str, folders: CandidateFolders, tmp: str) -> None
         (folders.model_dir, contract.MODEL_JSON),
     ):
         log_files(c, run_id, folder, (name,), contract.CONFIG_ARTIFACTS, tmp)
-
-
-def _tag_version(
-    c, run_id: str, folders: CandidateFolders, model_name: str, version_id: str, model_uri: str, dataset_hash: str
-) -> None:
-    """Run -> version (run tags) and version -> run, backbone, data, accuracy (model version tags)."""
-    c.set_tag(run_id, contract.MODEL_NAME_TAG, model_name)
-    c.set_tag(run_id, contract.MODEL_VERSION_TAG, version_id)
-    c.set_tag(run_id, contract.MODEL_URI_TAG, model_uri)
-    for key, value in {
-        contract.VERSION_RUN_TAG: run_id,
-        contract.VERSION_BACKBONE_TAG: folders.backbone,
-        contract.VERSION_WEIGHTS_PRETRAINED_TAG: str(folders.pretrained).lower(),
-        contract.VERSION_DATASET_HASH_TAG: dataset_hash,
-        contract.VERSION_TEST_ACCURACY_TAG: str(folders.metrics.accuracy),
-    }.items():
-        c.set_model_version_tag(model_name, version_id, key, value)

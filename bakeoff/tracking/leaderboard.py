@@ -13,6 +13,7 @@ from bakeoff.errors import BakeoffError
 from bakeoff.tracking.store import client, ensure_configured
 
 LEADERBOARD_SORT = ["test_accuracy", "test_f1_macro"]
+FINISHED, FAILED = "FINISHED", "FAILED"  # MLflow run statuses
 # the columns the Markdown leaderboard (MLflow artifact, KFP Markdown output) shows, in order
 LEADERBOARD_COLUMNS = (
     "backbone",
@@ -64,7 +65,11 @@ def candidate_row(run) -> dict:
 
 
 def leaderboard(experiment: str, last: int | None = None, parent_run_id: str | None = None) -> pd.DataFrame:
-    """Candidates of the last ``last`` pipeline runs (or of one parent run), best test accuracy first."""
+    """Candidates of the last ``last`` pipeline runs (or of one parent run), best test accuracy first.
+
+    Only FINISHED candidates of pipeline runs that did not fail: a failed or stopped pipeline's runs end FAILED
+    (``fail_pipeline_run``) and a half-done bake-off must not rank beside finished ones.
+    """
     c = client()
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
@@ -76,7 +81,8 @@ def leaderboard(experiment: str, last: int | None = None, parent_run_id: str | N
     else:
         runs = c.search_runs(
             [exp.experiment_id],
-            filter_string=f"tags.`{contract.KIND_TAG}` = '{contract.KIND_PIPELINE}'",
+            filter_string=f"tags.`{contract.KIND_TAG}` = '{contract.KIND_PIPELINE}' "
+            f"and attributes.status != '{FAILED}'",
             order_by=["attributes.start_time DESC"],
             max_results=last or 1000,
         )
@@ -84,7 +90,9 @@ def leaderboard(experiment: str, last: int | None = None, parent_run_id: str | N
     rows = []
     for parent in parents:  # the search grammar has no IN for tags: one query per pipeline run
         for run in c.search_runs(
-            [exp.experiment_id], filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{parent}'", max_results=5000
+            [exp.experiment_id],
+            filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{parent}' and attributes.status = '{FINISHED}'",
+            max_results=5000,
         ):
             rows.append(candidate_row(run))
     df = pd.DataFrame(rows)

@@ -13,9 +13,10 @@ from bakeoff.tracking.store import ensure_configured
 
 
 def log_and_register(
-    run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int, model_name: str
-) -> tuple[str, str]:
-    """Log model.keras + model.json as a pyfunc on ``run_id``, register it; return (version, model URI)."""
+    run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int, model_name: str | None
+) -> tuple[str | None, str]:
+    """Log model.keras + model.json as a pyfunc on ``run_id``, register it as a version of ``model_name`` unless
+    that is None (candidates: the gate registers); return (version or None, model URI)."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
@@ -44,6 +45,8 @@ def log_and_register(
             registered_model_name=model_name,
         )
     version = info.registered_model_version
+    if model_name is None:
+        return None, info.model_uri
     if version is None:
         raise BakeoffError(f"MLflow did not register {model_name}; does the tracking server have a model registry?")
     return str(version), info.model_uri

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bakeoff import contract, manifest, storage
 from bakeoff.contract import GateDecision
+from bakeoff.errors import BakeoffError
 from bakeoff.provenance import git_commit, version
 from bakeoff.redaction import redact, safe_params
 from bakeoff.tracking.artifacts import log_files
@@ -37,6 +38,10 @@ def start_pipeline_run(
 
     Tags identify the data and code (dataset content hash, manifest URI, git commit, bakeoff version,
     KFP run id); the manifest is logged as an MLflow dataset input and the dataset card as artifacts.
+
+    Idempotent per KFP run: with a ``kfp_run_id`` whose parent run exists already (a retried ``open_run``, or
+    KFP's "retry run" of a failed pipeline), that run is reused, set RUNNING again and its logging redone
+    (identical params, inputs and files are accepted twice), so a retry never opens a second parent run.
     """
     c = client()
     exp_id = ensure_experiment(experiment)
@@ -57,7 +62,12 @@ def start_pipeline_run(
         contract.KFP_RUN_ID_TAG: kfp_run_id or "",
         contract.CLASSES_TAG: ",".join(classes),
     }
-    run_id = c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+    existing = find_pipeline_run(experiment, kfp_run_id) if kfp_run_id else None
+    if existing is None:
+        run_id = c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+    else:
+        run_id = existing.info.run_id
+        _reopen(c, existing)
     counts = df.groupby("split").size().to_dict()
     base_params = {f"n_{split}": int(counts.get(split, 0)) for split in manifest.SPLITS}
     base_params["n_classes"] = len(classes)
@@ -65,6 +75,66 @@ def start_pipeline_run(
     _log_dataset_input(c, run_id, df, manifest_uri, dataset_hash)
     _log_dataset_files(c, run_id, df, str(dataset_dir))
     return run_id
+
+
+def find_pipeline_run(experiment: str, kfp_run_id: str):
+    """The parent run of KFP run ``kfp_run_id`` in ``experiment`` (oldest first if several), or None."""
+    c = client()
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None or not kfp_run_id:
+        return None
+    runs = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{contract.KIND_TAG}` = '{contract.KIND_PIPELINE}' "
+        f"and tags.`{contract.KFP_RUN_ID_TAG}` = '{_searchable(kfp_run_id)}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10,
+    )
+    return runs[0] if runs else None
+
+
+def candidate_runs(parent_run_id: str, experiment_id: str | None = None) -> list:
+    """Every candidate run nested under ``parent_run_id``, whatever its status."""
+    c = client()
+    experiment_id = experiment_id or c.get_run(parent_run_id).info.experiment_id
+    return c.search_runs(
+        [experiment_id], filter_string=f"tags.`{contract.PARENT_RUN_TAG}` = '{parent_run_id}'", max_results=5000
+    )
+
+
+def fail_pipeline_run(parent_run_id: str, reason: str) -> list[str]:
+    """End a pipeline run FAILED: the parent and every candidate run under it, each tagged with ``reason``.
+
+    Called when the pipeline did not succeed (the exit handler, a stopped ``bakeoff run``): a half-done bake-off
+    must not look finished, so ``bakeoff compare`` and the gate, which read only FINISHED runs, ignore all of it.
+    Returns the ids of the runs it ended (already FAILED ones are left as they are).
+    """
+    c = client()
+    parent = c.get_run(parent_run_id)
+    ended = []
+    text = redact(reason)[:MAX_TAG_CHARS]
+    for run in [*candidate_runs(parent_run_id, parent.info.experiment_id), parent]:
+        if run.info.status == "FAILED":
+            continue
+        c.set_tag(run.info.run_id, contract.FAILURE_TAG, text)
+        c.set_terminated(run.info.run_id, "FAILED")
+        ended.append(run.info.run_id)
+    return ended
+
+
+def _reopen(c, run) -> None:
+    """A reused run is RUNNING again (a retry's work is in progress), without the failure of its last attempt."""
+    if run.info.status != "RUNNING":
+        c.update_run(run.info.run_id, status="RUNNING")
+    if contract.FAILURE_TAG in run.data.tags:
+        c.delete_tag(run.info.run_id, contract.FAILURE_TAG)
+
+
+def _searchable(value: str) -> str:
+    """A value MLflow's search grammar can hold in single quotes (KFP run ids are UUIDs or digits)."""
+    if "'" in value or "\\" in value:
+        raise BakeoffError(f"KFP run id {value!r} has a quote or backslash; it cannot be searched for")
+    return value
 
 
 def _log_dataset_input(c, run_id: str, df: pd.DataFrame, manifest_uri: str, dataset_hash: str) -> None:

@@ -31,6 +31,7 @@ def test_evaluate_logs_the_candidate_and_fills_kfp_metrics(tracking_store, datas
         Model(uri=dirs["head_dir"]),
         Model(uri=dirs["model_dir"]),
         parent_run,
+        "mobilenet_v2",
         model_name,
         32,
         0,
@@ -62,9 +63,10 @@ def test_evaluate_logs_the_candidate_and_fills_kfp_metrics(tracking_store, datas
     fpr = [p["falsePositiveRate"] for p in curve]
     assert fpr == sorted(fpr) and fpr[0] == 0.0 and fpr[-1] == 1.0 and curve[-1]["recall"] == 1.0
 
-    # MLflow: the nested run under the parent, its model registered
+    # MLflow: the nested run under the parent, its model logged; only the gate registers a version (issue 8)
     run = tracking.client().get_run(run_id)
     assert run.data.tags[contract.PARENT_RUN_TAG] == parent_id and run.info.status == "FINISHED"
     assert run.data.metrics["test_accuracy"] == pytest.approx(evaluated.accuracy)
-    version = tracking.client().get_model_version(model_name, run.data.tags[contract.MODEL_VERSION_TAG])
-    assert version.tags[contract.VERSION_RUN_TAG] == run_id
+    assert run.data.tags[contract.MODEL_URI_TAG].startswith("models:/")
+    assert run.data.tags[contract.MODEL_NAME_TAG] == model_name and contract.MODEL_VERSION_TAG not in run.data.tags
+    assert tracking.client().search_model_versions(f"name = '{model_name}'") == []

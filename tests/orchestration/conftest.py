@@ -16,3 +16,15 @@ def kfp_server():
     finally:
         api.server.shutdown()
         api.server.server_close()
+
+
+DEMO_CLASSES = "sneaker,bag,trouser"
+
+
+@pytest.fixture(scope="session")
+def demo_raw(tmp_path_factory):
+    """A small real raw dump (bakeoff.demo_data: Italian class folders + translate.json), 12 images per class."""
+    from bakeoff.demo_data import make_demo_data
+
+    root = tmp_path_factory.mktemp("demo-raw")
+    return make_demo_data(str(root), per_class=12, classes=DEMO_CLASSES)

@@ -53,26 +53,45 @@ def _container(spec, name):
     return json_format.MessageToDict(spec.deployment_spec)["executors"][f"exec-{name}"]["container"]
 
 
+def _all_tasks(spec) -> dict:
+    """Every task of the pipeline, whatever DAG (root, exit handler, loop) holds it."""
+    tasks = dict(spec.root.dag.tasks)
+    for component in spec.components.values():
+        if component.WhichOneof("implementation") == "dag":
+            tasks.update(component.dag.tasks)
+    return tasks
+
+
 def test_dag_fans_out_over_backbones_and_collects(compiled):
     _, spec, _ = compiled
     root = spec.root.dag.tasks
-    assert set(root) == {"fingerprint", "ingest", "open-run", "for-loop-1", "select-and-register"}
+    assert set(root) == {"exit-handler-1", "finalize"}  # the whole bake-off runs inside one ExitHandler
+    body = spec.components["comp-exit-handler-1"].dag.tasks
+    assert set(body) == {"validate", "fingerprint", "ingest", "open-run", "for-loop-2", "select-and-register"}
+    # the run form is checked first: fingerprint (and through it every later task) waits for validate
+    assert list(body["fingerprint"].dependent_tasks) == ["validate"]
     # ingest is keyed by the (never cached) fingerprint of the raw data: new data -> fresh ingest
-    assert root["ingest"].inputs.parameters["data_version"].task_output_parameter.producer_task == "fingerprint"
-    loop = root["for-loop-1"]
+    assert body["ingest"].inputs.parameters["data_version"].task_output_parameter.producer_task == "fingerprint"
+    loop = body["for-loop-2"]
     assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--backbones"
     assert loop.iterator_policy.parallelism_limit == 3
-    body = spec.components["comp-for-loop-1"].dag.tasks
-    assert set(body) == {"features", "train-head", "finetune", "evaluate"}
-    assert list(body["finetune"].dependent_tasks) == ["train-head"]
-    select = root["select-and-register"].inputs
-    assert select.parameters["candidate_run_ids"].task_output_parameter.producer_task == "for-loop-1"
-    assert select.artifacts["candidate_metrics"].task_output_artifact.producer_task == "for-loop-1"
+    branch = spec.components["comp-for-loop-2"].dag.tasks
+    assert set(branch) == {"features", "train-head", "finetune", "evaluate"}
+    assert list(branch["finetune"].dependent_tasks) == ["train-head"]
+    select = body["select-and-register"].inputs
+    assert select.parameters["candidate_run_ids"].task_output_parameter.producer_task == "for-loop-2"
+    assert select.artifacts["candidate_metrics"].task_output_artifact.producer_task == "for-loop-2"
     assert select.parameters["parent_run_id"].task_output_parameter.producer_task == "open-run"
-    # the pipeline's own outputs: the leaderboard Markdown and the decision
-    outputs = spec.root.output_definitions
+    # the leaderboard Markdown and the decision are select-and-register's outputs (KFP allows no pipeline
+    # outputs from inside an ExitHandler)
+    outputs = spec.components["comp-select-and-register"].output_definitions
     assert outputs.artifacts["leaderboard"].artifact_type.schema_title == "system.Markdown"
-    assert "decision" in outputs.parameters
+    assert "Output" in outputs.parameters
+    # the exit task runs when the body ends, whatever happened, and learns how it ended
+    finalize = root["finalize"]
+    assert finalize.trigger_policy.strategy == finalize.trigger_policy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
+    assert list(finalize.dependent_tasks) == ["exit-handler-1"]
+    assert finalize.inputs.parameters["status"].task_final_status.producer_task == "exit-handler-1"
 
 
 def test_run_form_parameters_have_the_config_defaults(compiled):
@@ -136,7 +155,7 @@ def test_gpu_only_on_features_and_finetune(compiled):
         assert dict(config.node_selector.labels) == {"bakeoff.io/pool": "gpu"}
         [toleration] = config.tolerations
         assert (toleration.key, toleration.operator, toleration.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
-    for name in ("fingerprint", "ingest", "open-run", "train-head", "evaluate", "select-and-register"):
+    for name in ("validate", "fingerprint", "ingest", "open-run", "train-head", "evaluate", "select-and-register"):
         container = _container(spec, name)
         assert container["image"] == CPU_IMAGE
         assert "accelerator" not in container["resources"]
@@ -147,11 +166,22 @@ def test_gpu_only_on_features_and_finetune(compiled):
 
 def test_caching_and_retries(compiled):
     _, spec, _ = compiled
-    tasks = {**spec.root.dag.tasks, **spec.components["comp-for-loop-1"].dag.tasks}
+    tasks = _all_tasks(spec)
     cached = {name for name, task in tasks.items() if task.caching_options.enable_cache}
     assert cached == {"ingest", "features"}
     retried = {name for name, task in tasks.items() if task.retry_policy.max_retry_count == 3}
-    assert retried == {"fingerprint", "ingest", "open-run", "features", "finetune", "evaluate", "select-and-register"}
+    assert retried == {
+        "fingerprint",
+        "ingest",
+        "open-run",
+        "features",
+        "finetune",
+        "evaluate",
+        "select-and-register",
+        "finalize",
+    }
+    # a configuration error is not transient: the step that catches them is never retried (nor cached)
+    assert tasks["validate"].retry_policy.max_retry_count == 0 and not tasks["validate"].caching_options.enable_cache
     assert tasks["evaluate"].retry_policy.backoff_factor == 2.0
     assert tasks["evaluate"].retry_policy.backoff_duration.seconds == 30
 
@@ -160,6 +190,7 @@ def test_secrets_arrive_as_env_from_kubernetes_secrets(compiled):
     out, spec, k8s = compiled
     assert SECRET not in out.read_text()
     for name in (
+        "validate",
         "fingerprint",
         "ingest",
         "open-run",
@@ -168,10 +199,11 @@ def test_secrets_arrive_as_env_from_kubernetes_secrets(compiled):
         "finetune",
         "evaluate",
         "select-and-register",
+        "finalize",
     ):
         secrets = {s.secret_name: {e.env_var for e in s.key_to_env} for s in k8s[f"exec-{name}"].secret_as_env}
         assert secrets["bakeoff-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-        talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register")
+        talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register", "finalize")
         assert ("bakeoff-mlflow" in secrets) == talks_to_mlflow
         if talks_to_mlflow:
             assert secrets["bakeoff-mlflow"] == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}

@@ -116,7 +116,7 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     assert {r.data.params.get("backbone") for r in children} == {"mobilenet_v2", "vgg16"}
 
     # KFP's own artifacts: ClassificationMetrics for the UI (confusion matrix + ROC) on every branch
-    outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-1-iteration-*/evaluate/executor_output.json"))
+    outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/evaluate/executor_output.json"))
     assert len(outputs) == 2
     for path in outputs:
         artifacts = json.loads(path.read_text())["artifacts"]
@@ -143,20 +143,25 @@ def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(works
 
 
 def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
-    code = main(
-        [
-            "run",
-            "--data",
-            str(workspace / "raw" / "raw-img"),
-            "--label-map",
-            str(workspace / "raw" / "translate.json"),
-            "--classes",
-            "unicorn,dragon",
-            "--experiment",
-            "e2e-bad",
-        ]
-    )
+    """A class typo is now refused before the pipeline starts (issue 8: the run form is validated first); data that
+    passes every up-front check but holds no image still fails in a task: one line naming the task and the log."""
+    argv = [
+        "run",
+        "--data",
+        str(workspace / "raw" / "raw-img"),
+        "--label-map",
+        str(workspace / "raw" / "translate.json"),
+    ]
+    code = main([*argv, "--classes", "unicorn,dragon", "--experiment", "e2e-bad"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: config (options): ") and "no class 'unicorn'" in err
+    assert "\n" not in err
+
+    for name in ("cat", "dog"):  # class folders holding no image: only ingest can tell
+        (workspace / "junk" / name).mkdir(parents=True, exist_ok=True)
+        (workspace / "junk" / name / "notes.txt").write_text("not an image")
+    code = main(["run", "--data", str(workspace / "junk"), "--backbones", "mobilenet_v2", "--experiment", "e2e-bad"])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.startswith("error: task 'ingest' failed:") and "unicorn" in err and "pipeline.log" in err
+    assert err.startswith("error: task 'ingest' failed:") and "classes" in err and "pipeline.log" in err
     assert "\n" not in err

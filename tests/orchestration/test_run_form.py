@@ -25,6 +25,9 @@ FIELDS = Parameters.model_fields
 CHOICE_FIELDS = [name for name, info in FIELDS.items() if get_origin(info.annotation) is Literal]
 
 
+VALID_OTHER = {"image_size": ("64", 64), "classes": ("dog,horse", "dog,horse")}
+
+
 def _click_command(name: str):
     import typer
 
@@ -32,9 +35,14 @@ def _click_command(name: str):
 
 
 def _other_value(name: str):
-    """A valid value for the field that differs from its default, as (command-line text, expected value)."""
+    """A valid value for the field that differs from its default, as (command-line text, expected value).
+
+    Valid for the run-form validation too (bakeoff.validation): an image size the backbones accept, two classes.
+    """
     info = FIELDS[name]
     default = info.get_default(call_default_factory=True)
+    if name in VALID_OTHER:
+        return VALID_OTHER[name]
     if name in CHOICE_FIELDS:
         choice = next(c for c in get_args(info.annotation) if c != default)
         return choice, choice
@@ -137,10 +145,11 @@ def test_precedence_defaults_then_config_then_command_line(tmp_path):
     assert compiled["seed"] == 7 and compiled["backbones"] == ["vgg16"]  # the file beats the defaults
     assert compiled["batch_size"] == 32 and compiled["val_fraction"] == 0.15  # defaults where nobody spoke
     spec, _ = parse_compiled(out)
-    assert spec.root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit == 5  # settings: same precedence
+    loop = spec.components["comp-exit-handler-1"].dag.tasks["for-loop-2"]
+    assert loop.iterator_policy.parallelism_limit == 5  # settings: same precedence
     assert main(["compile", "--out", str(out), "--config", str(config)]) == 0
     spec, _ = parse_compiled(out)
-    assert spec.root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit == 4
+    assert spec.components["comp-exit-handler-1"].dag.tasks["for-loop-2"].iterator_policy.parallelism_limit == 4
 
 
 def test_bad_setting_from_the_command_line_is_one_line_error(tmp_path, capsys):
@@ -158,19 +167,26 @@ def test_old_and_field_spellings_of_the_data_options(tmp_path, spelling):
     assert compiled["data_uri"][0] == "s3://b/raw" and compiled["label_map_uri"][0] == "s3://b/map.json"
 
 
-def test_run_hands_the_merged_parameters_to_the_pipeline(tmp_path, monkeypatch, capsys):
-    """`bakeoff run` writes the merged config before it starts the pipeline; a missing folder then fails fast."""
+def test_run_hands_the_merged_parameters_to_the_pipeline(tmp_path, monkeypatch, capsys, weights_mirror):
+    """`bakeoff run` writes the merged config before it starts the pipeline; data that passes the run-form
+    checks but holds no image then fails fast in the pipeline's ingest."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
+    for name in ("cat", "dog"):  # two class folders, no image: valid to the run-form checks, not to ingest
+        (tmp_path / "raw" / name).mkdir(parents=True)
+        (tmp_path / "raw" / name / "notes.txt").write_text("not an image")
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"parameters": {"seed": 7, "image_size": 64, "experiment": "from-file"}}))
-    argv = ["run", "--config", str(config), "--data", str(tmp_path / "missing"), "--image-size", "96"]
-    assert main([*argv, "--batch-size", "8", "--test-fraction", "0.2", "--workdir", str(tmp_path / "w")]) == 2
-    assert "task 'fingerprint' failed" in capsys.readouterr().err
+    argv = ["run", "--config", str(config), "--data", str(tmp_path / "raw"), "--image-size", "96"]
+    argv += ["--backbones", "mobilenet_v2", "--batch-size", "8", "--test-fraction", "0.2"]
+    assert main([*argv, "--workdir", str(tmp_path / "w")]) == 2
+    assert "task 'ingest' failed" in capsys.readouterr().err
     [written] = (tmp_path / "w" / "runs").glob("*/config.json")
     params = json.loads(written.read_text())["parameters"]
     assert params == {
         **Parameters().model_dump(),
-        "data_uri": str(tmp_path / "missing"),
+        "data_uri": str(tmp_path / "raw"),
+        "backbones": ["mobilenet_v2"],
         "seed": 7,
         "experiment": "from-file",
         "image_size": 96,

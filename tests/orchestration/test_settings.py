@@ -84,10 +84,13 @@ def test_fingerprint_of_an_s3_prefix(s3_server, make_image, tmp_path):
 
 
 def test_run_without_data_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """Missing data is one of the run form's problems, reported with every other one (bakeoff.validation)."""
     monkeypatch.chdir(tmp_path)
     assert main(["run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no data given") and "\n" not in err
+    assert err.startswith("error: config (options): ") and "parameters.data_uri: no data given" in err
+    assert "\n" not in err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_docs_show_the_current_parameters_and_settings():

@@ -20,7 +20,7 @@ from support.datasets import build_tiny_dataset, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
 from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server
 from support.net import free_port, wait_http
-from support.procs import stop_process_group
+from support.procs import processes_mentioning, stop_process_group, wait_until_gone
 
 __all__ = [
     "CLASSES",
@@ -38,10 +38,12 @@ __all__ = [
     "expected_accuracy",
     "free_port",
     "photo",
+    "processes_mentioning",
     "red_values",
     "stop_process_group",
     "threshold_model",
     "wait_http",
+    "wait_until_gone",
     "write_candidate_folders",
     "write_dataset",
     "write_image",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -14,12 +15,16 @@ from bakeoff import manifest, registry, tracking
 from support import CLASSES, IMAGE_SIZE, S3_KEY_ID, S3_SECRET, expected_accuracy, red_values
 
 
-def _pipeline(dataset, candidates, model_name, thresholds, experiment, *, pretrained=True, params=None, gate=None):
+def _pipeline(
+    dataset, candidates, model_name, thresholds, experiment, *, pretrained=True, params=None, gate=None, kfp_run_id=None
+):
+    # one KFP run id per pipeline run: start_pipeline_run reuses the parent of a KFP run id it has seen (retries)
+    kfp_run_id = kfp_run_id or f"kfp-{uuid.uuid4().hex[:12]}"
     parent = tracking.start_pipeline_run(
         experiment,
         str(dataset),
         run_name="pipeline",
-        kfp_run_id="kfp-123",
+        kfp_run_id=kfp_run_id,
         params=params or {"backbones": "mobilenet_v2", "epochs": 2},
     )
     children = []
@@ -40,7 +45,9 @@ def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(
     import mlflow
 
     experiment = "tracking-roundtrip"
-    parent, children, decision, board = _pipeline(dataset, candidates, model_name, [127.5, 160.46], experiment)
+    parent, children, decision, board = _pipeline(
+        dataset, candidates, model_name, [127.5, 160.46], experiment, kfp_run_id="kfp-123"
+    )
     c = tracking.client()
 
     # parent run: tags, params, dataset input, card, leaderboard, finished
@@ -204,7 +211,12 @@ def test_log_candidate_checks_inputs_first_and_never_leaves_a_run_running(
         tracking.log_candidate(parent, model_name=model_name, **dirs)
     assert children() == []  # bad step folders: refused before any run exists
 
-    # MLflow refuses the name only at registration, after the run exists: the run ends FAILED, not RUNNING
-    with pytest.raises(MlflowException, match="Invalid model name"):
+    # a model name MLflow would refuse at registration is refused before any run exists too (issue 8: validation)
+    with pytest.raises(BakeoffError, match="model name 'bad/name': MLflow model names cannot contain"):
         tracking.log_candidate(parent, model_name="bad/name", **good.dirs)
+    assert children() == []
+
+    # MLflow refuses a param name only once the run exists: the run ends FAILED, not RUNNING
+    with pytest.raises(MlflowException, match="Invalid value"):
+        tracking.log_candidate(parent, model_name=model_name, params={"bad?key": 1}, **good.dirs)
     assert [run.info.status for run in children()] == ["FAILED"]
