@@ -18,6 +18,7 @@ from support.candidates import (
 )
 from support.datasets import build_tiny_dataset, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
+from support.limits import as_unprivileged, call_in_child, limit_file_size, temp_leftovers
 from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server
 from support.net import free_port, wait_http
 from support.procs import stop_process_group
@@ -30,16 +31,20 @@ __all__ = [
     "VENV_BIN",
     "Candidate",
     "Server",
+    "as_unprivileged",
     "build_candidate",
     "build_red_blue_dataset",
     "build_tiny_dataset",
+    "call_in_child",
     "encode",
     "exif_jpeg",
     "expected_accuracy",
     "free_port",
+    "limit_file_size",
     "photo",
     "red_values",
     "stop_process_group",
+    "temp_leftovers",
     "threshold_model",
     "wait_http",
     "write_candidate_folders",
