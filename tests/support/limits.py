@@ -3,11 +3,13 @@ a read-only folder (an unprivileged uid, since root ignores permission bits), le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
 import signal
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 NOBODY = 65534
@@ -77,3 +79,29 @@ def call_in_child(fn: Callable[[], object], preexec: Callable[[], None] | None =
         os.close(read_end)
         os.waitpid(pid, 0)
     return b"".join(chunks).decode()
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size_bytes: int) -> Iterator[tuple[Path, str]]:
+    """A folder on a real filesystem of ``size_bytes`` (a tmpfs) that fills up; yields it and the error text a write
+    past the end gives. Where mounting is not permitted, this process's file-size limit gives the same failure
+    point (EFBIG instead of ENOSPC) for the duration of the block."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode == 0:
+        try:
+            yield path, "No space left on device (errno 28)"
+        finally:
+            subprocess.run(["umount", "--lazy", str(path)], check=False)
+        return
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size_bytes, hard))
+    try:
+        yield path, "File too large (errno 27)"
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
