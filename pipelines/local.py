@@ -41,8 +41,7 @@ def prepare_environment(workdir: str | Path) -> dict[str, str]:
 
 def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
     """Run the whole pipeline; returns leaderboard Markdown, the gate's decision and where things are."""
-    from kfp import local
-
+    from pipelines import local_cache
     from pipelines.factory import create_pipeline
 
     workdir = Path(workdir).resolve()
@@ -54,9 +53,7 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff") -> dict:
     pipeline = create_pipeline(settings, params)
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=True, raise_on_error=True
-    )
+    local_cache.init(root)  # kfp.local with a cache that checks cached outputs' files before serving them
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
