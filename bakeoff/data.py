@@ -128,10 +128,11 @@ def cached_pixel_mask(df: pd.DataFrame, image_size: int, cache_dir: str | None) 
 
 
 def write_pixels(cache_dir: str, sha256: str, image_size: int, image) -> None:
-    """Store one decoded image (float 0..255 whole numbers) as raw uint8, atomically."""
+    """Store one decoded image (float 0..255 whole numbers) as raw uint8, atomically; not fsynced: a file cut
+    short by a crash has the wrong size, which ``cached_pixel_mask`` catches, and decoding again is cheap."""
     import numpy as np
 
-    with storage.atomic_path(pixel_path(cache_dir, sha256, image_size)) as tmp:
+    with storage.atomic_path(pixel_path(cache_dir, sha256, image_size), durable=False) as tmp:
         Path(tmp).write_bytes(np.asarray(image).astype(np.uint8).tobytes())
 
 

@@ -87,6 +87,10 @@ def test_the_file_and_its_folder_are_fsynced_before_and_after_the_rename(tmp_pat
     assert events[1][1] == str(target)
     assert events[2][1] == str(target.parent)  # the folder, so the new name survives a crash
     assert target.read_bytes() == b"data"
+    events.clear()
+    with storage.atomic_path(tmp_path / "cache-entry.bin", durable=False) as tmp:  # a self-checking cache entry
+        Path(tmp).write_bytes(b"pixels")
+    assert [kind for kind, _ in events] == ["replace"]
 
 
 def _run_write(code: str, *, preexec=None) -> subprocess.CompletedProcess:
