@@ -196,3 +196,15 @@ def test_remove_deletes_local_files_and_s3_objects_and_tolerates_absent_ones(tmp
     storage.remove("s3://bakeoff-test/r/x.bin")
     storage.remove(tmp_path / "never.bin")
     assert not (tmp_path / "x.bin").exists() and not storage.exists("s3://bakeoff-test/r/x.bin")
+
+
+def test_an_s3_write_that_fails_is_one_line_naming_the_uri(s3_server):
+    for write in (
+        lambda: storage.write_bytes("s3://no-such-bucket/out/x.bin", b"x"),
+        lambda: storage.write_json("s3://no-such-bucket/out/x.json", {}),
+    ):
+        with pytest.raises(BakeoffError, match=r"^cannot write s3://no-such-bucket/out/x\.(bin|json): .*NoSuchBucket"):
+            write()
+    with pytest.raises(BakeoffError, match=r"^cannot upload to s3://no-such-bucket/y: .*NoSuchBucket") as info:
+        storage.upload(__file__, "s3://no-such-bucket/y")
+    assert "\n" not in str(info.value)
