@@ -128,11 +128,7 @@ def exists(uri: str | os.PathLike) -> bool:
 def read_bytes(uri: str | os.PathLike) -> bytes:
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:
-            raise BakeoffError(f"cannot read {uri}: {exc}") from exc
+        return _on_s3("read", uri, lambda s3, bucket, key: s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     try:
         return Path(uri).read_bytes()
     except OSError as exc:
@@ -143,11 +139,7 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     """Write a whole file atomically (temp name + rename locally, one PUT on S3)."""
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
-        except Exception as exc:  # botocore raises many types; all mean the same to a user
-            raise _s3_error("write", uri, exc) from exc
+        _on_s3("write", uri, lambda s3, bucket, key: s3.put_object(Bucket=bucket, Key=key, Body=data))
         return
     with atomic_path(uri) as tmp:
         Path(tmp).write_bytes(data)
@@ -157,11 +149,7 @@ def remove(uri: str | os.PathLike) -> None:
     """Delete one file or S3 object that bakeoff itself wrote (a corrupt cache entry); absent is fine."""
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            s3_client().delete_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            raise _s3_error("delete", uri, exc) from exc
+        _on_s3("delete", uri, lambda s3, bucket, key: s3.delete_object(Bucket=bucket, Key=key))
         return
     try:
         os.unlink(uri)
@@ -225,6 +213,15 @@ def _s3_error(action: str, uri: str, exc: Exception) -> BakeoffError:
     from bakeoff.redaction import redact
 
     return BakeoffError(f"cannot {action} {uri}: {redact(' '.join(str(exc).split()))}")
+
+
+def _on_s3(action: str, uri: str, call):
+    """``call(client, bucket, key)`` for an s3:// URI; any botocore failure becomes one line naming the URI."""
+    bucket, key = split_s3(uri)
+    try:
+        return call(s3_client(), bucket, key)
+    except Exception as exc:  # botocore raises many types; all mean the same to a user
+        raise _s3_error(action, uri, exc) from exc
 
 
 def current_umask() -> int:
@@ -329,13 +326,9 @@ def upload(local_path: str | os.PathLike, uri: str | os.PathLike) -> str:
     """Copy a local file to a local path or S3 URI atomically; returns the destination."""
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = split_s3(uri)
         if not os.path.isfile(local_path):
             raise BakeoffError(f"cannot read {local_path}: no such file")
-        try:
-            s3_client().upload_file(str(local_path), bucket, key)
-        except Exception as exc:
-            raise _s3_error("upload to", uri, exc) from exc
+        _on_s3("upload to", uri, lambda s3, bucket, key: s3.upload_file(str(local_path), bucket, key))
     else:
         with atomic_path(uri) as tmp:
             _copy(local_path, tmp)

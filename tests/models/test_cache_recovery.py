@@ -13,14 +13,6 @@ from bakeoff import manifest
 from bakeoff.features import extract_features, load_features
 
 
-@pytest.fixture
-def mirror_env(weights_mirror, monkeypatch, tmp_path):
-    monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
-    monkeypatch.setenv("BAKEOFF_NO_PROGRESS", "1")
-    monkeypatch.setenv("BAKEOFF_PIXEL_CACHE", str(tmp_path / "pixels"))
-    return weights_mirror
-
-
 def _shards(cache: Path) -> list[Path]:
     return sorted(cache.glob("*/shards/*.npz"))
 

@@ -19,7 +19,7 @@ from support.candidates import (
 from support.datasets import build_tiny_dataset, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
 from support.limits import as_unprivileged, call_in_child, limit_file_size, small_filesystem, temp_leftovers
-from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server
+from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, server_command
 from support.net import free_port, wait_http
 from support.procs import stop_process_group
 
@@ -43,6 +43,7 @@ __all__ = [
     "limit_file_size",
     "photo",
     "red_values",
+    "server_command",
     "small_filesystem",
     "stop_process_group",
     "temp_leftovers",

@@ -18,7 +18,7 @@ import pytest
 from bakeoff import tracking
 from bakeoff.errors import BakeoffError
 
-from support import VENV_BIN, free_port, limit_file_size, small_filesystem, stop_process_group, wait_http
+from support import free_port, limit_file_size, server_command, small_filesystem, stop_process_group, wait_http
 
 STORE_LIMIT = 3_000_000  # bytes per file on the server: the SQLite database (~1 MB) fits, a 11 MB model does not
 
@@ -31,20 +31,7 @@ def capped_server(tmp_path_factory):
     log = work / "mlflow.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
     proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{work / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(work / "artifacts"),
-            "--workers",
-            "1",
-        ],
+        server_command(port, work, str(work / "artifacts")),
         env=env,
         cwd=work,
         stdout=log.open("w"),
