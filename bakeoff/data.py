@@ -7,8 +7,10 @@ read through ``image_dataset`` so they see identical pixels (same decoder, same 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,16 +28,30 @@ RESIZE_METHOD = (
 
 
 def _fetch_one(uri: str, sha256: str) -> str:
-    """Local copy of an s3:// image, named by its content hash and verified, so a cache entry is never stale."""
+    """Local copy of an s3:// image, named by its content hash and verified, so a cache entry is never stale.
+
+    A copy already there is re-hashed before use (cheap next to decoding it): a truncated or damaged copy is
+    fetched again and replaced, never decoded into wrong pixels.
+    """
     suffix = Path(uri.rsplit("/", 1)[-1]).suffix.lower()
     local = env.image_cache_dir() / sha256[:2] / f"{sha256}{suffix}"
     if local.exists():
-        return str(local)
+        if _file_sha256(local) == sha256:
+            return str(local)
+        warnings.warn(f"corrupt local copy {local} of {uri} (sha256 differs); fetching it again", stacklevel=2)
     data = storage.read_bytes(uri)
     if hashlib.sha256(data).hexdigest() != sha256:
         raise BakeoffError(f"{uri} changed since ingest (sha256 differs from the manifest); re-run `bakeoff ingest`")
     storage.write_bytes(local, data)
     return str(local)
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def local_paths(df: pd.DataFrame) -> list[str]:
@@ -87,16 +103,36 @@ def pixel_path(cache_dir: str, sha256: str, image_size: int) -> str:
 
 
 def cached_pixel_mask(df: pd.DataFrame, image_size: int, cache_dir: str | None) -> list[bool]:
+    """Which rows have a usable pixel file. One of the wrong size (truncated, empty) is a miss: it is removed with a
+    warning, the image is decoded again and the file rewritten, so a damaged entry never reaches the model."""
     if not cache_dir:
         return [False] * len(df)
-    return [os.path.exists(pixel_path(cache_dir, str(sha), image_size)) for sha in df["sha256"]]
+    expected = image_size * image_size * 3
+    mask = []
+    for sha in df["sha256"]:
+        path = pixel_path(cache_dir, str(sha), image_size)
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            mask.append(False)
+            continue
+        if size != expected:
+            warnings.warn(
+                f"corrupt pixel cache file {path} ({size} bytes, expected {expected}); decoding the image again",
+                stacklevel=2,
+            )
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        mask.append(size == expected)
+    return mask
 
 
 def write_pixels(cache_dir: str, sha256: str, image_size: int, image) -> None:
-    """Store one decoded image (float 0..255 whole numbers) as raw uint8, atomically."""
+    """Store one decoded image (float 0..255 whole numbers) as raw uint8, atomically; not fsynced: a file cut
+    short by a crash has the wrong size, which ``cached_pixel_mask`` catches, and decoding again is cheap."""
     import numpy as np
 
-    with storage.atomic_path(pixel_path(cache_dir, sha256, image_size)) as tmp:
+    with storage.atomic_path(pixel_path(cache_dir, sha256, image_size), durable=False) as tmp:
         Path(tmp).write_bytes(np.asarray(image).astype(np.uint8).tobytes())
 
 

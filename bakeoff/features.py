@@ -71,44 +71,95 @@ def _load_npz(uri: str) -> dict[str, np.ndarray]:
 
 
 class FeatureCache:
-    """Per-image vectors under one key; reads every shard once, adds one shard per write."""
+    """Per-image vectors under one key; reads every shard once, adds one shard per write.
+
+    A shard that cannot be read or fails its checks (arrays, shapes, finite numbers) is skipped with a warning; its
+    images are then misses, recomputed into a new shard, and the bad shard is deleted once that shard is written.
+    A cache that cannot be written only warns: the run goes on, the next one recomputes.
+    """
 
     def __init__(self, root: str, key: str, key_parts: dict):
         self.dir = storage.join(root, key)
         self.key = key
         self.key_parts = key_parts
+        self.corrupt: list[str] = []  # shards load() skipped; removed after the images are stored again
 
     def load(self) -> dict[str, np.ndarray]:
         shards = storage.join(self.dir, "shards")
         if not storage.is_s3(shards) and not os.path.isdir(shards):
             return {}
-        vectors: dict[str, np.ndarray] = {}
+        self.corrupt = []
+        read: list[tuple[str, np.ndarray, np.ndarray]] = []
         for item in storage.list_files(shards):
             if not item.relpath.endswith(".npz"):
                 continue
             try:
-                arrays = _load_npz(item.uri)
-            except (ValueError, OSError, KeyError) as exc:  # a corrupt shard is skipped, its images recomputed
-                import warnings
-
-                warnings.warn(f"skipping unreadable feature cache shard {item.uri}: {exc}", stacklevel=2)
+                read.append((item.uri, *_read_shard(item.uri)))
+            except Exception as exc:  # any failure to read a hint means: skip it, recompute, replace
+                self._skip(item.uri, " ".join(str(exc).split()) or type(exc).__name__)
+        dims = [vectors.shape[1] for _, _, vectors in read]
+        usual = max(set(dims), key=dims.count) if dims else None
+        vectors_by_sha: dict[str, np.ndarray] = {}
+        for uri, shas, vectors in read:
+            if vectors.shape[1] != usual:
+                self._skip(uri, f"vectors of {vectors.shape[1]} values where the other shards have {usual}")
                 continue
-            for sha, vec in zip(arrays["sha256"], arrays["features"]):
-                vectors[str(sha)] = vec
-        return vectors
+            vectors_by_sha.update(zip((str(s) for s in shas), vectors))
+        return vectors_by_sha
+
+    def _skip(self, uri: str, reason: str) -> None:
+        import warnings
+
+        warnings.warn(f"corrupt feature cache shard {uri} ({reason}); recomputing its images", stacklevel=3)
+        self.corrupt.append(uri)
 
     def add(self, shas: list[str], features: np.ndarray) -> str | None:
+        """Store vectors as one new shard (then drop the corrupt ones); None, with a warning, when it cannot."""
         if not shas:
             return None
         shard_id = hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()[:24]
         uri = storage.join(self.dir, "shards", f"{shard_id}.npz")
-        storage.write_bytes(
-            uri, _npz_bytes(sha256=np.asarray(shas, dtype="<U64"), features=np.asarray(features, dtype=np.float32))
-        )
-        key_uri = storage.join(self.dir, "key.json")
-        if not storage.exists(key_uri):
-            storage.write_json(key_uri, self.key_parts)
+        try:
+            storage.write_bytes(
+                uri, _npz_bytes(sha256=np.asarray(shas, dtype="<U64"), features=np.asarray(features, dtype=np.float32))
+            )
+            key_uri = storage.join(self.dir, "key.json")
+            if not storage.exists(key_uri):
+                storage.write_json(key_uri, self.key_parts)
+        except BakeoffError as exc:
+            import warnings
+
+            warnings.warn(f"feature cache not updated: {exc}", stacklevel=2)
+            return None
+        self.drop_corrupt(keep=uri)
         return uri
+
+    def drop_corrupt(self, keep: str | None = None) -> None:
+        """Delete the shards load() found corrupt (a replacement of the same name, ``keep``, stays)."""
+        for uri in self.corrupt:
+            if uri == keep:
+                continue
+            try:
+                storage.remove(uri)
+            except BakeoffError as exc:
+                import warnings
+
+                warnings.warn(f"corrupt feature cache shard left in place: {exc}", stacklevel=2)
+        self.corrupt = []
+
+
+def _read_shard(uri: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sha256s, vectors) of one shard, or ValueError saying what is wrong with it."""
+    arrays = _load_npz(uri)
+    missing = {"sha256", "features"} - set(arrays)
+    if missing:
+        raise ValueError(f"lacks arrays {sorted(missing)}")
+    shas, vectors = arrays["sha256"], arrays["features"]
+    if vectors.ndim != 2 or shas.ndim != 1 or len(shas) != len(vectors):
+        raise ValueError(f"{len(shas)} sha256 values for vectors of shape {list(vectors.shape)}")
+    if vectors.dtype != np.float32 or not np.isfinite(vectors).all():
+        raise ValueError("vectors are not finite float32 numbers")
+    return shas, vectors
 
 
 def verify_local_hashes(df) -> None:
@@ -173,9 +224,15 @@ def compute_vectors(
             n = int(batch.shape[0])
             if pixel_cache and any(fresh[done : done + n]):
                 pixels = batch.numpy()
-                for j in range(n):
-                    if fresh[done + j]:
-                        write_pixels(pixel_cache, shas[done + j], image_size, pixels[j])
+                try:
+                    for j in range(n):
+                        if fresh[done + j]:
+                            write_pixels(pixel_cache, shas[done + j], image_size, pixels[j])
+                except BakeoffError as exc:  # a cache is a hint: a full or read-only one costs speed, not the run
+                    import warnings
+
+                    warnings.warn(f"pixel cache off for this run: {exc}", stacklevel=2)
+                    pixel_cache = None
             done += n
             progress.update(task, advance=n, ips=done / max(time.perf_counter() - start, 1e-9))
     return np.concatenate(out).astype(np.float32)
@@ -228,6 +285,8 @@ def extract_features(
         miss_shas = [str(s) for s in misses["sha256"]]
         computed = dict(zip(miss_shas, vectors))
         cache.add(miss_shas, vectors)
+    else:
+        cache.drop_corrupt()
     table = np.stack([computed[s] if s in computed else cached[s] for s in shas]).astype(np.float32)
     feature_dim = feature_dim or int(table.shape[1])
     storage.write_bytes(

@@ -32,10 +32,8 @@ LOGREG_C_GRID = (0.01, 0.1, 1.0, 10.0)
 # ---------------------------------------------------------------------------------------------- small shared helpers
 def save_keras(model, uri: str) -> None:
     """Save a Keras model as ``.keras`` to a local path or s3:// atomically (Keras itself writes non-atomically)."""
-    with tempfile.TemporaryDirectory(prefix="bakeoff-save-") as tmp:
-        local = os.path.join(tmp, str(uri).rstrip("/").rsplit("/", 1)[-1])
+    with storage.output_path(uri) as local:
         model.save(local)
-        storage.upload(local, uri)
 
 
 def load_keras(uri: str):

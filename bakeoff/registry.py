@@ -382,7 +382,7 @@ def select_and_register(
 def register_candidate(run, model_name: str, parent_run_id: str | None = None):
     """Register a candidate run's logged model as a version of ``model_name`` (once; a retry finds the version
     by run id) and tag both ways; returns the run re-read with its ``bakeoff.model_version`` tag."""
-    import mlflow
+    from bakeoff.tracking.models import register_logged_model
 
     c = tracking.client()
     run_id = run.info.run_id
@@ -395,8 +395,7 @@ def register_candidate(run, model_name: str, parent_run_id: str | None = None):
     if found:
         version = str(found[0].version)
     else:
-        mlflow.set_registry_uri(tracking.ensure_configured())  # the store the client above uses
-        version = str(mlflow.register_model(model_uri, model_name).version)
+        version = register_logged_model(model_uri, model_name)
     tags = run.data.tags
     for key, value in {
         contract.VERSION_RUN_TAG: run_id,

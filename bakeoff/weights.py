@@ -139,7 +139,19 @@ def _top_path(uri: str, meta: dict) -> str | None:
 
 
 def _from_file(spec: str, name: str, uri: str, sha256: str | None, source: str) -> ResolvedWeights:
+    """A weights file with its provenance: the sidecar's sha256 (and preprocessing), or an explicit ``sha256``.
+
+    Without either the file is refused: its preprocessing and BatchNorm epsilon live in the sidecar, so guessing
+    (Keras defaults) would silently give wrong features for converted weights such as torchvision's.
+    """
     meta = _read_sidecar(uri)
+    if not meta.get("sha256") and not sha256:
+        raise BakeoffError(
+            f"weights {uri} have no provenance sidecar ({sidecar_uri(uri)}); re-import them (`bakeoff weights import`) "
+            "or pass --weights-sha256 with the file's sha256 to use it as it is"
+        )
+    if not meta:
+        source = f"{source} (no sidecar; sha256 given explicitly)"
     local = _localize(uri, sha256 or meta.get("sha256"))
     top = _top_path(uri, meta)
     if not os.path.isfile(local):

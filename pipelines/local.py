@@ -73,8 +73,7 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff", run_key: str 
     ``run_key`` names this run's folder under ``<workdir>/kfp`` (``<pipeline name>-<run_key>-<time>``), where the
     result and, when stopped, the KFP run id are read back.
     """
-    from kfp import local
-
+    from pipelines import local_cache
     from pipelines.factory import create_pipeline
 
     workdir = Path(workdir).resolve()
@@ -88,9 +87,7 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff", run_key: str 
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     _run.root, _run.name, _run.experiment, _run.model_name = root, name, params.experiment, params.model_name
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=True, raise_on_error=True
-    )
+    local_cache.init(root)  # kfp.local with a cache that checks cached outputs' files before serving them
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")

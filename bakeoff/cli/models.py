@@ -128,7 +128,10 @@ def features_cmd(
         "per-backbone mapping 'mobilenet_v2=imagenet,vgg16=hed'.",
     ),
     weights_sha256: str | None = typer.Option(
-        None, "--weights-sha256", help="Fail unless the weights file has this sha256."
+        None,
+        "--weights-sha256",
+        help="Fail unless the weights file has this sha256; also what lets a file without its .json provenance "
+        "sidecar be used (with Keras preprocessing).",
     ),
     image_size: int | None = typer.Option(None, "--image-size", help="Square input size (default: the backbone's)."),
     cut: str | None = typer.Option(

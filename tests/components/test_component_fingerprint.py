@@ -55,3 +55,26 @@ def test_missing_data_is_a_one_line_error(tmp_path):
     with pytest.raises(BakeoffError, match="no data at") as err:
         fingerprint(str(tmp_path / "nothing"), "", "")
     assert "\n" not in str(err.value)
+
+
+def test_a_same_size_replacement_of_an_s3_object_moves_the_digest(s3_server):
+    """A relabelled or re-exported image of exactly the same size used to keep the old digest, so the cached ingest
+    served stale data: each object's ETag is part of the identity now."""
+    from bakeoff import storage
+
+    storage.write_bytes("s3://bakeoff-test/same/cat/a.jpg", b"A" * 1000)
+    storage.write_bytes("s3://bakeoff-test/same/dog/b.jpg", b"B" * 1000)
+    before = fingerprint("s3://bakeoff-test/same", "", "")
+    storage.write_bytes("s3://bakeoff-test/same/cat/a.jpg", b"C" * 1000)  # same key, same size, new content
+    after = fingerprint("s3://bakeoff-test/same", "", "")
+    assert after != before
+    storage.write_bytes("s3://bakeoff-test/same/cat/a.jpg", b"A" * 1000)
+    assert fingerprint("s3://bakeoff-test/same", "", "") == before  # the content, not the upload time
+
+
+def test_a_same_size_same_second_local_replacement_moves_the_digest(raw_dump):
+    """Local files: the nanosecond mtime, so an edit within the same second (same size) is seen too."""
+    first = fingerprint(raw_dump.raw_dir, raw_dump.label_map, "v1")
+    stat = os.stat(raw_dump.label_map)
+    os.utime(raw_dump.label_map, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))  # same second, same size
+    assert fingerprint(raw_dump.raw_dir, raw_dump.label_map, "v1") != first

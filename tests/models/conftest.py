@@ -24,6 +24,15 @@ def tiny_dataset(tmp_path, make_image) -> Path:
 
 
 @pytest.fixture
+def mirror_env(weights_mirror, monkeypatch, tmp_path):
+    """The real weights mirror, no progress bars, and a pixel cache of this test's own."""
+    monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
+    monkeypatch.setenv("BAKEOFF_NO_PROGRESS", "1")
+    monkeypatch.setenv("BAKEOFF_PIXEL_CACHE", str(tmp_path / "pixels"))
+    return weights_mirror
+
+
+@pytest.fixture
 def make_tiny_dataset(make_image):
     """Factory: make_tiny_dataset(root, per_class=6, size=(40, 36), classes={label: rgb}) -> Path."""
     return build_tiny_dataset

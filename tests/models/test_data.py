@@ -108,3 +108,22 @@ def test_pixel_cache_reads_back_bit_identical(tiny_dataset, tmp_path):
     Path_ = __import__("pathlib").Path
     Path_(pixel_path(cache, df["sha256"].iloc[0], 30)).write_bytes(bytes(30 * 30 * 3))
     assert np.concatenate([b.numpy() for b in image_dataset(df, 30, pixel_cache=cache)])[0].max() == 0
+
+
+def test_a_damaged_local_copy_of_an_s3_image_is_fetched_again(tiny_dataset, s3_server, tmp_path, monkeypatch):
+    """The local image cache is re-hashed before use: a truncated copy is replaced, never decoded (today it was served
+    as is and the reader failed, or worse, decoded a partial image)."""
+    from bakeoff.data import local_paths
+
+    monkeypatch.setenv("BAKEOFF_IMAGE_CACHE", str(tmp_path / "imgcache"))
+    storage.upload_tree(tiny_dataset, "s3://bakeoff-test/ds3")
+    remote = manifest.read_manifest("s3://bakeoff-test/ds3")
+    first = local_paths(remote)
+    damaged = first[2]
+    good = open(damaged, "rb").read()
+    with open(damaged, "wb") as handle:
+        handle.write(good[: len(good) // 3])
+    with pytest.warns(UserWarning, match=rf"corrupt local copy {damaged} of s3://bakeoff-test/ds3/.*fetching it again"):
+        again = local_paths(remote)
+    assert again == first
+    assert hashlib.sha256(open(damaged, "rb").read()).hexdigest() == remote["sha256"].iloc[2]

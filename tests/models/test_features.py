@@ -17,14 +17,6 @@ from bakeoff.features import extract_features, load_features
 from support import write_dataset
 
 
-@pytest.fixture
-def mirror_env(weights_mirror, monkeypatch, tmp_path):
-    monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
-    monkeypatch.setenv("BAKEOFF_NO_PROGRESS", "1")
-    monkeypatch.setenv("BAKEOFF_PIXEL_CACHE", str(tmp_path / "pixels"))
-    return weights_mirror
-
-
 def test_features_contract_and_cache_hit(tiny_dataset, tmp_path, mirror_env):
     cache = str(tmp_path / "cache")
     first = extract_features(str(tiny_dataset), str(tmp_path / "f1"), "mobilenet_v2", image_size=32, cache_uri=cache)

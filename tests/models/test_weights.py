@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 
 from bakeoff import backbones, storage, weights
 from bakeoff.errors import BakeoffError
+
+from support import build_tiny_dataset
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug
@@ -169,3 +172,41 @@ def test_unknown_import_name_is_a_cli_error(tmp_path, capsys):
 
     assert main(["weights", "import", "alexnet", "--mirror", str(tmp_path)]) == 2
     assert "unknown import 'alexnet'" in capsys.readouterr().err
+
+
+def test_a_weights_file_without_provenance_is_refused_unless_its_sha256_is_given(
+    weights_mirror, tmp_path, capsys, monkeypatch
+):
+    """A mirror entry whose sidecar went missing used to be accepted with Keras preprocessing instead of its own
+    (torch) one: features silently wrong. Now: one line naming the file and both fixes; an explicit sha256 works."""
+    from bakeoff.cli import main
+
+    mirror = tmp_path / "mirror"
+    (mirror / "mobilenet_v2").mkdir(parents=True)
+    weights_file = mirror / "mobilenet_v2" / "imagenet.weights.h5"
+    shutil.copy(Path(weights_mirror, "mobilenet_v2", "imagenet.weights.h5"), weights_file)
+    sidecar = mirror / "mobilenet_v2" / "imagenet.json"
+    refused = (
+        rf"weights {weights_file} have no provenance sidecar \({sidecar}\); re-import them "
+        r"\(`bakeoff weights import`\) or pass --weights-sha256 with the file's sha256 to use it as it is"
+    )
+    for spec, where in (("imagenet", str(mirror)), (str(weights_file), None)):
+        with pytest.raises(BakeoffError, match=refused) as info:
+            weights.resolve_weights("mobilenet_v2", spec, mirror=where)
+        assert "\n" not in str(info.value)
+    sidecar.write_text(json.dumps({"preprocessing": "torch"}))  # a sidecar without a sha256 proves nothing either
+    with pytest.raises(BakeoffError, match="no provenance sidecar"):
+        weights.resolve_weights("mobilenet_v2", "imagenet", mirror=str(mirror))
+    sidecar.unlink()
+
+    digest = weights.sha256_file(weights_file)
+    vouched = weights.resolve_weights("mobilenet_v2", "imagenet", sha256=digest, mirror=str(mirror))
+    assert vouched.sha256 == digest and vouched.preprocessing == "keras" and "no sidecar" in vouched.source
+    with pytest.raises(BakeoffError, match="does not match the expected"):
+        weights.resolve_weights("mobilenet_v2", "imagenet", sha256="0" * 64, mirror=str(mirror))
+
+    dataset = build_tiny_dataset(tmp_path / "data")
+    monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", str(mirror))
+    code = main(["features", str(dataset), "--out", str(tmp_path / "f"), "--image-size", "32"])
+    assert code == 2
+    assert re.search(r"^error: " + refused, capsys.readouterr().err.strip())

@@ -18,7 +18,8 @@ from support.candidates import (
 )
 from support.datasets import build_tiny_dataset, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
-from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server
+from support.limits import as_unprivileged, call_in_child, limit_file_size, small_filesystem, temp_leftovers
+from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, server_command
 from support.net import free_port, wait_http
 from support.procs import processes_mentioning, stop_process_group, wait_until_gone
 
@@ -30,17 +31,23 @@ __all__ = [
     "VENV_BIN",
     "Candidate",
     "Server",
+    "as_unprivileged",
     "build_candidate",
     "build_red_blue_dataset",
     "build_tiny_dataset",
+    "call_in_child",
     "encode",
     "exif_jpeg",
     "expected_accuracy",
     "free_port",
+    "limit_file_size",
     "photo",
     "processes_mentioning",
     "red_values",
+    "server_command",
+    "small_filesystem",
     "stop_process_group",
+    "temp_leftovers",
     "threshold_model",
     "wait_http",
     "wait_until_gone",

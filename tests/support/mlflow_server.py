@@ -36,3 +36,21 @@ class Server:
         for page in self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return keys
+
+
+def server_command(port: int, workdir: Path, artifacts_destination: str) -> list[str]:
+    """The `mlflow server` command line tests start: loopback, SQLite in ``workdir``, one worker."""
+    return [
+        str(VENV_BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination",
+        artifacts_destination,
+        "--workers",
+        "1",
+    ]

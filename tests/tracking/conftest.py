@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from support import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, free_port, stop_process_group, wait_http
+from support import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, free_port, server_command, stop_process_group, wait_http
 
 
 @pytest.fixture(scope="session")
@@ -46,20 +46,7 @@ def mlflow_server(tmp_path_factory) -> Server:
                 "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
             }
         )
-        cmd = [
-            str(VENV_BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{work / 'mlflow.db'}",
-            "--artifacts-destination",
-            f"s3://{server.bucket}/{server.prefix}",
-            "--workers",
-            "1",
-        ]
+        cmd = server_command(port, work, f"s3://{server.bucket}/{server.prefix}")
         ml = subprocess.Popen(
             cmd, env=env, cwd=work, stdout=ml_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
         )
