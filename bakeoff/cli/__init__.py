@@ -43,9 +43,9 @@ def _root(
 
 
 def _register_all() -> None:
-    from bakeoff.cli import data, export, models, orchestration, tracking, training
+    from bakeoff.cli import data, export, lock, models, orchestration, tracking, training
 
-    for module in (data, models, training, tracking, export, orchestration):
+    for module in (data, models, training, tracking, lock, export, orchestration):
         module.register(app)
 
 
