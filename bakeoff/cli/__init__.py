@@ -8,11 +8,13 @@ Commands import heavy libraries (TensorFlow, MLflow, kfp) inside their bodies so
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
 from bakeoff import __version__
 from bakeoff.errors import BakeoffError
+from bakeoff.redaction import redact
 
 app = typer.Typer(
     name="bakeoff",
@@ -53,11 +55,14 @@ _register_all()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line on stderr and exit with code 2."""
+    """Run the CLI; user errors print one line on stderr and exit with code 2, other errors exit 1.
+
+    Every message is redacted (``bakeoff.redaction``): a credential in a URI never reaches the terminal.
+    """
     try:
         app(args=argv, prog_name="bakeoff", standalone_mode=False)
     except BakeoffError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {redact(str(exc))}", err=True, fg=typer.colors.RED)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -67,7 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     except _click_exceptions() as exc:  # usage errors arrive here in non-standalone mode
         exc.show()
         return exc.exit_code
+    except Exception as exc:  # not a user error: say it without leaking a credential from a URI in it
+        if type(exc).__module__.startswith("mlflow."):  # a server that is down, refuses, or answers oddly
+            typer.secho(f"error: MLflow: {_mlflow_message(exc)}", err=True, fg=typer.colors.RED)
+        else:
+            typer.echo(redact("".join(traceback.format_exception(exc))), err=True)
+        return 1
     return 0
+
+
+def _mlflow_message(exc: Exception) -> str:
+    """MLflow's error on one line, redacted; a refusal (403) says which page lists the permissions needed."""
+    text = redact(" ".join(str(exc).split()))
+    if "403" in text or "PERMISSION_DENIED" in text:
+        text += "; this MLflow user lacks a permission: docs/tracking.md, 'Least privilege', lists what it needs"
+    return text
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:
