@@ -37,6 +37,7 @@ from bakeoff.contract import (
     LOCK_PID_TAG,
 )
 from bakeoff.errors import BakeoffError
+from bakeoff.redaction import one_line
 
 LOCK_SUFFIX = ".lock"
 DEFAULT_TTL_S = 60.0
@@ -197,7 +198,7 @@ class Lease:
             released = _delete_if_owner(self._c, self.name, self.token)
         except Exception as exc:
             warnings.warn(
-                f"could not release the promotion lock {self.name} ({type(exc).__name__}: {_one_line(exc)}); "
+                f"could not release the promotion lock {self.name} ({type(exc).__name__}: {one_line(exc, 300)}); "
                 f"it expires by itself within {self.ttl_s:.0f} s, or break it now: "
                 f"bakeoff lock {self.model_name} --break",
                 stacklevel=3,
@@ -209,12 +210,6 @@ class Lease:
                 "(broken or expired meanwhile)",
                 stacklevel=3,
             )
-
-
-def _one_line(exc: BaseException) -> str:
-    from bakeoff.redaction import redact
-
-    return redact(" ".join(str(exc).split()))[:300]
 
 
 def default_holder() -> str:

@@ -39,6 +39,12 @@ def redact(text: str) -> str:
     return text
 
 
+def one_line(message: object, limit: int | None = None) -> str:
+    """An error's text redacted, its whitespace (newlines too) collapsed, optionally cut: for one-line messages."""
+    text = redact(" ".join(str(message).split()))
+    return text[:limit] if limit else text
+
+
 def has_credentials(text: str) -> bool:
     """True when ``text`` carries a URL ``user:password@`` or an AWS access key id (what a parameter must not)."""
     return bool(_URL_USERINFO.search(text) or _AWS_KEY_ID.search(text))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from bakeoff import contract, manifest, stats, tracking
 from bakeoff.contract import CHALLENGER_ALIAS, CHAMPION_ALIAS, GateDecision
 from bakeoff.errors import BakeoffError
 from bakeoff.promotion_lock import DEFAULT_TIMEOUT_S, DEFAULT_TTL_S, registry_lock
+from bakeoff.redaction import one_line
 
 
 @dataclass
@@ -380,7 +382,15 @@ def discard_undecided_versions(model_name: str, parent_run_id: str) -> list[str]
             continue
         if getattr(mv, "aliases", None):
             continue
-        c.delete_model_version(model_name, mv.version)
+        try:
+            c.delete_model_version(model_name, mv.version)
+        except MlflowException as exc:  # e.g. a least-privilege user: EDIT on the model does not allow deletes
+            warnings.warn(
+                f"could not delete undecided version {mv.version} of {model_name} ({one_line(exc, 300)}); it has no "
+                "alias and no gate verdict, so nothing serves it: delete it as a user with MANAGE on the model",
+                stacklevel=2,
+            )
+            continue
         deleted.append(str(mv.version))
     return deleted
 

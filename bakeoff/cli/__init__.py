@@ -14,7 +14,7 @@ import typer
 
 from bakeoff import __version__
 from bakeoff.errors import BakeoffError
-from bakeoff.redaction import redact
+from bakeoff.redaction import one_line, redact
 
 app = typer.Typer(
     name="bakeoff",
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _mlflow_message(exc: Exception) -> str:
     """MLflow's error on one line, redacted; a refusal (403) says which page lists the permissions needed."""
-    text = redact(" ".join(str(exc).split()))
+    text = one_line(exc)
     if "403" in text or "PERMISSION_DENIED" in text:
         text += "; this MLflow user lacks a permission: docs/tracking.md, 'Least privilege', lists what it needs"
     return text
