@@ -29,18 +29,27 @@ ADMIN, ADMIN_PASSWORD = "admin", "admin-pass-4471"
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory) -> str:
-    """mlflow/server.sh with basic auth, nothing allowed by default, artifacts proxied to a folder of the server's."""
+    """mlflow/server.sh with basic auth, nothing allowed by default, artifacts proxied to a folder of the server's.
+
+    Its own ini (server.sh takes MLFLOW_AUTH_CONFIG_PATH as is) adds MLflow's password-check cache: without it every
+    request pays a PBKDF2 hash (about 1 s each on a loaded 2-core machine). Permissions themselves are not cached.
+    """
     work = tmp_path_factory.mktemp("mlflow-auth")
     port = free_port()
+    ini = work / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{work / 'auth.db'}\nadmin_username = {ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 300\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
     env.update(
         {
             "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{work / 'mlflow.db'}",
             "MLFLOW_ARTIFACTS_DESTINATION": str(work / "artifacts"),
-            "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{work / 'auth.db'}",
-            "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN,
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "MLFLOW_AUTH_DEFAULT_PERMISSION": "NO_PERMISSIONS",
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
             "MLFLOW_HOST": "127.0.0.1",
             "MLFLOW_PORT": str(port),
