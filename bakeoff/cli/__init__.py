@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         route_library_noise()  # before any command imports TensorFlow or MLflow
     try:
-        app(args=argv, prog_name="bakeoff", standalone_mode=False)
+        code = app(args=argv, prog_name="bakeoff", standalone_mode=False)
     except BakeoffError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         return exc.exit_code
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except _click_exceptions() as exc:  # usage errors arrive here in non-standalone mode
         exc.show()
         return exc.exit_code
-    return 0
+    return code if isinstance(code, int) else 0  # click hands a command's typer.Exit(N) back as N
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:

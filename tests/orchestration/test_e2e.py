@@ -80,7 +80,7 @@ def first_run(workspace):
     return _run(workspace, "mobilenet_v2,vgg16")
 
 
-def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run):
+def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run, capsys):
     from mlflow import MlflowClient
 
     code, out, result, run_dir = first_run
@@ -123,6 +123,13 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
         meta = artifacts["classification"]["artifacts"][0]["metadata"]
         assert len(meta["confusionMatrix"]["rows"]) == 3
         assert meta["confidenceMetrics"]
+
+    # the README's next line, as written: `compare` finds the run's experiment ("e2e", not the default) itself
+    capsys.readouterr()
+    assert main(["compare", "--last", "5", "--output", "json"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert {row["backbone"] for row in board} == {"mobilenet_v2", "vgg16"}
+    assert "champion" in {row["aliases"] for row in board}
 
 
 def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(workspace, first_run):
