@@ -198,14 +198,19 @@ def kfp_token() -> str | None:
     return KF_PIPELINES_TOKEN.value()
 
 
+QUIETED_BY_CLI: set[str] = set()  # what quiet_libraries set: a child whose output goes to a log gets them unset
+
+
 def quiet_libraries() -> None:
     """Keep TensorFlow's and MLflow's start-up chatter off the terminal: set their knobs when the user has not.
 
     Must run before TensorFlow is imported (it reads ``TF_CPP_MIN_LOG_LEVEL`` once, at import); MLflow then
     leaves its loggers to ``bakeoff.cli.logs``, which writes them to the CLI's log file.
     """
-    os.environ.setdefault(TF_CPP_MIN_LOG_LEVEL.name, "1")
-    os.environ.setdefault(MLFLOW_CONFIGURE_LOGGING.name, "false")
+    for variable, value in ((TF_CPP_MIN_LOG_LEVEL, "1"), (MLFLOW_CONFIGURE_LOGGING, "false")):
+        if variable.value() is None:
+            os.environ[variable.name] = value
+            QUIETED_BY_CLI.add(variable.name)
 
 
 def cli_log_path() -> Path:

@@ -86,6 +86,9 @@ def test_help_keeps_brackets_and_wraps_to_the_terminal(tmp_path):
     narrow = _bakeoff("features", "--help", tmp_path=tmp_path, columns=70)
     assert max(map(len, narrow.stdout.splitlines())) <= 70
     assert "[n," in narrow.stdout  # kept, wherever the line breaks
+    ingest = _bakeoff("ingest", "--help", tmp_path=tmp_path, columns=200).stdout  # rich markup of its own, kept
+    assert "EXIF rotation is applied, grey/palette/CMYK/RGBA/16-bit images become RGB" in ingest
+    assert "\n   bakeoff demo-data --out demo" in ingest and "[bold]" not in ingest  # examples keep their lines
 
 
 def test_tensorflow_start_up_noise_goes_to_the_log_not_the_terminal(dataset, tmp_path):

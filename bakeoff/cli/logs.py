@@ -15,6 +15,15 @@ from pathlib import Path
 
 from bakeoff import env
 
+_terminal: list[int] = []  # the descriptor that was 2 before routing, while routed
+
+
+def give_terminal_back() -> None:
+    """Descriptor 2 back to the terminal: before ``exec`` of a program whose output the user must see (mlflow ui)."""
+    if _terminal:
+        sys.stderr.flush()
+        os.dup2(_terminal[0], 2)
+
 
 def route_library_noise() -> Path | None:
     """Send descriptor 2 and Python's loggers/warnings to the log file; returns it (None if it cannot be opened)."""
@@ -27,6 +36,7 @@ def route_library_noise() -> Path | None:
         return None  # a read-only home: the noise stays on the terminal rather than the command failing
     sys.stderr.flush()
     terminal = os.dup(2)
+    _terminal[:] = [terminal]
     os.dup2(fd, 2)
     os.close(fd)
     sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace")

@@ -127,7 +127,10 @@ def run(
     console.print(f"[bold]bakeoff run[/]: {', '.join(p.backbones)} on {p.data_uri} -> experiment '{p.experiment}'")
     console.print(f"  log: {log}")
     started = time.time()
+    # the tasks' output goes to the pipeline log whole: without the knobs the CLI set to quiet its own terminal
     child_env = {**env.snapshot(), "PYTHONUNBUFFERED": "1"}
+    for name in env.QUIETED_BY_CLI:
+        child_env.pop(name, None)
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [

@@ -206,7 +206,10 @@ def ui(
         return
     import sys
 
+    from bakeoff.cli.logs import give_terminal_back
+
     argv = [sys.executable, "-m", "mlflow", *shlex.split(command)[1:]]  # the venv's own mlflow
+    give_terminal_back()  # the UI's own messages (its address, errors) belong on the terminal
     os.execv(argv[0], argv)
 
 
