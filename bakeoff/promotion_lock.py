@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,8 +137,9 @@ def _delete_if_owner(c, name: str, owner: str) -> bool:
 class Lease:
     """A held lock: renewed by a heartbeat thread until released; ``check()`` raises once it was lost."""
 
-    def __init__(self, c, model_name: str, token: str, ttl_s: float):
+    def __init__(self, c, model_name: str, token: str, ttl_s: float, notify: Callable[[str], None] = _stderr):
         self.model_name, self.name, self.token, self.ttl_s = model_name, lock_name(model_name), token, ttl_s
+        self._notify = notify
         self.expires = time.time() + ttl_s
         self.lost: str | None = None
         self._c = c
@@ -190,25 +190,27 @@ class Lease:
             raise BakeoffError(f"promotion lock {self.name} was lost while held: {self.lost}; no alias was moved")
 
     def release(self) -> None:
-        """Stop the heartbeat and delete the lock; a release that fails is a warning naming the lock, never silent."""
+        """Stop the heartbeat and delete the lock; a release that fails is a warning naming the lock, never silent.
+
+        The warning goes to ``notify`` (stderr: the terminal, a KFP step's log), not to Python's warnings, which
+        the CLI files in its log.
+        """
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
         try:
             released = _delete_if_owner(self._c, self.name, self.token)
         except Exception as exc:
-            warnings.warn(
-                f"could not release the promotion lock {self.name} ({type(exc).__name__}: {one_line(exc, 300)}); "
-                f"it expires by itself within {self.ttl_s:.0f} s, or break it now: "
-                f"bakeoff lock {self.model_name} --break",
-                stacklevel=3,
+            self._notify(
+                f"warning: could not release the promotion lock {self.name} ({type(exc).__name__}: "
+                f"{one_line(exc, 300)}); it expires by itself within {self.ttl_s:.0f} s, or break it now: "
+                f"bakeoff lock {self.model_name} --break"
             )
             return
         if not released and not self.lost:
-            warnings.warn(
-                f"promotion lock {self.name} was no longer held by this process at release "
-                "(broken or expired meanwhile)",
-                stacklevel=3,
+            self._notify(
+                f"warning: promotion lock {self.name} was no longer held by this process at release "
+                "(broken or expired meanwhile)"
             )
 
 
@@ -278,7 +280,7 @@ def registry_lock(
                 f"process is dead: bakeoff lock {model_name} --break"
             )
         time.sleep(0.2 + random.random() * 0.4)
-    lease = Lease(c, model_name, token, ttl_s).start()
+    lease = Lease(c, model_name, token, ttl_s, notify).start()
     try:
         yield lease
     finally:

@@ -8,6 +8,7 @@ whose NAME says it is secret is scrubbed wherever it appears.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from typing import Any, TextIO
 
@@ -89,6 +90,13 @@ class RedactingStream(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.target, "encoding", "utf-8")
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose records come out redacted (the CLI's log file gets MLflow's and other libraries' logs)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def safe_params(params: dict[str, Any] | None, prefix: str = "") -> dict[str, str]:

@@ -55,15 +55,20 @@ _register_all()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line on stderr and exit with code 2, other errors exit 1.
+    """Run the CLI; user errors print one line on stderr and exit 2 (usage) or 1 (a failed pipeline); an MLflow
+    error is one line too (exit 1).
 
     Every message is redacted (``bakeoff.redaction``): a credential in a URI never reaches the terminal.
     """
+    if argv is None:  # the real command line (tests pass argv and read stderr themselves)
+        from bakeoff.cli.logs import route_library_noise
+
+        route_library_noise()  # before any command imports TensorFlow or MLflow
     try:
-        app(args=argv, prog_name="bakeoff", standalone_mode=False)
+        code = app(args=argv, prog_name="bakeoff", standalone_mode=False)
     except BakeoffError as exc:
         typer.secho(f"error: {redact(str(exc))}", err=True, fg=typer.colors.RED)
-        return 2
+        return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             typer.echo(redact("".join(traceback.format_exception(exc))), err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0  # click hands a command's typer.Exit(N) back as N
 
 
 def _mlflow_message(exc: Exception) -> str:

@@ -29,7 +29,7 @@ def lock(
     """
     from bakeoff import promotion_lock, tracking
 
-    tracking.configure(tracking_uri)
+    tracking.configure(tracking_uri, read_only=True)  # no store, no lock: never create an empty store here
     name = promotion_lock.lock_name(model_name)
     if break_:
         holder = promotion_lock.break_lock(model_name)
@@ -44,6 +44,6 @@ def lock(
 
 def register(app: typer.Typer) -> None:
     """Attach this module's command to the root app."""
-    from bakeoff.cli.tracking import _help
+    from bakeoff.cli.helptext import command_help
 
-    app.command("lock", help=_help(lock))(lock)
+    app.command("lock", help=command_help(lock))(lock)

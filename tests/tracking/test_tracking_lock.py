@@ -5,6 +5,7 @@ nothing. Real processes against the real MLflow server; a real SQLite store for 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,12 +117,14 @@ def test_a_release_that_fails_is_a_warning_naming_the_lock(tmp_path, monkeypatch
     db = tmp_path / "mlflow.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking.configure(f"sqlite:///{db}")
+    said: list[str] = []
     try:
-        with pytest.warns(UserWarning, match=r"could not release the promotion lock m\.lock .*bakeoff lock m --break"):
-            with promotion_lock.registry_lock("m", ttl_s=30):
-                db.write_bytes(b"this is not a database" * 512)
+        with promotion_lock.registry_lock("m", ttl_s=30, notify=said.append):
+            db.write_bytes(b"this is not a database" * 512)
     finally:
         tracking.reset()
+    [warning] = said
+    assert re.match(r"warning: could not release the promotion lock m\.lock \(.+\); .*bakeoff lock m --break$", warning)
 
 
 def _log(dataset, candidates, model_name, threshold):

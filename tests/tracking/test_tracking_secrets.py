@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -71,15 +70,23 @@ def test_an_unreachable_server_is_one_line_without_the_password(monkeypatch, cap
         tracking.reset()
 
 
-def test_the_terminal_of_a_subprocess_never_shows_the_password(credentialed_uri, tmp_path):
-    """The same through a real `python -m bakeoff` process: what a user's terminal gets, stdout and stderr."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": credentialed_uri, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for argv in (["ui"], ["promote", "no-such-run"]):
+def test_the_terminal_and_the_cli_log_of_a_subprocess_never_show_the_password(credentialed_uri, tmp_path):
+    """The same through a real `python -m bakeoff` process: what a user's terminal gets (stdout and stderr), and the
+    CLI's own log file, which records each command line (here with the URI given as `--tracking-uri`)."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": credentialed_uri,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    for argv in (["ui"], ["promote", "no-such-run", "--tracking-uri", credentialed_uri]):
         done = subprocess.run(
             [sys.executable, "-m", "bakeoff", *argv], env=env, cwd=tmp_path, capture_output=True, text=True
         )
         assert "***@127.0.0.1" in done.stdout + done.stderr
         assert PASSWORD not in done.stdout + done.stderr
+    log = (tmp_path / "cache" / "bakeoff" / "logs" / "bakeoff.log").read_text()
+    assert "promote no-such-run --tracking-uri http://***@127.0.0.1" in log and PASSWORD not in log
 
 
 def test_redacting_stream_redacts_whole_lines_even_when_printed_in_pieces():
@@ -108,6 +115,7 @@ def test_bakeoff_run_keeps_the_password_out_of_terminal_log_and_result(credentia
         "MLFLOW_TRACKING_URI": credentialed_uri,
         "BAKEOFF_CACHE_URI": str(tmp_path / "feature-cache"),
         "PYTHONPATH": os.pathsep.join(sys.path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # the CLI's log file lands there (read below)
     }
     argv = [sys.executable, "-m", "bakeoff", "run", "--data", raw.raw_dir, "--label-map", raw.label_map]
     argv += ["--classes", "sneaker,bag,trouser", "--backbones", "mobilenet_v2", "--weights", "none"]
@@ -123,5 +131,6 @@ def test_bakeoff_run_keeps_the_password_out_of_terminal_log_and_result(credentia
     assert "***@127.0.0.1" in log and "***@127.0.0.1" in terminal  # the URI was shown, redacted
     for name, text in {"terminal": terminal, "pipeline.log": log, "result.json": result}.items():
         assert PASSWORD not in text, name
-    leaked = [p for p in Path(tmp_path / "w").rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
-    assert leaked == []
+    written = [p for p in [*(tmp_path / "w").rglob("*"), *(tmp_path / "cache").rglob("*")] if p.is_file()]
+    assert any(p.name == "bakeoff.log" for p in written)  # the CLI's log file is among them
+    assert [p for p in written if PASSWORD.encode() in p.read_bytes()] == []
