@@ -53,7 +53,7 @@ def _median_ms(url: str, body: dict, n: int) -> tuple[float, float, float]:
 
 def measure(workdir: Path, size: int, n: int, mirror: str) -> dict:
     from bakeoff import tracking
-    from bakeoff.serving.log import log_model_folder
+    from bakeoff.tracking.models import log_model_folder
 
     photos = workdir / "photos"
     names = sorted(write_photo_files(photos))

@@ -58,7 +58,7 @@ def mlflow_store(tmp_path_factory):
 def champion(mlflow_store, photo_model) -> Champion:
     """The photo classifier logged with ``bakeoff.serving.log``, registered, aliased ``champion``."""
     from bakeoff import tracking
-    from bakeoff.serving.log import log_model_folder
+    from bakeoff.tracking.models import log_model_folder
 
     c = tracking.client()
     run_id = c.create_run(tracking.ensure_experiment("serving")).info.run_id
