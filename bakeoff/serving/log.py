@@ -1,4 +1,6 @@
-"""Log a bakeoff model folder (model.keras + model.json) as ONE portable MLflow model and register it.
+"""Log a bakeoff model folder (model.keras + model.json) as ONE portable MLflow model: what every candidate is.
+
+Only the logging: ``bakeoff.tracking.models`` calls it, verifies the upload and registers (the gate decides when).
 
 The logged model has two flavors over one copy of the network:
 
