@@ -154,6 +154,10 @@ def _classes(value: Any) -> tuple[str, ...]:
     return tuple(str(c) for c in value)
 
 
+def _times(value: Any) -> tuple[int, ...]:
+    return tuple(int(t) for t in value)
+
+
 @dataclass(frozen=True)
 class FeaturesInfo(StepInfo):
     """``features.json``: which backbone/weights/size produced the vectors, and how fast."""
@@ -191,9 +195,10 @@ class HeadInfo(StepInfo):
     cut: str | None = None
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, list] = field(default_factory=dict)
+    epoch_end_ms: tuple[int, ...] = ()  # wall-clock end of each history epoch (ms); MLflow logs the curves at it
 
     def _checked(self, source: str) -> HeadInfo:
-        return dataclasses.replace(self, classes=_classes(self.classes))
+        return dataclasses.replace(self, classes=_classes(self.classes), epoch_end_ms=_times(self.epoch_end_ms))
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,7 @@ class ModelInfo(StepInfo):
     unfrozen_layers: tuple[str, ...] = ()
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, list] = field(default_factory=dict)
+    epoch_end_ms: tuple[int, ...] = ()  # as HeadInfo's, for the fine-tuning history
 
     def _checked(self, source: str) -> ModelInfo:
         if len(self.classes) < 2:
@@ -224,6 +230,7 @@ class ModelInfo(StepInfo):
             image_size=int(self.image_size),
             finetuned=bool(self.finetuned),
             unfrozen_layers=tuple(self.unfrozen_layers),
+            epoch_end_ms=_times(self.epoch_end_ms),
         )
 
 

@@ -114,6 +114,16 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.data.params.get("backbone") for r in children} == {"mobilenet_v2", "vgg16"}
+    # named for people reading MLflow: experiment-date-KFP run; candidate = backbone, weights, variant; each
+    # candidate's logged model is the portable serving model (encoded images in), named like its run
+    assert parents[0].info.run_name.startswith("e2e-") and len(parents[0].info.run_name.split("-")) == 4
+    names = {r.info.run_name for r in children}
+    assert {n.rsplit("-", 2)[0] for n in names} == {"mobilenet_v2-imagenet", "vgg16-hed"}, names
+    assert all(n.endswith("-finetuned") for n in names), names
+    for child in children:
+        logged = client.get_logged_model(child.data.tags["bakeoff.model_uri"].removeprefix("models:/"))
+        assert logged.name == child.info.run_name
+        assert child.inputs.dataset_inputs[0].dataset.digest == parents[0].inputs.dataset_inputs[0].dataset.digest
 
     # KFP's own artifacts: ClassificationMetrics for the UI (confusion matrix + ROC) on every branch
     outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/evaluate/executor_output.json"))

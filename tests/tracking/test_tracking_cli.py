@@ -147,7 +147,8 @@ def test_embedded_default_sqlite_and_artifact_folder(dataset, candidates, tmp_pa
         )
         assert list(artifacts.rglob("predictions.parquet"))
         model = mlflow.pyfunc.load_model("models:/embedded-model@champion")
-        assert model.metadata.get_input_schema().inputs[0].shape[1:] == (32, 32, 3)
+        assert [c.name for c in model.metadata.get_input_schema().inputs] == ["image"]
+        assert model.metadata.metadata["image_size"] == 32
         assert main(["ui"]) == 0
         assert expected in capsys.readouterr().out
     finally:
