@@ -6,7 +6,6 @@ learning curve is checked for its shape and its answer; the error report for its
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 from pathlib import Path
@@ -26,13 +25,6 @@ FLIPS = {0: "bag", 1: "sneaker", 2: "trouser", 3: "pullover"}  # k-th train imag
 HOSTILE = '<img src=x onerror="alert(1)">&.png'  # a file name a user's folder could hold
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * data[3]).reshape(shape)
-
-
 def _png_sha256(pixels: np.ndarray) -> str:
     """The content id ``write_dataset`` gives these pixels (the sha256 of their PNG file)."""
     from PIL import Image
@@ -46,11 +38,12 @@ def _png_sha256(pixels: np.ndarray) -> str:
 def flipped(tmp_path_factory, hfe_mirror_env) -> dict:
     """4 classes x (30 train, 10 val, 10 test) 28 px images; 4 train images carry a wrong label (FLIPS); one of
     them has a hostile original file name. Returns the dataset and features folders and the flipped sha256s."""
+    from bakeoff.demo_data import load_fashion_mnist
     from bakeoff.features import extract_features
 
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST missing: apt-get install -y dataset-fashion-mnist (make apt-runtime)")
-    x, y = _idx(FASHION_DIR / "train-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "train-labels-idx1-ubyte.gz")
+    x, y = load_fashion_mnist(FASHION_DIR)
     images, labels, splits, flipped_at = [], [], [], []
     for k, (digit, name) in enumerate(KEPT.items()):
         for i, j in enumerate(np.flatnonzero(y == digit)[:50]):
