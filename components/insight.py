@@ -26,15 +26,19 @@ def insight(
     import shutil
 
     from bakeoff import contract, tracking
-    from bakeoff.insight.run import pick_features, run_insight
+    from bakeoff.insight.run import insight_for_challenger
 
     tracking.configure()
     chosen = json.loads(decision)
     run = tracking.client().get_run(chosen["challenger_run_id"])
-    features_dir = pick_features(
-        [item.path for item in features], chosen["challenger_backbone"], run.data.params.get("cut")
+    record = insight_for_challenger(
+        dataset.path,
+        [item.path for item in features],
+        chosen["challenger_backbone"],
+        run.data.params.get("cut"),
+        report.path,
+        seed=seed,
     )
-    record = run_insight(dataset.path, features_dir, report.path, seed=seed)
     tracking.log_insight(parent_run_id, report.path, dataset.path, record)
     for output, name, key in (
         (learning_curve, contract.LEARNING_CURVE_HTML, "learning_curve"),

@@ -15,6 +15,8 @@ from bakeoff.features import load_features
 from bakeoff.insight.label_issues import write_label_issues
 from bakeoff.insight.learning_curve import write_learning_curve
 
+REPORTS = ("learning_curve", "label_issues")
+
 
 def pick_features(features_dirs: list[str], backbone: str, cut: str | None = None) -> str:
     """The features folder of the chosen candidate: same backbone (and cut, when the candidate names one)."""
@@ -26,15 +28,30 @@ def pick_features(features_dirs: list[str], backbone: str, cut: str | None = Non
     return matches[0]
 
 
+def insight_for_challenger(
+    dataset_dir: str, features_dirs: list[str], backbone: str, cut: str | None, out_dir: str, *, seed: int = 0
+) -> dict:
+    """:func:`run_insight` on the challenger's features; when none match (say, a candidate that is not one
+    backbone's), both reports are recorded as skipped with the reason instead of failing after the gate."""
+    try:
+        features_dir = pick_features(features_dirs, backbone, cut)
+    except BakeoffError as exc:
+        record = {"backbone": backbone, "cut": cut, "skipped": dict.fromkeys(REPORTS, str(exc))}
+        storage.write_json(storage.join(out_dir, INSIGHT_JSON), record)
+        return record
+    return run_insight(dataset_dir, features_dir, out_dir, seed=seed)
+
+
 def run_insight(dataset_dir: str, features_dir: str, out_dir: str, *, seed: int = 0) -> dict:
     """Write the learning curve and label-issue files to ``out_dir`` and ``insight.json`` (numbers, verdict,
     seconds, and the reason for any report skipped); returns that record."""
     arrays, info = load_features(features_dir)
     record: dict = {"backbone": info.get("backbone"), "cut": info.get("cut"), "skipped": {}}
-    for name, make in (
-        ("learning_curve", lambda: write_learning_curve(arrays, out_dir, str(info.get("backbone")), seed=seed)),
-        ("label_issues", lambda: write_label_issues(arrays, dataset_dir, out_dir, seed=seed)),
-    ):
+    makers = {
+        "learning_curve": lambda: write_learning_curve(arrays, out_dir, str(info.get("backbone")), seed=seed),
+        "label_issues": lambda: write_label_issues(arrays, dataset_dir, out_dir, seed=seed),
+    }
+    for name, make in makers.items():
         started = time.perf_counter()
         try:
             record.update(make())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,23 @@ def test_error_report_ranks_confident_mistakes_and_escapes_names(tmp_path):
     assert "<b>" not in page and "&lt;b&gt;3&lt;/b&gt;.png" in page and "a&lt;b&gt;" in page
     assert page.count('class="card"') == 3 and page.count("data:image/jpeg;base64,") == 3
     assert "3 of 6 test images wrong" in page
+
+
+def test_reports_that_cannot_be_made_are_skipped_with_a_reason(flipped, tmp_path):
+    from bakeoff.errors import BakeoffError
+    from bakeoff.features import load_features
+    from bakeoff.insight.label_issues import find_issues
+    from bakeoff.insight.run import insight_for_challenger
+
+    # a challenger whose backbone has no features folder (say, an ensemble): recorded, not raised after the gate
+    record = insight_for_challenger(flipped["dataset"], [flipped["features"]], "vgg16", None, str(tmp_path))
+    assert set(record["skipped"]) == {"learning_curve", "label_issues"}
+    assert "no features folder for backbone 'vgg16'" in record["skipped"]["label_issues"]
+    assert json.loads((tmp_path / "insight.json").read_text()) == record
+
+    # a class with a single train+val image cannot be cross-validated: one line saying so
+    arrays, _ = load_features(flipped["features"])
+    lonely = arrays["label"].astype(object)
+    lonely[np.flatnonzero(np.isin(arrays["split"], ("train", "val")))[0]] = "unique"
+    with pytest.raises(BakeoffError, match="at least two train\\+val images of every class"):
+        find_issues({**arrays, "label": lonely.astype(str)})
