@@ -131,6 +131,7 @@ def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.Da
 
     Bad files become rows with an ``error`` reason and empty prediction, never a crash.
     """
+    from rich.console import Console
     from rich.progress import Progress
 
     check_out(source, out)
@@ -151,7 +152,7 @@ def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.Da
         batch.clear()
         batch_paths.clear()
 
-    with Progress(transient=True) as progress:
+    with Progress(transient=True, console=Console(stderr=True)) as progress:  # stdout may carry the CSV
         task = progress.add_task("predicting", total=None)
         for path, image, reason in _iter_images(source):
             progress.advance(task)

@@ -53,12 +53,16 @@ _register_all()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line on stderr and exit with code 2."""
+    """Run the CLI; user errors print one line on stderr and exit 2 (usage) or 1 (a failed pipeline)."""
+    if argv is None:  # the real command line (tests pass argv and read stderr themselves)
+        from bakeoff.cli.logs import route_library_noise
+
+        route_library_noise()  # before any command imports TensorFlow or MLflow
     try:
-        app(args=argv, prog_name="bakeoff", standalone_mode=False)
+        code = app(args=argv, prog_name="bakeoff", standalone_mode=False)
     except BakeoffError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        return 2
+        return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except _click_exceptions() as exc:  # usage errors arrive here in non-standalone mode
         exc.show()
         return exc.exit_code
-    return 0
+    return code if isinstance(code, int) else 0  # click hands a command's typer.Exit(N) back as N
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:

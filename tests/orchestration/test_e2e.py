@@ -80,7 +80,7 @@ def first_run(workspace):
     return _run(workspace, "mobilenet_v2,vgg16")
 
 
-def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run):
+def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run, capsys):
     from mlflow import MlflowClient
 
     code, out, result, run_dir = first_run
@@ -139,6 +139,13 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     assert {"learning_curve.png", "learning_curve.csv", "label_issues.csv", "label_issues.html"} <= logged
     assert parents[0].data.metrics["insight_label_issues"] == insight["label_issues"]
 
+    # the README's next line, as written: `compare` finds the run's experiment ("e2e", not the default) itself
+    capsys.readouterr()
+    assert main(["compare", "--last", "5", "--output", "json"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert {row["backbone"] for row in board} == {"mobilenet_v2", "vgg16"}
+    assert "champion" in {row["aliases"] for row in board}
+
 
 def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(workspace, first_run):
     """One backbone this time (keeps CI short): its features and the ingest are cache hits."""
@@ -177,6 +184,6 @@ def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
         (workspace / "junk" / name / "notes.txt").write_text("not an image")
     code = main(["run", "--data", str(workspace / "junk"), "--backbones", "mobilenet_v2", "--experiment", "e2e-bad"])
     err = capsys.readouterr().err.strip()
-    assert code == 2
+    assert code == 1  # the form was valid, the pipeline ran and failed: exit 1, not the usage error's 2
     assert err.startswith("error: task 'ingest' failed:") and "classes" in err and "pipeline.log" in err
     assert "\n" not in err

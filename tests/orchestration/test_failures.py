@@ -56,7 +56,7 @@ def test_a_branch_that_fails_at_run_time_fails_the_run_honestly(
     code = main(argv)
 
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err
+    assert code == 1 and "\n" not in err  # a failed pipeline: exit 1 (usage errors exit 2)
     assert err.startswith("error: task 'features") and "do not fit vgg16" in err and "pipeline.log" in err
     log = next(tmp_path.glob(".bakeoff/runs/*/pipeline.log")).read_text(errors="replace")
     assert "ended 2 MLflow run(s) FAILED" in log  # the ExitHandler's finalize: the parent + mobilenet_v2's run
