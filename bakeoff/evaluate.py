@@ -37,6 +37,7 @@ from bakeoff.contract import (
 )
 from bakeoff.errors import BakeoffError
 from bakeoff.heads import load_keras, probabilities
+from bakeoff.redaction import redact
 
 ROC_MAX_POINTS = 200  # enough for a smooth curve in the KFP UI, small enough for its metadata store
 
@@ -70,7 +71,7 @@ def predict_split(
         }
     )
     out["correct"] = out["label"] == out["predicted"]
-    out[PATH_COLUMN] = rows["source"].astype(str)
+    out[PATH_COLUMN] = [redact(str(source)) for source in rows["source"]]  # shown in reports: no secret in a URI
     for k, name in enumerate(classes):
         out[prob_column(name)] = probs[:, k]
     ranked = np.argsort(-probs, axis=1, kind="stable")

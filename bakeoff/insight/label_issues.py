@@ -22,6 +22,7 @@ from bakeoff.contract import LABEL_ISSUES_CSV, LABEL_ISSUES_HTML
 from bakeoff.errors import BakeoffError
 from bakeoff.insight import gallery
 from bakeoff.insight.learning_curve import logistic_head, single_threaded
+from bakeoff.redaction import redact
 
 FOLDS = 5
 GALLERY_MAX = 60  # the gallery shows the most suspicious ones; the CSV lists every flagged image
@@ -72,6 +73,7 @@ def with_paths(issues: pd.DataFrame, dataset_dir: str) -> pd.DataFrame:
     """Add each image's original path (the manifest's ``source``) and its stored ``uri`` (for thumbnails)."""
     df = manifest.read_manifest(dataset_dir)[["sha256", "source", "uri"]].drop_duplicates("sha256")
     merged = issues.merge(df, on="sha256", how="left").rename(columns={"source": "path"})
+    merged["path"] = [redact(str(path)) for path in merged["path"]]  # a source URI may carry credentials
     return merged[[*COLUMNS, "uri"]]
 
 

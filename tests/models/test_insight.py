@@ -24,6 +24,7 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 KEPT = {1: "trouser", 2: "pullover", 7: "sneaker", 8: "bag"}  # four classes a linear probe tells apart well
 FLIPS = {0: "bag", 1: "sneaker", 2: "trouser", 3: "pullover"}  # k-th train image of class k -> a wrong label
 HOSTILE = '<img src=x onerror="alert(1)">&.png'  # a file name a user's folder could hold
+WITH_SECRET = "https://reader:hunter2-secret@images.example/bag/17.png"  # a source URI with credentials
 
 
 def _png_sha256(pixels: np.ndarray) -> str:
@@ -58,6 +59,7 @@ def flipped(tmp_path_factory, hfe_mirror_env) -> dict:
     shas = [_png_sha256(images[i]) for i in flipped_at]
     rows = manifest.read_manifest(dataset, resolve=False)  # rows sorted by sha256, not in writing order
     rows.loc[rows["sha256"] == shas[0], "source"] = HOSTILE
+    rows.loc[rows["sha256"] == shas[1], "source"] = WITH_SECRET
     manifest.write_manifest(rows, dataset)
     features = root / "features"
     extract_features(
@@ -91,9 +93,12 @@ def test_flipped_labels_rank_at_the_top_and_nothing_is_removed(flipped, tmp_path
         assert row.suggested_label == truth[row.given_label]  # the true class is suggested
     hostile = issues[issues["sha256"] == flipped["hostile_sha"]]
     assert hostile["path"].tolist() == [HOSTILE]  # the original path, as given
+    assert "hunter2" not in (tmp_path / "label_issues.csv").read_text()  # ... minus any credentials in it
+    assert "images.example/bag/17.png" in (tmp_path / "label_issues.csv").read_text()
 
     page = (tmp_path / "label_issues.html").read_text()
     assert HOSTILE not in page and "onerror" in page  # shown, escaped: no element injected
+    assert "hunter2" not in page
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;.png" in page
     assert page.count('src="data:image/jpeg;base64,') == min(len(issues), 60)  # one thumbnail per card
 
