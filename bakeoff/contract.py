@@ -118,7 +118,10 @@ FAILURE_TAG = "bakeoff.failure"  # why a pipeline run (and its candidates) ended
 TASK_KEY_TAG = "bakeoff.task_key"  # a candidate's key within its pipeline run (the backbone): retries reuse the run
 # the registry-wide lock (a registered model named <model>.lock) carries these
 LOCK_OWNER_TAG = "bakeoff.lock_owner"
-LOCK_EXPIRES_TAG = "bakeoff.lock_expires"
+LOCK_EXPIRES_TAG = "bakeoff.lock_expires"  # seconds since the epoch; renewed by the holder's heartbeat
+LOCK_HOLDER_TAG = "bakeoff.lock_holder"  # who, for people: "pipeline run <id> (KFP run <id>)" or "bakeoff promote ..."
+LOCK_HOST_TAG = "bakeoff.lock_host"
+LOCK_PID_TAG = "bakeoff.lock_pid"
 
 # registered model versions: tags and aliases
 VERSION_RUN_TAG = "run"

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bakeoff import env
+from bakeoff.redaction import RedactingFormatter
 
 _terminal: list[int] = []  # the descriptor that was 2 before routing, while routed
 
@@ -41,7 +42,7 @@ def route_library_noise() -> Path | None:
     os.close(fd)
     sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)

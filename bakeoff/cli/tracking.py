@@ -142,6 +142,7 @@ def promote(
     decision = registry.promote(run_id, model_name=model_name, dataset_dir=dataset, gate=gate)
     typer.echo(json.dumps(registry.decision_dict(decision), indent=2))
     verdict = "PROMOTED to champion" if decision["promoted"] else "not promoted (alias: challenger)"
+    verdict = "unchanged" if registry.is_unchanged(decision) else verdict
     typer.secho(
         f"{decision['model_name']} v{decision['challenger_version']}: {verdict}: {decision['reason']}",
         fg=typer.colors.GREEN if decision["promoted"] else typer.colors.YELLOW,

@@ -100,7 +100,9 @@ def reset() -> None:
 def ui_command(tracking_uri: str) -> str:
     """The exact command that opens the MLflow UI on these runs (for a server: its URL is the UI)."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri} in a browser (the tracking server serves the MLflow UI)"
+        from bakeoff.redaction import redact
+
+        return f"open {redact(tracking_uri)} in a browser (the tracking server serves the MLflow UI)"
     artifacts = _store.artifacts if tracking_uri == _store.uri else None
     if artifacts is None and tracking_uri.startswith(SQLITE_PREFIX):
         artifacts = str(Path(tracking_uri[len(SQLITE_PREFIX) :]).parent / "artifacts")

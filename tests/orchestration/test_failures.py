@@ -1,6 +1,6 @@
 """A failed pipeline leaves honest state, end to end through kfp.local (issue 8, items 2 and 3).
 
-The choice for "one backbone fails" (docs/reliability/pipeline.md): everything knowable up front fails the run
+The choice for "one backbone fails" (docs/reliability.md, "Pipeline"): everything knowable up front fails the run
 before any work (validation); a branch that still fails at run time fails the whole run, and the ExitHandler's task
 ends the parent and every candidate run FAILED with the reason; no version is registered, no alias moves, and
 `bakeoff compare` and the gate ignore the half-done run. KFP cannot collect a ParallelFor whose iteration failed,
