@@ -7,6 +7,11 @@ from typing import Any
 from bakeoff.manifest import SPLITS
 
 
+def with_label_issues(card: dict[str, Any], found: int, checked: int) -> dict[str, Any]:
+    """The card plus the insight step's count of suspected label errors (a new dict; the ingest card stays)."""
+    return {**card, "label_issues": int(found), "label_issues_checked": int(checked)}
+
+
 def to_markdown(card: dict[str, Any]) -> str:
     """A short human summary of ``card.json``: counts per class and split, rejections, duplicates, groups."""
     lines = [
@@ -34,6 +39,11 @@ def to_markdown(card: dict[str, Any]) -> str:
     if card.get("excluded_by_classes"):
         excluded = ", ".join(f"{k} {v}" for k, v in card["excluded_by_classes"].items())
         lines.append(f"- excluded by --classes: {excluded}")
+    if card.get("label_issues") is not None:
+        lines.append(
+            f"- suspected label errors (confident learning, review only; nothing removed): {card['label_issues']} "
+            f"of {card.get('label_issues_checked', '?')} train+val images, listed in `label_issues.csv`"
+        )
     if card.get("capped_by_per_class"):
         capped = ", ".join(f"{k} {v}" for k, v in card["capped_by_per_class"].items())
         lines.append(f"- dropped by --per-class {card['per_class']}: {capped}")

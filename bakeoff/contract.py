@@ -41,8 +41,34 @@ REPORT_JSON = "classification_report.json"
 PREDICTIONS = "predictions.parquet"
 CONFUSION_PNG = "confusion_matrix.png"
 ROC_PNG = "roc.png"
-EVALUATION_FILES = (METRICS_JSON, REPORT_JSON, PREDICTIONS, CONFUSION_PNG, ROC_PNG)
+ERROR_REPORT_HTML = "error_report.html"  # worst test mistakes, confused pairs, per-class numbers (bakeoff.insight)
+EVALUATION_FILES = (METRICS_JSON, REPORT_JSON, PREDICTIONS, CONFUSION_PNG, ROC_PNG, ERROR_REPORT_HTML)
+# insight folder (after selection: the chosen candidate's learning curve and suspected label errors)
+LEARNING_CURVE_CSV = "learning_curve.csv"
+LEARNING_CURVE_MD = "learning_curve.md"
+LEARNING_CURVE_PNG = "learning_curve.png"
+LEARNING_CURVE_HTML = "learning_curve.html"
+LABEL_ISSUES_CSV = "label_issues.csv"  # path, given_label, suggested_label, score, split, sha256
+LABEL_ISSUES_HTML = "label_issues.html"
+INSIGHT_JSON = "insight.json"
+INSIGHT_FILES = (
+    LEARNING_CURVE_CSV,
+    LEARNING_CURVE_MD,
+    LEARNING_CURVE_PNG,
+    LEARNING_CURVE_HTML,
+    LABEL_ISSUES_CSV,
+    LABEL_ISSUES_HTML,
+    INSIGHT_JSON,
+)
+# predictions.parquet, one row per test image in manifest order:
+#   sha256, label, predicted, correct   (the first four, in this order: the gate pairs images by sha256)
+#   path                                the image's original path in the raw dump (the manifest's ``source``)
+#   prob_<class>                        one probability per class, in the model's class order
+#   top_1 .. top_k                      class names by falling probability, k = min(TOP_K, number of classes)
 PROB_PREFIX = "prob_"  # predictions.parquet (and the pyfunc's output): one probability column per class
+PATH_COLUMN = "path"
+TOP_PREFIX = "top_"
+TOP_K = 3
 
 
 def prob_column(class_name: str) -> str:
@@ -50,11 +76,17 @@ def prob_column(class_name: str) -> str:
     return f"{PROB_PREFIX}{class_name}"
 
 
+def top_column(rank: int) -> str:
+    """The predictions column holding the class ranked ``rank`` (1 = the prediction)."""
+    return f"{TOP_PREFIX}{rank}"
+
+
 # ------------------------------------------------------------------------------------------ MLflow artifact paths
 DATASET_ARTIFACTS = "dataset"  # parent run: card.md, card.json, rejected.csv, splits.parquet
 SPLITS_ARTIFACT = f"{DATASET_ARTIFACTS}/splits.parquet"  # sha256, label, split of the run's dataset
 EVALUATION_ARTIFACTS = "evaluation"  # candidate run: EVALUATION_FILES
 PREDICTIONS_ARTIFACT = f"{EVALUATION_ARTIFACTS}/{PREDICTIONS}"
+INSIGHT_ARTIFACTS = "insight"  # parent run: INSIGHT_FILES (the card under dataset/ then counts the label issues)
 CONFIG_ARTIFACTS = "config"  # candidate run: features.json, head.json, model.json
 MODEL_ARTIFACT = "model"  # the logged pyfunc model's name
 LEADERBOARD_CSV = "leaderboard.csv"

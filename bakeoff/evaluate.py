@@ -2,8 +2,10 @@
 
 Every number comes from scikit-learn (accuracy, balanced accuracy, macro precision/recall/F1, ROC-AUC, confusion
 matrix, classification report), so there is no hand-written metric to get wrong. ``predictions.parquet`` keeps one
-row per test image (sha256, label, predicted, correct, prob_<class>...): the promotion gate's paired test
-(McNemar / paired bootstrap, ``bakeoff.stats``) compares two models image by image from it.
+row per test image (sha256, label, predicted, correct, path, prob_<class>..., top_1..top_k; see
+``bakeoff.contract``): the promotion gate's paired test (McNemar / paired bootstrap, ``bakeoff.stats``) compares two
+models image by image from it, and ``error_report.html`` (``bakeoff.insight.error_report``) shows its worst
+mistakes.
 """
 
 from __future__ import annotations
@@ -20,17 +22,22 @@ import pandas as pd
 from bakeoff import manifest, storage
 from bakeoff.contract import (
     CONFUSION_PNG,
+    ERROR_REPORT_HTML,
     METRICS_JSON,
     MODEL_KERAS,
+    PATH_COLUMN,
     PREDICTIONS,
     REPORT_JSON,
     ROC_PNG,
+    TOP_K,
     MetricsInfo,
     ModelInfo,
     prob_column,
+    top_column,
 )
 from bakeoff.errors import BakeoffError
 from bakeoff.heads import load_keras, probabilities
+from bakeoff.redaction import redact
 
 ROC_MAX_POINTS = 200  # enough for a smooth curve in the KFP UI, small enough for its metadata store
 
@@ -64,8 +71,12 @@ def predict_split(
         }
     )
     out["correct"] = out["label"] == out["predicted"]
+    out[PATH_COLUMN] = [redact(str(source)) for source in rows["source"]]  # shown in reports: no secret in a URI
     for k, name in enumerate(classes):
         out[prob_column(name)] = probs[:, k]
+    ranked = np.argsort(-probs, axis=1, kind="stable")
+    for rank in range(min(TOP_K, len(classes))):
+        out[top_column(rank + 1)] = [classes[i] for i in ranked[:, rank]]
     return out
 
 
@@ -224,6 +235,7 @@ def evaluate(
 ) -> dict:
     """Score model_dir/model.keras on the test split; write metrics, report, predictions and plots to out_dir."""
     from bakeoff import plots
+    from bakeoff.insight import error_report
 
     if batch_size < 1 or n_bootstrap < 1:
         raise BakeoffError("need batch_size >= 1 and n_bootstrap >= 1")
@@ -257,5 +269,7 @@ def evaluate(
     storage.write_json(storage.join(out_dir, REPORT_JSON), report)
     storage.write_bytes(storage.join(out_dir, CONFUSION_PNG), plots.confusion_matrix_png(matrix, classes))
     storage.write_bytes(storage.join(out_dir, ROC_PNG), plots.roc_png(y_true, probs, classes))
+    html = error_report.error_report_html(preds, classes, matrix, report, dataset_dir, title=info.backbone or "")
+    storage.write_bytes(storage.join(out_dir, ERROR_REPORT_HTML), html.encode())
     storage.write_json(storage.join(out_dir, METRICS_JSON), metrics)
     return metrics

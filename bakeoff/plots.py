@@ -62,3 +62,17 @@ def roc_png(y_true: np.ndarray, probs: np.ndarray, classes: list[str], title: st
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize="small")
     return _png(plt, fig)
+
+
+def learning_curve_png(x: np.ndarray, series: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> bytes:
+    """Accuracy (mean ± spread per series, e.g. val and test) against train images per class, log2 x axis."""
+    plt, (fig, ax) = _figure(6.0, 4.0)
+    for name, (mean, spread) in series.items():
+        ax.errorbar(x, mean, yerr=spread, marker="o", capsize=3, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("train images per class")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(plt, fig)

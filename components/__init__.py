@@ -22,6 +22,7 @@ STEPS = (
     "finetune",
     "evaluate",
     "select_and_register",
+    "insight",
     "finalize",
 )
 

@@ -4,7 +4,7 @@ registers the one it decides about).
 Also fills KFP's own artifacts so the KFP UI draws the confusion matrix and the ROC curve.
 """
 
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 
 def evaluate(
@@ -20,12 +20,17 @@ def evaluate(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[Dataset],
+    errors: Output[HTML],
 ) -> str:
     """Returns the candidate's MLflow run id (select_and_register collects them across backbones).
 
     ``backbone`` (the loop item) keys the candidate run within its pipeline run: a retry reuses it.
+    ``errors`` is the error analysis (worst mistakes, confused pairs, per-class numbers) for the KFP UI.
     """
-    from bakeoff import tracking
+    import os
+    import shutil
+
+    from bakeoff import contract, tracking
     from bakeoff.contract import MetricsInfo
     from bakeoff.evaluate import evaluate as core
     from bakeoff.evaluate import evaluation_roc
@@ -55,5 +60,6 @@ def evaluate(
     classification.log_confusion_matrix(list(evaluated.classes), [list(row) for row in evaluated.confusion_matrix])
     roc = evaluation_roc(report.path)
     classification.log_roc_curve(roc.fpr, roc.tpr, roc.thresholds)
+    shutil.copyfile(os.path.join(report.path, contract.ERROR_REPORT_HTML), errors.path)
     print(f"{result.get('backbone')}: test accuracy {evaluated.accuracy:.4f}, MLflow run {run_id}")
     return run_id

@@ -6,7 +6,8 @@ DAG::
         validate (never cached, never retried) -> fingerprint (never cached) -> ingest (cached) -> open_run
         -> ParallelFor(backbones, parallelism=N) {
             features (cached, GPU) -> train_head -> finetune (GPU) -> evaluate (+ MLflow candidate) }
-        -> select_and_register(Collected run ids, Collected metrics) -> leaderboard (Markdown), decision }
+        -> select_and_register(Collected run ids, Collected metrics) -> leaderboard (Markdown), decision
+        -> insight(Collected features, decision) -> learning curve, label issues (HTML) }
     finalize: after the body, whatever happened; on failure it ends the MLflow runs FAILED
 
 The run form's parameters and their defaults come from :class:`pipelines.settings.Parameters`;
@@ -36,9 +37,10 @@ RETRIED_STEPS = (
     "finetune",
     "evaluate",
     "select_and_register",
+    "insight",
     "finalize",
 )
-MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register", "finalize")
+MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register", "insight", "finalize")
 # what the KFP UI's graph shows for each task (the task names in the IR stay the step names)
 DISPLAY_NAMES = {
     "validate": "Validate run form",
@@ -50,6 +52,7 @@ DISPLAY_NAMES = {
     "finetune": "Fine-tune backbone",
     "evaluate": "Evaluate on test split",
     "select_and_register": "Select, register, gate",
+    "insight": "Learning curve, label issues",
     "finalize": "Finalize MLflow runs",
 }
 EXIT_HANDLER = "bakeoff"  # the ExitHandler group's name (kfp.local names the failing group "exit-handler-1")
@@ -217,7 +220,7 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
             batch_size=p["batch_size"],
             seed=p["seed"],
         )
-    return step(
+    selected = step(
         "select_and_register",
         dataset=data,
         parent_run_id=opened.outputs["Output"],
@@ -228,3 +231,13 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
         gate_test=p["gate_test"],
         gate_alpha=p["gate_alpha"],
     )
+    # after the gate: learning curve + suspected label errors on the challenger's cached features (seconds)
+    step(
+        "insight",
+        dataset=data,
+        features=dsl.Collected(feats),
+        parent_run_id=opened.outputs["Output"],
+        decision=selected.outputs["Output"],
+        seed=p["seed"],
+    )
+    return selected

@@ -98,6 +98,7 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff", run_key: str 
     select = _task_output(root, name, "select-and-register")
     leaderboard = select["artifacts"]["leaderboard"]["artifacts"][0]
     leaderboard_path = leaderboard["uri"]
+    insight = _task_output(root, name, "insight")
     return {
         "rows": leaderboard.get("metadata", {}).get("rows", []),
         "decision": json.loads(select["parameterValues"]["Output"]),
@@ -107,6 +108,11 @@ def run_local(config: RunConfig, workdir: str | Path = ".bakeoff", run_key: str 
         "tracking_uri": task_env[env.MLFLOW_TRACKING_URI.name],
         "pipeline_root": str(root),
         "parameters": params.model_dump(),
+        "insight": {
+            **json.loads(insight["parameterValues"]["Output"]),
+            "learning_curve_html": insight["artifacts"]["learning_curve"]["artifacts"][0]["uri"],
+            "label_issues_html": insight["artifacts"]["label_issues"]["artifacts"][0]["uri"],
+        },
     }
 
 

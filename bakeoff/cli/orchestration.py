@@ -173,6 +173,16 @@ def run(
     decision = result["decision"]
     verdict = "[green]PROMOTED to champion[/]" if decision.get("promoted") else "[yellow]not promoted[/]"
     console.print(f"\n[bold]gate[/] ({decision.get('test')}): {verdict}: {decision.get('reason')}")
+    insight = result.get("insight") or {}
+    if insight.get("verdict"):
+        console.print(f"learning curve: {insight['verdict']}", soft_wrap=True, markup=False)
+    if insight.get("label_issues") is not None:
+        console.print(
+            f"suspected label errors: {insight['label_issues']} of {insight['label_issues_checked']} "
+            f"(review: {insight['label_issues_html']})",
+            soft_wrap=True,
+            markup=False,
+        )
     console.print(
         f"finished in {time.time() - started:.0f} s; leaderboard: {result['leaderboard_path']}", soft_wrap=True
     )

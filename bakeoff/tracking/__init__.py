@@ -13,11 +13,13 @@ One module per job:
   found again by its KFP run id (retries reuse it), ended FAILED with its candidates when the pipeline fails;
 * ``candidate_run``: one backbone as a nested run (params, metrics, step files, the logged model), keyed by backbone;
 * ``models``: the class-names pyfunc logged and registered;
+* ``insight``: the learning curve and label-issue files on the parent run, and the card that counts them;
 * ``leaderboard``: candidate runs back out of MLflow as a table and as Markdown;
 * ``batching`` / ``artifacts``: batched param/metric writes, step files (local or S3) as run artifacts.
 """
 
 from bakeoff.tracking.candidate_run import log_candidate
+from bakeoff.tracking.insight import log_insight
 from bakeoff.tracking.leaderboard import (
     LEADERBOARD_COLUMNS,
     candidate_row,
@@ -64,6 +66,7 @@ __all__ = [
     "leaderboard_markdown",
     "log_candidate",
     "log_gate_decision",
+    "log_insight",
     "pipeline_run_experiment",
     "reset",
     "start_pipeline_run",

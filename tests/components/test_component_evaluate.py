@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
 from bakeoff import contract, tracking
 from components.evaluate import evaluate
@@ -19,10 +19,11 @@ def test_evaluate_logs_the_candidate_and_fills_kfp_metrics(tracking_store, datas
     parent_run = artifact(Artifact, "parent_run")
     with open(parent_run.path, "w") as handle:
         handle.write(parent_id + "\n")
-    metrics, classification, report = (
+    metrics, classification, report, errors = (
         artifact(Metrics, "metrics"),
         artifact(ClassificationMetrics, "classification"),
         artifact(Dataset, "report"),
+        artifact(HTML, "errors"),
     )
     dirs = folders.dirs
     run_id = evaluate(
@@ -38,6 +39,7 @@ def test_evaluate_logs_the_candidate_and_fills_kfp_metrics(tracking_store, datas
         metrics,
         classification,
         report,
+        errors,
     )
 
     # the core's files in the report folder
@@ -45,6 +47,11 @@ def test_evaluate_logs_the_candidate_and_fills_kfp_metrics(tracking_store, datas
     assert evaluated.accuracy == pytest.approx(expected_accuracy(THRESHOLD))
     for name in contract.EVALUATION_FILES:
         assert (tmp_path / "report" / name).stat().st_size > 0, name
+
+    # the error analysis for the KFP UI: the evaluation's own page (worst mistakes, confused pairs, per class)
+    page = (tmp_path / "errors").read_text()
+    assert page == (tmp_path / "report" / contract.ERROR_REPORT_HTML).read_text()
+    assert "Worst mistakes" in page and "Per class" in page and page.count('class="card"') == 13  # 13 of 100 wrong
 
     # KFP Metrics: every finite number of metrics.json, and where the MLflow run is
     assert metrics.metadata["accuracy"] == pytest.approx(evaluated.accuracy)

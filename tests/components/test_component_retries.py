@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from bakeoff import contract, tracking
 from components.evaluate import evaluate
@@ -51,6 +51,7 @@ def _evaluate(artifact, dataset, dirs: dict, parent_run, model_name: str, attemp
         artifact(Metrics, f"metrics-{attempt}"),
         artifact(ClassificationMetrics, f"classification-{attempt}"),
         artifact(Dataset, f"report-{attempt}"),
+        artifact(HTML, f"errors-{attempt}"),
     )
 
 

@@ -1,7 +1,7 @@
 """The WHOLE pipeline with every task inside the built image: kfp.local's DockerRunner on podman's API.
 
 Slow (`make test-slow`; setup in docs/infra.md section 1). The same factory (`pipelines.factory.create_pipeline`)
-as `bakeoff run` and the cluster; each of the 12 tasks runs `python3 -m kfp.dsl.executor_main` in a container
+as `bakeoff run` and the cluster; each of the 13 tasks runs `python3 -m kfp.dsl.executor_main` in a container
 of the image `make image` builds, as uid 1000, with the host network and exactly the environment a pod gets
 from ConfigMap bakeoff-config and Secret bakeoff-s3. Raw images, the weights mirror and the feature cache
 are on a moto S3 server on 127.0.0.1; the MLflow tracking server runs from the same image on 127.0.0.1
@@ -35,8 +35,8 @@ RUN = f"container-dag-{uuid.uuid4().hex[:8]}"
 CLASSES = "sneaker,bag,trouser"
 PER_CLASS = 12
 BACKBONES = ["mobilenet_v2", "vgg16"]
-# fingerprint, ingest, open_run; features, train_head, finetune, evaluate per backbone; select_and_register
-TASKS = 3 + 4 * len(BACKBONES) + 1
+# fingerprint, ingest, open_run; features, train_head, finetune, evaluate per backbone; select_and_register, insight
+TASKS = 3 + 4 * len(BACKBONES) + 2
 
 
 def _image_facts() -> dict:
@@ -187,7 +187,7 @@ def test_whole_pipeline_runs_every_task_inside_the_image(
     containers = result["containers"]
     assert len(containers) == TASKS, [c["function"] for c in containers]
     assert sorted(c["function"] for c in containers) == sorted(
-        ["fingerprint", "ingest", "open_run", "select_and_register"]
+        ["fingerprint", "ingest", "open_run", "select_and_register", "insight"]
         + ["features", "train_head", "finetune", "evaluate"] * len(BACKBONES)
     )
     assert {c["image_id"].removeprefix("sha256:") for c in containers} == {facts["id"]}

@@ -153,6 +153,12 @@ def test_evaluate_scores_only_the_test_split(hfe_faces_finetuned, hfe_faces_data
     assert list(preds["sha256"]) == list(rows.loc[rows["split"] == "test", "sha256"])  # test only, manifest order
     assert list(preds.columns[:4]) == ["sha256", "label", "predicted", "correct"]
     assert {"prob_face", "prob_other"} <= set(preds.columns)
+    test_rows = rows[rows["split"] == "test"]
+    assert list(preds["path"]) == list(test_rows["source"])  # each image's original path
+    assert list(preds.columns[-2:]) == ["top_1", "top_2"]  # top-k classes, k = min(3, classes)
+    assert (preds["top_1"] == preds["predicted"]).all() and (preds["top_1"] != preds["top_2"]).all()
+    page = (out / "error_report.html").read_text()
+    assert f"{(~preds['correct']).sum()} of 16 test images wrong" in page and "Most-confused" in page
     np.testing.assert_allclose(preds[["prob_face", "prob_other"]].sum(axis=1), 1.0, atol=1e-6)
     assert (preds["correct"] == (preds["label"] == preds["predicted"])).all()
     assert metrics["accuracy"] == pytest.approx(preds["correct"].mean())

@@ -68,7 +68,15 @@ def test_dag_fans_out_over_backbones_and_collects(compiled):
     root = spec.root.dag.tasks
     assert set(root) == {"exit-handler-1", "finalize"}  # the whole bake-off runs inside one ExitHandler
     body = spec.components["comp-exit-handler-1"].dag.tasks
-    assert set(body) == {"validate", "fingerprint", "ingest", "open-run", "for-loop-2", "select-and-register"}
+    assert set(body) == {
+        "validate",
+        "fingerprint",
+        "ingest",
+        "open-run",
+        "for-loop-2",
+        "select-and-register",
+        "insight",
+    }
     # the run form is checked first: fingerprint (and through it every later task) waits for validate
     assert list(body["fingerprint"].dependent_tasks) == ["validate"]
     # ingest is keyed by the (never cached) fingerprint of the raw data: new data -> fresh ingest
@@ -88,6 +96,14 @@ def test_dag_fans_out_over_backbones_and_collects(compiled):
     outputs = spec.components["comp-select-and-register"].output_definitions
     assert outputs.artifacts["leaderboard"].artifact_type.schema_title == "system.Markdown"
     assert "Output" in outputs.parameters
+    # insight runs after the gate, on the decision and every branch's features (it picks the challenger's)
+    insight = body["insight"].inputs
+    assert insight.parameters["decision"].task_output_parameter.producer_task == "select-and-register"
+    assert insight.artifacts["features"].task_output_artifact.producer_task == "for-loop-2"
+    shown = spec.components["comp-insight"].output_definitions.artifacts
+    assert {shown[n].artifact_type.schema_title for n in ("learning_curve", "label_issues")} == {"system.HTML"}
+    evaluate_out = spec.components["comp-evaluate"].output_definitions.artifacts
+    assert evaluate_out["errors"].artifact_type.schema_title == "system.HTML"  # the error analysis in the KFP UI
     # the exit task runs when the body ends, whatever happened, and learns how it ended
     finalize = root["finalize"]
     assert finalize.trigger_policy.strategy == finalize.trigger_policy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
@@ -156,7 +172,8 @@ def test_gpu_only_on_features_and_finetune(compiled):
         assert dict(config.node_selector.labels) == {"bakeoff.io/pool": "gpu"}
         [toleration] = config.tolerations
         assert (toleration.key, toleration.operator, toleration.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
-    for name in ("validate", "fingerprint", "ingest", "open-run", "train-head", "evaluate", "select-and-register"):
+    cpu_steps = ("validate", "fingerprint", "ingest", "open-run", "train-head", "evaluate", "select-and-register")
+    for name in (*cpu_steps, "insight"):
         container = _container(spec, name)
         assert container["image"] == CPU_IMAGE
         assert "accelerator" not in container["resources"]
@@ -179,6 +196,7 @@ def test_caching_and_retries(compiled):
         "finetune",
         "evaluate",
         "select-and-register",
+        "insight",
         "finalize",
     }
     # a configuration error is not transient: the step that catches them is never retried (nor cached)
@@ -200,11 +218,12 @@ def test_secrets_arrive_as_env_from_kubernetes_secrets(compiled):
         "finetune",
         "evaluate",
         "select-and-register",
+        "insight",
         "finalize",
     ):
         secrets = {s.secret_name: {e.env_var for e in s.key_to_env} for s in k8s[f"exec-{name}"].secret_as_env}
         assert secrets["bakeoff-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-        talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register", "finalize")
+        talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register", "insight", "finalize")
         assert ("bakeoff-mlflow" in secrets) == talks_to_mlflow
         if talks_to_mlflow:
             assert secrets["bakeoff-mlflow"] == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}

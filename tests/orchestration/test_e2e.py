@@ -93,6 +93,9 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
         "select-and-register",
         "leaderboard",
         "gate (mcnemar)",
+        "done    insight",
+        "learning curve: From ",
+        "suspected label errors: ",
         "mlflow ui",
     ):
         assert expected in out, expected
@@ -133,6 +136,18 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
         meta = artifacts["classification"]["artifacts"][0]["metadata"]
         assert len(meta["confusionMatrix"]["rows"]) == 3
         assert meta["confidenceMetrics"]
+        errors = Path(artifacts["errors"]["artifacts"][0]["uri"]).read_text()  # the error analysis (HTML)
+        assert "Worst mistakes" in errors and "Per class" in errors
+
+    # insight after the gate: the challenger's learning curve and suspected label errors, in KFP and MLflow
+    insight = result["insight"]
+    assert insight["backbone"] == decision["challenger_backbone"] and insight["skipped"] == {}
+    assert "Learning curve" in Path(insight["learning_curve_html"]).read_text()
+    assert "Suspected label errors" in Path(insight["label_issues_html"]).read_text()
+    parent = parents[0].info.run_id
+    logged = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(parent, "insight")}
+    assert {"learning_curve.png", "learning_curve.csv", "label_issues.csv", "label_issues.html"} <= logged
+    assert parents[0].data.metrics["insight_label_issues"] == insight["label_issues"]
 
     # the README's next line, as written: `compare` finds the run's experiment ("e2e", not the default) itself
     capsys.readouterr()
