@@ -32,6 +32,7 @@ FEATURES_JSON = "features.json"
 # head folder
 HEAD_KERAS = "head.keras"
 HEAD_JSON = "head.json"
+HEAD_SEARCH_MD = "search.md"  # train-head with kind "search": every fit tried and the one kept
 # model folder (finetune)
 MODEL_KERAS = "model.keras"
 MODEL_JSON = "model.json"
@@ -55,7 +56,7 @@ DATASET_ARTIFACTS = "dataset"  # parent run: card.md, card.json, rejected.csv, s
 SPLITS_ARTIFACT = f"{DATASET_ARTIFACTS}/splits.parquet"  # sha256, label, split of the run's dataset
 EVALUATION_ARTIFACTS = "evaluation"  # candidate run: EVALUATION_FILES
 PREDICTIONS_ARTIFACT = f"{EVALUATION_ARTIFACTS}/{PREDICTIONS}"
-CONFIG_ARTIFACTS = "config"  # candidate run: features.json, head.json, model.json
+CONFIG_ARTIFACTS = "config"  # candidate run: features.json, head.json (+ search.md), model.json
 MODEL_ARTIFACT = "model"  # the logged pyfunc model's name
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"

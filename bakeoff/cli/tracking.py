@@ -53,8 +53,9 @@ def compare(
     columns = [
         ("backbone", "backbone"),
         ("weights", "weights"),
-        ("test_accuracy", "accuracy"),
-        ("test_f1_macro", "F1"),
+        ("val_accuracy", "val acc"),
+        ("test_accuracy", "test acc"),
+        ("test_f1_macro", "test F1"),
         ("test_roc_auc", "ROC-AUC"),
         ("latency_ms_per_image", "ms/img"),
         ("model_size_mb", "MB"),
@@ -70,7 +71,9 @@ def compare(
             if key == "weights" and row.get("pretrained") is False:
                 value = f"{value} (random)"
             if isinstance(value, float):
-                value = "" if math.isnan(value) else f"{value:.4f}" if key.startswith("test_") else f"{value:.2f}"
+                value = (
+                    "" if math.isnan(value) else f"{value:.4f}" if key.startswith(("test_", "val_")) else f"{value:.2f}"
+                )
             cells.append(str(value))
         table.add_row(*cells)
     import sys

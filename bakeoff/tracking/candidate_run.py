@@ -187,7 +187,8 @@ def _params(folders: CandidateFolders) -> dict[str, Any]:
 
 
 def _metrics(folders: CandidateFolders, now: int) -> list:
-    """Per-epoch histories (step = epoch), every number of metrics.json as ``test_<key>``, speed and size.
+    """Per-epoch histories (step = epoch), every number of metrics.json as ``test_<key>`` (its ``val_*`` keys as
+    they are: the numbers the challenger is chosen on), speed and size.
 
     ``now`` is the run's start time (ms): the same points every attempt, so a retry's identical points are
     stored once (MLflow drops exact duplicates).
@@ -195,7 +196,7 @@ def _metrics(folders: CandidateFolders, now: int) -> list:
     points = history_metrics(folders.head.history if folders.head else None, "head", now)
     points += history_metrics(folders.model.history, "finetune", now)
     values = folders.metrics.values
-    candidates = [metric(f"test_{key}", value, now) for key, value in values.items()]
+    candidates = [metric(key if key.startswith("val_") else f"test_{key}", value, now) for key, value in values.items()]
     if folders.features:
         candidates.append(metric("features_images_per_s", folders.features.images_per_s, now))
     candidates += [metric(key, values.get(key), now) for key in ("model_size_mb", "latency_ms_per_image")]
@@ -203,11 +204,13 @@ def _metrics(folders: CandidateFolders, now: int) -> list:
 
 
 def _log_step_files(c, run_id: str, folders: CandidateFolders, tmp: str) -> None:
-    """``evaluation/`` (metrics, report, predictions, plots) and ``config/`` (the three step JSONs)."""
+    """``evaluation/`` (metrics, report, predictions, plots) and ``config/`` (the three step JSONs, the head
+    search's table when there was one)."""
     log_files(c, run_id, folders.eval_dir, contract.EVALUATION_FILES, contract.EVALUATION_ARTIFACTS, tmp)
     for folder, name in (
         (folders.features_dir, contract.FEATURES_JSON),
         (folders.head_dir, contract.HEAD_JSON),
+        (folders.head_dir, contract.HEAD_SEARCH_MD),  # kind "search": every head tried on val, the kept one marked
         (folders.model_dir, contract.MODEL_JSON),
     ):
         log_files(c, run_id, folder, (name,), contract.CONFIG_ARTIFACTS, tmp)
