@@ -24,7 +24,9 @@ from bakeoff.errors import BakeoffError
 from bakeoff.stats import TESTS
 from bakeoff.validation import Problem, Scope
 
-HeadKind = Literal["dense", "logreg"]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
+HeadKind = Literal[
+    "dense", "logreg", "search"
+]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
 GateTest = Literal[TESTS]  # the gate's paired tests, exactly those bakeoff.stats implements
 
 
@@ -85,9 +87,10 @@ class Parameters(BaseModel):
         32, ge=1, description="Images per batch in feature extraction, head training, fine-tuning and evaluation."
     )
     head_kind: HeadKind = Field(
-        "dense",
-        description="Classifier on the cached features: dense (Dense + Dropout, Keras) or logreg "
-        "(scikit-learn logistic regression, the baseline).",
+        "search",
+        description="Classifier on the cached features: search (dense and logreg on the top and each tap layer, "
+        "the best on validation kept), dense (Dense + Dropout, Keras) or logreg (scikit-learn logistic "
+        "regression, C chosen on validation).",
     )
     head_epochs: int = Field(
         50, ge=1, description="Most epochs of the dense head; early stopping on validation loss usually ends sooner."
