@@ -209,6 +209,7 @@ class ModelInfo(StepInfo):
     cut: str | None = None
     head_kind: str | None = None
     finetuned: bool = False
+    finetune_val_gain: float | None = None  # fine-tuned minus frozen val accuracy (kept only when > 0)
     unfrozen_layers: tuple[str, ...] = ()
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, list] = field(default_factory=dict)

@@ -29,6 +29,7 @@ def validate(
     head_epochs: int,
     head_lr: float,
     finetune_epochs: int,
+    finetune_top_k: int,
     finetune_lr: float,
     finetune_blocks: int,
     experiment: str,

@@ -102,6 +102,13 @@ class Parameters(BaseModel):
         description="Most epochs of fine-tuning (early stopping on validation loss); 0: no fine-tuning, the "
         "model is the backbone plus the trained head.",
     )
+    finetune_top_k: int = Field(
+        1,
+        ge=0,
+        description="Fine-tune the best k frozen candidates per backbone (on validation); with one candidate per "
+        "backbone 0 skips fine-tuning and 1 or more fine-tunes it. A fine-tuned model replaces the frozen one only "
+        "if it beats it on validation.",
+    )
     finetune_lr: float = Field(
         1e-5,
         gt=0,

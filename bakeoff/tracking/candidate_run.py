@@ -200,6 +200,7 @@ def _metrics(folders: CandidateFolders, now: int) -> list:
     if folders.features:
         candidates.append(metric("features_images_per_s", folders.features.images_per_s, now))
     candidates += [metric(key, values.get(key), now) for key in ("model_size_mb", "latency_ms_per_image")]
+    candidates.append(metric("finetune_val_gain", folders.model.finetune_val_gain, now))
     return points + [m for m in candidates if m is not None]
 
 
