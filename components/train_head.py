@@ -10,6 +10,8 @@ def train_head(
     learning_rate: float,
     batch_size: int,
     seed: int,
+    hidden: int,
+    dropout: float,
     head: Output[Model],
     search: Output[Markdown],
 ):
@@ -26,6 +28,8 @@ def train_head(
         learning_rate=learning_rate,
         batch_size=batch_size,
         seed=seed,
+        hidden=hidden,
+        dropout=dropout,
     )
     table = f"{head.path}/{HEAD_SEARCH_MD}"
     with open(search.path, "w") as handle:

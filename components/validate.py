@@ -28,6 +28,8 @@ def validate(
     head_kind: str,
     head_epochs: int,
     head_lr: float,
+    head_hidden: int,
+    head_dropout: float,
     finetune_epochs: int,
     finetune_top_k: int,
     finetune_lr: float,

@@ -96,6 +96,15 @@ class Parameters(BaseModel):
         50, ge=1, description="Most epochs of the dense head; early stopping on validation loss usually ends sooner."
     )
     head_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the dense head.")
+    head_hidden: int = Field(
+        256, ge=1, description="Units of the dense head's hidden layer (the notebooks: 256 or 1024)."
+    )
+    head_dropout: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Dropout after the dense head's hidden layer; between 0 and 1 (0.2 or 0.5 in the notebooks).",
+    )
     finetune_epochs: int = Field(
         5,
         ge=0,

@@ -14,7 +14,7 @@ def test_train_head_writes_the_head_folder_and_metadata(tiny_features_dir, artif
     import keras
 
     head, search = artifact(Model, "head"), artifact(Markdown, "search")
-    train_head(Dataset(uri=str(tiny_features_dir)), "logreg", 5, 0.01, 8, 0, head, search)
+    train_head(Dataset(uri=str(tiny_features_dir)), "logreg", 5, 0.01, 8, 0, 16, 0.5, head, search)
 
     info = contract.HeadInfo.read(head.path)
     assert info.kind == "logreg" and info.backbone == "mobilenet_v2" and info.classes == ("cat", "dog")
@@ -34,7 +34,7 @@ def test_train_head_writes_the_head_folder_and_metadata(tiny_features_dir, artif
 
 def test_train_head_search_shows_its_table_in_the_kfp_ui(tiny_features_dir, artifact):
     head, search = artifact(Model, "head"), artifact(Markdown, "search")
-    train_head(Dataset(uri=str(tiny_features_dir)), "search", 5, 0.01, 8, 0, head, search)
+    train_head(Dataset(uri=str(tiny_features_dir)), "search", 5, 0.01, 8, 0, 16, 0.5, head, search)
 
     info = contract.HeadInfo.read(head.path)
     table = open(search.path).read()
