@@ -232,13 +232,14 @@ def finetune(
             trained = model.get_weights()
             keras.mixed_precision.set_global_policy("float32")
             model, _ = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)
+            frozen = model.get_weights()  # freshly assembled: the pretrained backbone + the trained head
             frozen_acc = _frozen_val_accuracy(head_dir, model, classes, size, dataset_dir, batch_size)
             model.set_weights(trained)
             tuned_acc = _val_accuracy(model, classes, size, dataset_dir, batch_size)
             gain = tuned_acc - frozen_acc
             extra.update(finetune_val_gain=gain, frozen_val_accuracy=frozen_acc, finetuned_val_accuracy=tuned_acc)
             if gain <= 0 and keep_if_better:  # not better on val: the frozen starting point is the candidate
-                model, _ = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)
+                model.set_weights(frozen)
                 kept = False
             extra["val_accuracy"] = tuned_acc if kept else frozen_acc
     finally:

@@ -9,10 +9,11 @@ Two kinds, one artifact shape, so fine-tuning and evaluation never care which wa
   ``C`` picked on the val split). It is exported as ONE equivalent Keras ``Dense`` layer (the scaler folded into
   the kernel), so ``head.keras`` gives the same probabilities as ``predict_proba``.
 
-* ``search`` (the pipeline's default): both kinds on every feature set the features folder holds (the top and
-  each tap of ``Backbone.taps``), the best on VAL accuracy kept (ties: lower val log-loss, then the simpler
-  logreg). Each fit takes seconds on cached vectors; the table of every try is written as ``search.md`` and in
-  ``head.json`` (``search``). The winner's ``cut`` is its tap, so the servable model is the backbone cut there +
+* ``search`` (the pipeline's default): logreg (its C on val) on every feature set the features folder holds (the
+  top and each tap of ``Backbone.taps``), then the dense head on the feature set logreg ranked first; the best
+  on VAL accuracy is kept (ties: lower val log-loss, then the simpler logreg). Why dense only once: it is the
+  costly fit (tens of seconds on a busy CPU), and logreg ranks feature sets well for seconds. The table of every
+  try is written as ``search.md`` and in ``head.json`` (``search``). The winner's ``cut`` is its tap, so the servable model is the backbone cut there +
   pooling + this head, and fine-tuning, evaluation and serving need no change.
 
 Only the train and val splits are read here; the test split is left for ``bakeoff evaluate``.
@@ -379,9 +380,15 @@ def train_head(
         "seed": seed,
         "balance_classes": balance_classes,
     }
-    sets = feature_sets(arrays, meta) if kind == SEARCH else {meta.get("cut"): arrays["features"]}
-    kinds = ("logreg", "dense") if kind == SEARCH else (kind,)
-    fits = [_fit_one(arrays, classes, cut, x, k, str(features_dir), **hp) for cut, x in sets.items() for k in kinds]
+    where = str(features_dir)
+    if kind == SEARCH:
+        # logreg (seconds) on every feature set ranks them; the dense head (the costly fit) joins on the best one
+        sets = feature_sets(arrays, meta)
+        fits = [_fit_one(arrays, classes, cut, x, "logreg", where, **hp) for cut, x in sets.items()]
+        lead = max(fits, key=lambda f: f.score).cut
+        fits.append(_fit_one(arrays, classes, lead, sets[lead], "dense", where, **hp))
+    else:
+        fits = [_fit_one(arrays, classes, meta.get("cut"), arrays["features"], kind, where, **hp)]
     best = max(fits, key=lambda f: f.score)  # the first of equals: the top before taps, logreg before dense
     rows = []
     for fit in fits:

@@ -14,8 +14,11 @@ import pytest
 
 from bakeoff.cli import main
 
+from support import local_run_env
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]
+QUICK = ("--image-size", "32", "--head-epochs", "3", "--finetune-epochs", "1")  # a quick try, as a user would
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +34,7 @@ def workspace(tmp_path_factory, weights_mirror):
     for demo_name, animal in italian.items():
         (root / "raw" / "raw-img" / demo_name).rename(animals / animal)
     (root / "animals" / "translate.json").write_text(json.dumps({"cane": "dog", "cavallo": "horse", "gatto": "cat"}))
-    mp = pytest.MonkeyPatch()
-    mp.chdir(root)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
-    mp.setenv("BAKEOFF_CACHE_URI", str(root / "feature-cache"))
+    mp = local_run_env(root, weights_mirror)
     yield root
     mp.undo()
 
@@ -62,10 +61,7 @@ def _model_json(result: dict, backbone: str) -> dict:
 
 
 def test_vgg16_finetune_config(workspace):
-    code, result, run_dir = _run(
-        workspace, "vgg16_finetune.yaml", "--data", str(workspace / "raw" / "raw-img"),
-        "--image-size", "32", "--head-epochs", "3", "--finetune-epochs", "1",
-    )  # fmt: skip
+    code, result, run_dir = _run(workspace, "vgg16_finetune.yaml", "--data", str(workspace / "raw" / "raw-img"), *QUICK)
     assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
     [row] = result["rows"]
     assert row["backbone"] == "vgg16" and row["weights"] == "hed"
@@ -77,9 +73,8 @@ def test_vgg16_finetune_config(workspace):
 
 def test_vgg16_vs_resnet50_config(workspace):
     code, result, run_dir = _run(
-        workspace, "vgg16_vs_resnet50.yaml", "--data", str(workspace / "raw" / "raw-img"),
-        "--image-size", "32", "--head-epochs", "3", "--finetune-epochs", "1",
-    )  # fmt: skip
+        workspace, "vgg16_vs_resnet50.yaml", "--data", str(workspace / "raw" / "raw-img"), *QUICK
+    )
     assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
     assert {(row["backbone"], row["weights"]) for row in result["rows"]} == {("vgg16", "hed"), ("resnet50", "none")}
     assert result["decision"]["challenger_backbone"] == "vgg16" or not result["decision"]["promoted"]
