@@ -28,11 +28,11 @@ def workspace(tmp_path_factory, weights_mirror):
 
     root = tmp_path_factory.mktemp("notebooks")
     make_demo_data(str(root / "raw"), per_class=9, classes="sneaker,bag,trouser")
+    make_demo_data(str(root / "animals"), per_class=9, classes="sneaker,bag,trouser")
     animals = root / "animals" / "raw-img"
-    animals.mkdir(parents=True)
     italian = {"scarpa": "cane", "borsa": "cavallo", "pantaloni": "gatto"}  # the images stand in for animals
     for demo_name, animal in italian.items():
-        (root / "raw" / "raw-img" / demo_name).rename(animals / animal)
+        (animals / demo_name).rename(animals / animal)
     (root / "animals" / "translate.json").write_text(json.dumps({"cane": "dog", "cavallo": "horse", "gatto": "cat"}))
     mp = local_run_env(root, weights_mirror)
     yield root
@@ -51,9 +51,14 @@ def _run(root: Path, config: str, *extra: str) -> tuple[int, dict, Path]:
     return code, json.loads((run_dir / "result.json").read_text()), run_dir
 
 
-def _model_json(result: dict, backbone: str) -> dict:
-    """model.json of one branch's finetune task, found through its features.json's backbone."""
-    for path in Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/finetune/model/model.json"):
+def _outputs(result: dict, run_dir: Path, pattern: str) -> list[Path]:
+    """This run's task outputs (the pipeline root holds every run of the workspace; its folder names the run)."""
+    return list(Path(result["pipeline_root"]).glob(f"bakeoff-{run_dir.name}-*/for-loop-*-iteration-*/{pattern}"))
+
+
+def _model_json(result: dict, run_dir: Path, backbone: str) -> dict:
+    """model.json of one branch's finetune task, found through its backbone."""
+    for path in _outputs(result, run_dir, "finetune/model/model.json"):
         info = json.loads(path.read_text())
         if info["backbone"] == backbone:
             return info
@@ -65,7 +70,7 @@ def test_vgg16_finetune_config(workspace):
     assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
     [row] = result["rows"]
     assert row["backbone"] == "vgg16" and row["weights"] == "hed"
-    model = _model_json(result, "vgg16")
+    model = _model_json(result, run_dir, "vgg16")
     assert model["head_kind"] == "dense" and model["hyperparameters"]["blocks"] == 1
     assert model["unfrozen_layers"] and all(name.startswith("block5") for name in model["unfrozen_layers"])
     assert model["hyperparameters"]["learning_rate"] == 1e-5 and "finetune_val_gain" in model
@@ -89,15 +94,15 @@ def test_inception_mixed7_dogs_horses_config(workspace):
     [row] = result["rows"]
     assert row["backbone"] == "inception_v3_mixed7" and row["pretrained"] is False
     assert result["decision"]["promoted"] is False  # random weights are never promoted
-    model = _model_json(result, "inception_v3_mixed7")
+    model = _model_json(result, run_dir, "inception_v3_mixed7")
     assert model["classes"] == ["dog", "horse"] and model["cut"] == "mixed7" and model["finetuned"] is False
-    [head_json] = Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/train-head/head/head.json")
+    [head_json] = _outputs(result, run_dir, "train-head/head/head.json")
     head = json.loads(head_json.read_text())
     assert head["kind"] == "dense" and head["hyperparameters"]["hidden"] == 1024
     assert head["hyperparameters"]["dropout"] == 0.2
     import keras
 
-    [keras_file] = Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/finetune/model/model.keras")
+    [keras_file] = _outputs(result, run_dir, "finetune/model/model.keras")
     net = keras.models.load_model(keras_file)
     assert net.output.shape[-1] == 1 and net.layers[-1].get_config()["activation"] == "sigmoid"
     assert net.get_layer("head_hidden").units == 1024 and net.get_layer("head_dropout").rate == 0.2
