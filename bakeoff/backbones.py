@@ -38,6 +38,9 @@ class Backbone:
     feature_dim: int
     finetune_blocks: tuple[str, ...]  # layer-name prefixes of the blocks, bottom to top
     cut_layer: str | None = None  # take features from this layer instead of the top (e.g. "mixed7")
+    # intermediate layers whose pooled output is extracted in the same forward pass and searched as feature sets
+    # (they transfer better than the top to data far from ImageNet); bottom to top, each below the cut
+    taps: tuple[str, ...] = ()
     builtin_preprocessing: bool = False
     preprocess_mode: str = "tf"
     description: str = ""
@@ -57,6 +60,7 @@ _ENTRIES = (
         512,
         _numbered("block", 1, 5),
         preprocess_mode="caffe",
+        taps=("block4_pool",),
         description="VGG16 (notebook baseline), 13 conv layers",
     ),
     Backbone(
@@ -68,6 +72,7 @@ _ENTRIES = (
         2048,
         _numbered("conv", 1, 5),
         preprocess_mode="caffe",
+        taps=("conv4_block6_out",),
         description="ResNet50 (notebook baseline)",
     ),
     Backbone(
@@ -78,6 +83,7 @@ _ENTRIES = (
         75,
         2048,
         _numbered("mixed", 0, 10),
+        taps=("mixed7",),
         description="InceptionV3 (notebook baseline), full depth",
     ),
     Backbone(
@@ -99,6 +105,7 @@ _ENTRIES = (
         32,
         1280,
         ("Conv1", "expanded_conv") + _numbered("block_", 1, 16) + ("Conv_1",),
+        taps=("block_13_expand_relu",),
         description="MobileNetV2 1.0; offline ImageNet weights via `bakeoff weights import mobilenet_v2`",
     ),
     Backbone(
@@ -247,12 +254,25 @@ def build_application(
     return app
 
 
+def _layer_output(app, bb: Backbone, name: str):
+    try:
+        return app.get_layer(name).output
+    except ValueError:
+        raise BakeoffError(f"{bb.name} has no layer {name!r} to cut at") from None
+
+
 def build_feature_extractor(
-    backbone: str | Backbone, weights: ResolvedWeights, image_size: int | None = None, cut: str | None = None
+    backbone: str | Backbone,
+    weights: ResolvedWeights,
+    image_size: int | None = None,
+    cut: str | None = None,
+    taps: tuple[str, ...] = (),
 ) -> keras.Model:
     """Raw RGB (float32 0..255, [None, S, S, 3]) -> pooled bottleneck vector [None, feature_dim].
 
     The pretrained network is nested as the layer named ``backbone`` so fine-tuning can unfreeze by layer name.
+    With ``taps`` the model has one output per layer, ``[cut or top, *taps]``, each global-average-pooled, all from
+    ONE forward pass (extraction only: a servable model has a single output, cut at the chosen tap).
     """
     import keras
 
@@ -260,20 +280,17 @@ def build_feature_extractor(
     size = int(image_size or bb.default_size)
     app = build_application(bb, weights, size, include_top=False)
     cut = cut or bb.cut_layer
-    if cut:
-        try:
-            out = app.get_layer(cut).output
-        except ValueError:
-            raise BakeoffError(f"{bb.name} has no layer {cut!r} to cut at") from None
-    else:
-        out = app.output
-    base = keras.Model(app.inputs, out, name="backbone")
+    outs = [_layer_output(app, bb, cut) if cut else app.output] + [_layer_output(app, bb, t) for t in taps]
+    base = keras.Model(app.inputs, outs if taps else outs[0], name="backbone")
     mode = "torch" if weights.preprocessing == "torch" else bb.preprocess_mode
     inputs = keras.Input((size, size, 3), name="image", dtype="float32")
     x = inputs
     for layer in _preprocessing_layers(mode):
         x = layer(x)
     x = base(x, training=False)
+    if taps:
+        pooled = [keras.layers.GlobalAveragePooling2D(name=f"pool_{n}")(y) for n, y in zip(["top", *taps], x)]
+        return keras.Model(inputs, pooled, name=f"{bb.name}_features")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, x, name=f"{bb.name}_features")
 
@@ -285,19 +302,23 @@ def _matches(name: str, prefix: str) -> bool:
 
 def block_spans(backbone: str | Backbone, base: keras.Model) -> list[tuple[str, list]]:
     """Partition ``base``'s layers into the registry's blocks: a block ends at the last layer matching its prefix;
-    the top block also takes the weightless tail (e.g. the final activation)."""
+    the top block also takes the weightless tail (e.g. the final activation). A base cut at a tap has only the
+    blocks below the cut; the block holding the cut layer is then its top block."""
     bb = get_backbone(backbone)
     layers = list(base.layers)
-    ends = []
-    for prefix in bb.finetune_blocks:
-        idx = [i for i, layer in enumerate(layers) if _matches(layer.name, prefix)]
+    ends, prefixes = [], list(bb.finetune_blocks)
+    found = [[i for i, layer in enumerate(layers) if _matches(layer.name, prefix)] for prefix in prefixes]
+    while len(found) > 1 and not found[-1]:  # a base cut at a tap lacks the blocks above it
+        found.pop()
+        prefixes.pop()
+    for prefix, idx in zip(prefixes, found):
         if not idx:
             raise BakeoffError(f"{bb.name}: no layer matches fine-tune block {prefix!r}")
         ends.append(idx[-1])
     if any(b <= a for a, b in zip(ends, ends[1:])):
         raise BakeoffError(f"{bb.name}: fine-tune blocks are not in bottom-to-top order")
     spans, start = [], 0
-    for k, (prefix, end) in enumerate(zip(bb.finetune_blocks, ends)):
+    for k, (prefix, end) in enumerate(zip(prefixes, ends)):
         stop = len(layers) if k == len(ends) - 1 else end + 1
         spans.append((prefix, layers[start:stop]))
         start = end + 1

@@ -32,6 +32,7 @@ FEATURES_JSON = "features.json"
 # head folder
 HEAD_KERAS = "head.keras"
 HEAD_JSON = "head.json"
+HEAD_SEARCH_MD = "search.md"  # train-head with kind "search": every fit tried and the one kept
 # model folder (finetune)
 MODEL_KERAS = "model.keras"
 MODEL_JSON = "model.json"
@@ -87,7 +88,7 @@ SPLITS_ARTIFACT = f"{DATASET_ARTIFACTS}/splits.parquet"  # sha256, label, split 
 EVALUATION_ARTIFACTS = "evaluation"  # candidate run: EVALUATION_FILES
 PREDICTIONS_ARTIFACT = f"{EVALUATION_ARTIFACTS}/{PREDICTIONS}"
 INSIGHT_ARTIFACTS = "insight"  # parent run: INSIGHT_FILES (the card under dataset/ then counts the label issues)
-CONFIG_ARTIFACTS = "config"  # candidate run: features.json, head.json, model.json
+CONFIG_ARTIFACTS = "config"  # candidate run: features.json, head.json (+ search.md), model.json
 MODEL_ARTIFACT = "model"  # the logged pyfunc model's name
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"
@@ -248,6 +249,7 @@ class ModelInfo(StepInfo):
     cut: str | None = None
     head_kind: str | None = None
     finetuned: bool = False
+    finetune_val_gain: float | None = None  # fine-tuned minus frozen val accuracy (kept only when > 0)
     unfrozen_layers: tuple[str, ...] = ()
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, list] = field(default_factory=dict)

@@ -1,4 +1,8 @@
-"""Evaluation of a finished model on the frozen TEST split only: metrics, a bootstrap CI, latency, size, plots.
+"""Evaluation of a finished model: metrics on the frozen TEST split, a bootstrap CI, latency, size, plots, and the
+VAL split's accuracy and macro F1 (``val_accuracy``, ``val_f1_macro``): the numbers every choice is made on.
+
+Why both: the challenger is chosen on val (``bakeoff.registry.pick_challenger``), so the test split stays an
+honest estimate of the chosen model; test numbers are reported, and used only by the promotion gate.
 
 Every number comes from scikit-learn (accuracy, balanced accuracy, macro precision/recall/F1, ROC-AUC, confusion
 matrix, classification report), so there is no hand-written metric to get wrong. ``predictions.parquet`` keeps one
@@ -198,6 +202,20 @@ def compute_metrics(
     return metrics, report, matrix
 
 
+def val_metrics(model, classes: list[str], image_size: int, dataset_dir: str, batch_size: int = 32) -> dict:
+    """``val_accuracy``, ``val_f1_macro`` and ``val_n`` of ``model`` on the val split (empty without val images)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    df = manifest.read_manifest(dataset_dir, resolve=False)
+    if not (df["split"] == "val").any():
+        return {}
+    preds = predict_split(model, classes, image_size, dataset_dir, "val", batch_size)
+    y_true, probs = _labels_and_probs(preds, classes)
+    y_pred = probs.argmax(axis=1)
+    f1 = f1_score(y_true, y_pred, labels=list(range(len(classes))), average="macro", zero_division=0)
+    return {"val_accuracy": float(accuracy_score(y_true, y_pred)), "val_f1_macro": float(f1), "val_n": len(y_true)}
+
+
 def measure_latency(model, image: np.ndarray, warmup: int = 3, repeats: int = 10) -> float:
     """Per-image latency in ms: batch of one, median of ``repeats`` timed calls after ``warmup`` untimed ones."""
     batch = np.asarray(image, dtype=np.float32)[None, ...]
@@ -233,7 +251,8 @@ def _first_image(dataset_dir: str, image_size: int) -> np.ndarray:
 def evaluate(
     model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int = 32, n_bootstrap: int = 1000, seed: int = 0
 ) -> dict:
-    """Score model_dir/model.keras on the test split; write metrics, report, predictions and plots to out_dir."""
+    """Score model_dir/model.keras on the test split (and val: ``val_*`` keys); write metrics, report, predictions
+    and plots to out_dir."""
     from bakeoff import plots
     from bakeoff.insight import error_report
 
@@ -249,6 +268,7 @@ def evaluate(
     metrics, report, matrix = compute_metrics(y_true, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
 
     df = manifest.read_manifest(dataset_dir, resolve=False)
+    metrics.update(val_metrics(model, classes, image_size, dataset_dir, batch_size))
     metrics.update(
         {
             "latency_ms_per_image": round(measure_latency(model, _first_image(dataset_dir, image_size)), 3),

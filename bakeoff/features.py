@@ -198,7 +198,8 @@ def compute_vectors(
     """Run the frozen extractor over manifest rows, with a rich progress bar that shows images/s.
 
     With ``pixel_cache`` the decoded, resized pixels of each image are kept (and reused by the next backbone at
-    the same size), so decoding leaves the hot loop after the first backbone.
+    the same size), so decoding leaves the hot loop after the first backbone. A model with several outputs (taps)
+    gives a list of arrays, one per output.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -220,7 +221,8 @@ def compute_vectors(
         task = progress.add_task(description, total=len(df), ips=0.0)
         done = 0
         for batch in image_dataset(df, image_size, batch_size=batch_size, pixel_cache=pixel_cache):
-            out.append(infer(batch).numpy())
+            result = infer(batch)
+            out.append([r.numpy() for r in result] if isinstance(result, list | tuple) else result.numpy())
             n = int(batch.shape[0])
             if pixel_cache and any(fresh[done : done + n]):
                 pixels = batch.numpy()
@@ -235,7 +237,14 @@ def compute_vectors(
                     pixel_cache = None
             done += n
             progress.update(task, advance=n, ips=done / max(time.perf_counter() - start, 1e-9))
+    if out and isinstance(out[0], list):
+        return [np.concatenate(parts).astype(np.float32) for parts in zip(*out)]
     return np.concatenate(out).astype(np.float32)
+
+
+def tap_key(name: str) -> str:
+    """The features.npz array of one tap's pooled vectors (``features`` holds the top's, or the cut's)."""
+    return f"tap_{name}"
 
 
 def extract_features(
@@ -249,8 +258,13 @@ def extract_features(
     batch_size: int = 32,
     cache_uri: str | None = None,
     weights_sha256: str | None = None,
+    taps: bool = True,
 ) -> dict:
-    """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned)."""
+    """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned).
+
+    With ``taps`` the registry's intermediate layers (``Backbone.taps``) are pooled in the same forward pass and
+    stored as ``tap_<layer>`` arrays beside ``features``; each output has its own cache key (the cut is in it).
+    """
     from bakeoff.backbones import build_feature_extractor, get_backbone
     from bakeoff.weights import resolve_weights
 
@@ -265,30 +279,38 @@ def extract_features(
     if len(df) == 0:
         raise BakeoffError(f"manifest in {dataset_dir} has no images")
     verify_local_hashes(df)
-    key, key_parts = cache_key(bb.name, resolved, size, cut)
-    cache = FeatureCache(cache_uri or env.feature_cache_uri(), key, key_parts)
-    cached = cache.load()
+    tap_names = tuple(t for t in bb.taps if t != cut) if taps else ()
+    caches = [
+        FeatureCache(cache_uri or env.feature_cache_uri(), *cache_key(bb.name, resolved, size, layer))
+        for layer in (cut, *tap_names)
+    ]
+    key = caches[0].key
+    cached = [cache.load() for cache in caches]
     shas = [str(s) for s in df["sha256"]]
-    miss_mask = np.array([s not in cached for s in shas])
+    miss_mask = np.array([any(s not in found for found in cached) for s in shas])
     misses = df[miss_mask].drop_duplicates("sha256")
-    computed: dict[str, np.ndarray] = {}
+    computed: list[dict[str, np.ndarray]] = [{} for _ in caches]
     forward_seconds = 0.0
-    feature_dim = None
     if len(misses):
-        model = build_feature_extractor(bb, resolved, size, cut)
-        feature_dim = int(model.output.shape[-1])
+        model = build_feature_extractor(bb, resolved, size, cut, tap_names)
         t0 = time.perf_counter()
         vectors = compute_vectors(
             model, misses, size, batch_size, description=f"{bb.name} features", pixel_cache=env.pixel_cache_dir()
         )
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]
-        computed = dict(zip(miss_shas, vectors))
-        cache.add(miss_shas, vectors)
+        for cache, found, part in zip(caches, computed, vectors if tap_names else [vectors]):
+            found.update(zip(miss_shas, part))
+            cache.add(miss_shas, part)
     else:
-        cache.drop_corrupt()
-    table = np.stack([computed[s] if s in computed else cached[s] for s in shas]).astype(np.float32)
-    feature_dim = feature_dim or int(table.shape[1])
+        for cache in caches:
+            cache.drop_corrupt()
+    tables = [
+        np.stack([fresh[s] if s in fresh else old[s] for s in shas]).astype(np.float32)
+        for fresh, old in zip(computed, cached)
+    ]
+    table = tables[0]
+    feature_dim = int(table.shape[1])
     storage.write_bytes(
         storage.join(out_dir, FEATURES_NPZ),
         _npz_bytes(
@@ -296,6 +318,7 @@ def extract_features(
             split=np.asarray(df["split"].astype(str).tolist(), dtype="<U5"),
             label=np.asarray(df["label"].astype(str).tolist(), dtype=str),
             features=table,
+            **{tap_key(name): t for name, t in zip(tap_names, tables[1:])},
         ),
     )
     elapsed = time.perf_counter() - started
@@ -305,6 +328,7 @@ def extract_features(
         "image_size": size,
         "cut": cut,
         "feature_dim": feature_dim,
+        "taps": {name: int(t.shape[1]) for name, t in zip(tap_names, tables[1:])},
         "n_images": len(df),
         "images_per_s": round(len(misses) / forward_seconds, 2) if forward_seconds else round(len(df) / elapsed, 2),
         "cache_hits": int(len(df) - miss_mask.sum()),
@@ -314,7 +338,7 @@ def extract_features(
         "dataset_hash": manifest.dataset_hash(df),
         "classes": manifest.class_names(df),
         "cache_key": key,
-        "cache_uri": cache.dir,
+        "cache_uri": caches[0].dir,
     }
     storage.write_json(storage.join(out_dir, FEATURES_JSON), info)
     return info

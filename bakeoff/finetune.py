@@ -13,6 +13,9 @@ Why each choice:
   inference, so the saved model serves clean pixels.
 * Mixed precision (``mixed_float16``, output layer in float32) only when a GPU is visible; the saved model is
   rebuilt in float32 so it serves on any CPU, and loads with plain ``keras.models.load_model``.
+* Fine-tuning must earn its place: the fine-tuned model replaces its frozen starting point (backbone + the trained
+  head) only if its VAL accuracy beats the head's; otherwise the frozen model is saved. ``finetune_val_gain``
+  (fine-tuned minus frozen val accuracy) records what it gained either way.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bakeoff import manifest, storage
-from bakeoff.contract import HEAD_KERAS, MODEL_JSON, MODEL_KERAS, HeadInfo
+from bakeoff.contract import HEAD_JSON, HEAD_KERAS, MODEL_JSON, MODEL_KERAS, HeadInfo
 from bakeoff.errors import BakeoffError
 from bakeoff.heads import class_weights, epoch_clock, keras_progress, load_keras, loss_for, save_keras
 
@@ -145,6 +148,21 @@ def _datasets(dataset_dir: str, classes: list[str], size: int, batch_size: int, 
     )
 
 
+def _val_accuracy(model, classes: list[str], size: int, dataset_dir: str, batch_size: int) -> float:
+    """Accuracy on the val images, through the evaluate step's own prediction (one definition of "correct")."""
+    from bakeoff.evaluate import predict_split
+
+    return float(predict_split(model, classes, size, dataset_dir, "val", batch_size)["correct"].mean())
+
+
+def _frozen_val_accuracy(head_dir: str, frozen, classes: list[str], size: int, dataset_dir: str, batch_size: int):
+    """The frozen model's val accuracy: the head's own (same extractor, same pixels), measured if it lacks one."""
+    recorded = storage.read_json(storage.join(head_dir, HEAD_JSON)).get("val_accuracy")
+    if recorded is not None:
+        return float(recorded)
+    return _val_accuracy(frozen, classes, size, dataset_dir, batch_size)
+
+
 def finetune(
     dataset_dir: str,
     head_dir: str,
@@ -158,8 +176,13 @@ def finetune(
     augment: bool = True,
     seed: int = 0,
     mixed_precision: str = "auto",
+    keep_if_better: bool = True,
 ) -> dict:
-    """Fine-tune backbone + head on the train split (val for early stopping); write model.keras + model.json."""
+    """Fine-tune backbone + head on the train split (val for early stopping); write model.keras + model.json.
+
+    The fine-tuned model is saved only if it beats the frozen one on val (``finetuned`` says which was saved);
+    ``keep_if_better=False`` saves it regardless (to study what training did, never in the pipeline).
+    """
     import keras
 
     if epochs < 0 or batch_size < 1 or patience < 0 or blocks < 0 or learning_rate <= 0:
@@ -173,6 +196,7 @@ def finetune(
     keras.utils.set_random_seed(seed)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
     extra: dict[str, Any] = {}
+    kept = epochs > 0
     try:
         keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
         model, unfrozen = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)
@@ -210,7 +234,16 @@ def finetune(
             trained = model.get_weights()
             keras.mixed_precision.set_global_policy("float32")
             model, _ = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)
+            frozen = model.get_weights()  # freshly assembled: the pretrained backbone + the trained head
+            frozen_acc = _frozen_val_accuracy(head_dir, model, classes, size, dataset_dir, batch_size)
             model.set_weights(trained)
+            tuned_acc = _val_accuracy(model, classes, size, dataset_dir, batch_size)
+            gain = tuned_acc - frozen_acc
+            extra.update(finetune_val_gain=gain, frozen_val_accuracy=frozen_acc, finetuned_val_accuracy=tuned_acc)
+            if gain <= 0 and keep_if_better:  # not better on val: the frozen starting point is the candidate
+                model.set_weights(frozen)
+                kept = False
+            extra["val_accuracy"] = tuned_acc if kept else frozen_acc
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -235,9 +268,10 @@ def finetune(
             "patience": patience,
             "augment": augment,
             "seed": seed,
+            "keep_if_better": keep_if_better,
         },
         "mixed_precision": mixed,
-        "finetuned": epochs > 0,
+        "finetuned": kept,
         "history": history,
         **extra,
     }

@@ -1,6 +1,6 @@
 """Classifier heads trained on cached bottleneck features (fast: many heads per feature extraction).
 
-Two kinds, one artifact shape, so fine-tuning and evaluation never care which was picked:
+Two kinds, one artifact shape, so fine-tuning and evaluation never care which was picked, and a search over them:
 
 * ``dense``: the notebooks' head, ``Dense(hidden, relu) -> Dropout -> Dense(out)``; sigmoid with one unit for two
   classes, softmax otherwise. Class weights balance skewed labels; early stopping watches the val split and
@@ -8,6 +8,13 @@ Two kinds, one artifact shape, so fine-tuning and evaluation never care which wa
 * ``logreg``: a scikit-learn ``LogisticRegression`` baseline (standardised inputs, balanced class weights,
   ``C`` picked on the val split). It is exported as ONE equivalent Keras ``Dense`` layer (the scaler folded into
   the kernel), so ``head.keras`` gives the same probabilities as ``predict_proba``.
+
+* ``search`` (the pipeline's default): logreg (its C on val) on every feature set the features folder holds (the
+  top and each tap of ``Backbone.taps``), then the dense head on the feature set logreg ranked first; the best
+  on VAL accuracy is kept (ties: lower val log-loss, then the simpler logreg). Why dense only once: it is the
+  costly fit (tens of seconds on a busy CPU), and logreg ranks feature sets well for seconds. The table of every
+  try is written as ``search.md`` and in ``head.json`` (``search``). The winner's ``cut`` is its tap, so the servable model is the backbone cut there +
+  pooling + this head, and fine-tuning, evaluation and serving need no change.
 
 Only the train and val splits are read here; the test split is left for ``bakeoff evaluate``.
 """
@@ -17,16 +24,18 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bakeoff import env, storage
-from bakeoff.contract import HEAD_JSON, HEAD_KERAS
+from bakeoff.contract import HEAD_JSON, HEAD_KERAS, HEAD_SEARCH_MD
 from bakeoff.errors import BakeoffError
-from bakeoff.features import load_features
+from bakeoff.features import load_features, tap_key
 
-HEAD_KINDS = ("dense", "logreg")
+SEARCH = "search"
+HEAD_KINDS = ("dense", "logreg", SEARCH)
 LOGREG_C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
@@ -115,9 +124,11 @@ def probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- features input
-def _split_xy(arrays: dict[str, np.ndarray], classes: list[str], split: str) -> tuple[np.ndarray, np.ndarray]:
+def _split_xy(
+    arrays: dict[str, np.ndarray], classes: list[str], split: str, x_all: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     mask = arrays["split"] == split
-    x = np.asarray(arrays["features"][mask], dtype=np.float32)
+    x = np.asarray((arrays["features"] if x_all is None else x_all)[mask], dtype=np.float32)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[str(label)] for label in arrays["label"][mask]], dtype=np.int64)
     return x, y
@@ -248,6 +259,105 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, ba
     }
 
 
+def feature_sets(arrays: dict[str, np.ndarray], meta: dict) -> dict[str | None, np.ndarray]:
+    """Cut layer (None: the top) -> the vectors of every image: the features' own output plus each tap's."""
+    sets = {meta.get("cut"): arrays["features"]}
+    for name in meta.get("taps") or {}:
+        if tap_key(name) in arrays:
+            sets[name] = arrays[tap_key(name)]
+    return sets
+
+
+@dataclass
+class _Fit:
+    """One head fitted on one feature set, with its val score (accuracy, then minus log-loss: higher is better)."""
+
+    cut: str | None
+    kind: str
+    model: Any
+    info: dict
+    weights: dict[int, float] | None
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    score: tuple[float, float]
+
+    def rows(self) -> list[dict]:
+        """Search-table rows: one per C of a logreg (the kept C marked), one for a dense head."""
+        name = self.cut or "top"
+        if self.kind == "logreg":
+            return [
+                {
+                    "feature_set": name,
+                    "head": "logreg",
+                    "C": r["C"],
+                    "val_accuracy": r["val_accuracy"],
+                    "val_loss": r["val_loss"],
+                    "kept": False,
+                    "best_of_kind": r["C"] == self.info["C"],
+                }
+                for r in self.info["c_search"]
+            ]
+        return [
+            {
+                "feature_set": name,
+                "head": "dense",
+                "C": None,
+                "val_accuracy": self.score[0],
+                "val_loss": -self.score[1],
+                "kept": False,
+                "best_of_kind": True,
+            }
+        ]
+
+
+def _fit_one(arrays, classes: list[str], cut: str | None, x_all: np.ndarray, kind: str, where: str, **hp) -> _Fit:
+    """Fit one head kind on one feature set's train rows and score it on its val rows."""
+    import keras
+    from sklearn.metrics import accuracy_score, log_loss
+
+    x_train, y_train = _split_xy(arrays, classes, "train", x_all)
+    x_val, y_val = _split_xy(arrays, classes, "val", x_all)
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise BakeoffError(
+            f"features in {where} need train and val rows (found {len(x_train)} train, "
+            f"{len(x_val)} val); re-run `bakeoff ingest` with a val split"
+        )
+    if len(np.unique(y_train)) < 2:
+        raise BakeoffError("the train split holds a single class; a head cannot learn from that")
+    keras.utils.set_random_seed(hp["seed"])
+    weights = class_weights(y_train, len(classes)) if hp["balance_classes"] else None
+    if kind == "dense":
+        dense = {k: hp[k] for k in ("epochs", "learning_rate", "hidden", "dropout", "batch_size", "patience")}
+        model, info = _fit_dense(x_train, y_train, x_val, y_val, len(classes), **dense, weights=weights)
+    else:
+        model, info = _fit_logreg(
+            x_train, y_train, x_val, y_val, len(classes), seed=hp["seed"], balanced=hp["balance_classes"]
+        )
+    prob = probabilities(model.predict(x_val, batch_size=256, verbose=0), len(classes))
+    clipped = np.clip(prob, 1e-7, 1.0)  # float32 outputs: keep log-loss finite and rows summing to one
+    loss = log_loss(y_val, clipped / clipped.sum(axis=1, keepdims=True), labels=list(range(len(classes))))
+    score = (float(accuracy_score(y_val, prob.argmax(axis=1))), -float(loss))
+    return _Fit(cut, kind, model, info, weights, y_train, x_val, y_val, score)
+
+
+def search_markdown(rows: list[dict]) -> str:
+    """The search table (one row per fit, every C of a logreg) with the kept fit marked."""
+    lines = [
+        "# Head search (chosen on val)\n",
+        "| feature set | head | C | val accuracy | val log-loss | kept |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        c = "" if row.get("C") is None else f"{row['C']:g}"
+        kept = "**yes**" if row["kept"] else ""
+        lines.append(
+            f"| {row['feature_set']} | {row['head']} | {c} | {row['val_accuracy']:.4f} | {row['val_loss']:.4f} "
+            f"| {kept} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------- the step
 def train_head(
     features_dir: str,
@@ -265,11 +375,12 @@ def train_head(
 ) -> dict:
     """Train a head on the train split's cached features, early-stopped on val; write head.keras + head.json.
 
-    ``balance_classes`` weights each class inversely to its train frequency (scikit-learn's "balanced"), so a
-    rare class is not simply ignored; turn it off only to see what imbalance does.
+    ``kind="search"`` fits both kinds on every feature set (top and taps) and keeps the best on val (see the
+    module docstring); the others fit one kind on the features' own output. ``balance_classes`` weights each
+    class inversely to its train frequency (scikit-learn's "balanced"), so a rare class is not simply ignored;
+    turn it off only to see what imbalance does.
     """
-    import keras
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.metrics import balanced_accuracy_score
 
     if kind not in HEAD_KINDS:
         raise BakeoffError(f"unknown head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
@@ -281,39 +392,7 @@ def train_head(
     classes = list(meta.get("classes") or sorted({str(v) for v in arrays["label"]}))
     if len(classes) < 2:
         raise BakeoffError(f"need at least two classes to train a head, found {classes}")
-    x_train, y_train = _split_xy(arrays, classes, "train")
-    x_val, y_val = _split_xy(arrays, classes, "val")
-    if len(x_train) == 0 or len(x_val) == 0:
-        raise BakeoffError(
-            f"features in {features_dir} need train and val rows (found {len(x_train)} train, "
-            f"{len(x_val)} val); re-run `bakeoff ingest` with a val split"
-        )
-    if len(np.unique(y_train)) < 2:
-        raise BakeoffError("the train split holds a single class; a head cannot learn from that")
-
-    keras.utils.set_random_seed(seed)
-    weights = class_weights(y_train, len(classes)) if balance_classes else None
-    if kind == "dense":
-        model, info = _fit_dense(
-            x_train,
-            y_train,
-            x_val,
-            y_val,
-            len(classes),
-            epochs=epochs,
-            learning_rate=learning_rate,
-            hidden=hidden,
-            dropout=dropout,
-            batch_size=batch_size,
-            patience=patience,
-            weights=weights,
-        )
-    else:
-        model, info = _fit_logreg(x_train, y_train, x_val, y_val, len(classes), seed=seed, balanced=balance_classes)
-
-    val_prob = probabilities(model.predict(x_val, batch_size=256, verbose=0), len(classes))
-    val_pred = val_prob.argmax(axis=1)
-    hyper = {
+    hp = {
         "epochs": epochs,
         "learning_rate": learning_rate,
         "hidden": hidden,
@@ -323,32 +402,55 @@ def train_head(
         "seed": seed,
         "balance_classes": balance_classes,
     }
-    if kind == "logreg":
-        hyper = {"C": info["C"], "C_grid": list(LOGREG_C_GRID), "balance_classes": balance_classes, "seed": seed}
+    where = str(features_dir)
+    if kind == SEARCH:
+        # logreg (seconds) on every feature set ranks them; the dense head (the costly fit) joins on the best one
+        sets = feature_sets(arrays, meta)
+        fits = [_fit_one(arrays, classes, cut, x, "logreg", where, **hp) for cut, x in sets.items()]
+        lead = max(fits, key=lambda f: f.score).cut
+        fits.append(_fit_one(arrays, classes, lead, sets[lead], "dense", where, **hp))
+    else:
+        fits = [_fit_one(arrays, classes, meta.get("cut"), arrays["features"], kind, where, **hp)]
+    best = max(fits, key=lambda f: f.score)  # the first of equals: the top before taps, logreg before dense
+    rows = []
+    for fit in fits:
+        for row in fit.rows():
+            best_of_kind = row.pop("best_of_kind")
+            row["kept"] = fit is best and best_of_kind
+            rows.append(row)
+
+    val_pred = probabilities(best.model.predict(best.x_val, batch_size=256, verbose=0), len(classes)).argmax(axis=1)
+    hyper = dict(hp)
+    if best.kind == "logreg":
+        hyper = {"C": best.info["C"], "C_grid": list(LOGREG_C_GRID), "balance_classes": balance_classes, "seed": seed}
+    hyper["search"] = kind == SEARCH
     result = {
-        "kind": kind,
+        "kind": best.kind,
         "hyperparameters": hyper,
         "classes": classes,
-        "feature_dim": int(x_train.shape[1]),
+        "feature_dim": int(best.x_val.shape[1]),
         "backbone": meta.get("backbone"),
         "weights": meta.get("weights"),
         "image_size": meta.get("image_size"),
-        "cut": meta.get("cut"),
+        "cut": best.cut,
         "dataset_hash": meta.get("dataset_hash"),
         "features_dir": str(features_dir),
-        "n_train": int(len(y_train)),
-        "n_val": int(len(y_val)),
-        "class_weights": {classes[i]: w for i, w in weights.items()} if weights else None,
-        "val_accuracy": float(accuracy_score(y_val, val_pred)),
-        "val_balanced_accuracy": float(balanced_accuracy_score(y_val, val_pred)),
-        "epochs_run": info["epochs_run"],
-        "best_epoch": info["best_epoch"],
-        "stopped_early": info["stopped_early"],
-        "history": info["history"],
-        "epoch_end_ms": info["epoch_end_ms"],
+        "n_train": int(len(best.y_train)),
+        "n_val": int(len(best.y_val)),
+        "class_weights": {classes[i]: w for i, w in best.weights.items()} if best.weights else None,
+        "val_accuracy": best.score[0],
+        "val_balanced_accuracy": float(balanced_accuracy_score(best.y_val, val_pred)),
+        "epochs_run": best.info["epochs_run"],
+        "best_epoch": best.info["best_epoch"],
+        "stopped_early": best.info["stopped_early"],
+        "history": best.info["history"],
+        "epoch_end_ms": best.info["epoch_end_ms"],
     }
-    if kind == "logreg":
-        result["c_search"] = info["c_search"]
-    save_keras(model, storage.join(out_dir, HEAD_KERAS))
+    if best.kind == "logreg":
+        result["c_search"] = best.info["c_search"]
+    if kind == SEARCH:
+        result["search"] = rows
+        storage.write_bytes(storage.join(out_dir, HEAD_SEARCH_MD), search_markdown(rows).encode())
+    save_keras(best.model, storage.join(out_dir, HEAD_KERAS))
     storage.write_json(storage.join(out_dir, HEAD_JSON), result)
     return result

@@ -3,7 +3,7 @@
 Candidates arrive as logged models (``tracking.log_candidate``); the gate registers the ones it decides about as
 versions of one registered model, so no version exists without a gate decision. Here:
 
-1. the run's best FINISHED candidate (test accuracy, ties by macro F1) is the challenger;
+1. the run's best FINISHED candidate on the VAL split (accuracy, ties by macro F1) is the challenger;
 2. a candidate trained from random weights (``--weights none``) is never promoted;
 3. with no champion yet the challenger becomes champion; otherwise the CURRENT champion is re-evaluated
    on this run's test split (``bakeoff.evaluate.predict_split``) and both models' per-image correctness is
@@ -66,10 +66,14 @@ def _metric(run, key: str) -> float:
 
 
 def pick_challenger(runs: list) -> object:
-    """Best test accuracy, ties broken by macro F1, then by earlier run id for determinism."""
+    """Best VAL accuracy, ties broken by val macro F1, then by run id for determinism.
+
+    Never the test split: choosing on test would leak it into the choice and bias the challenger's test score
+    upwards; test is read by the gate alone (champion against challenger).
+    """
     if not runs:
         raise BakeoffError("no candidate runs to choose a challenger from")
-    return max(runs, key=lambda r: (_metric(r, "test_accuracy"), _metric(r, "test_f1_macro"), r.info.run_id))
+    return max(runs, key=lambda r: (_metric(r, "val_accuracy"), _metric(r, "val_f1_macro"), r.info.run_id))
 
 
 def _champion(c, model_name: str):

@@ -197,6 +197,8 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
             learning_rate=p["head_lr"],
             batch_size=p["batch_size"],
             seed=p["seed"],
+            hidden=p["head_hidden"],
+            dropout=p["head_dropout"],
         ).outputs["head"]
         model = step(
             "finetune",
@@ -207,6 +209,7 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
             learning_rate=p["finetune_lr"],
             batch_size=p["batch_size"],
             seed=p["seed"],
+            top_k=p["finetune_top_k"],
         ).outputs["model"]
         evaluation = step(
             "evaluate",

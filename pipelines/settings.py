@@ -24,7 +24,9 @@ from bakeoff.errors import BakeoffError
 from bakeoff.stats import TESTS
 from bakeoff.validation import Problem, Scope
 
-HeadKind = Literal["dense", "logreg"]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
+HeadKind = Literal[
+    "dense", "logreg", "search"
+]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
 GateTest = Literal[TESTS]  # the gate's paired tests, exactly those bakeoff.stats implements
 
 
@@ -85,19 +87,36 @@ class Parameters(BaseModel):
         32, ge=1, description="Images per batch in feature extraction, head training, fine-tuning and evaluation."
     )
     head_kind: HeadKind = Field(
-        "dense",
-        description="Classifier on the cached features: dense (Dense + Dropout, Keras) or logreg "
-        "(scikit-learn logistic regression, the baseline).",
+        "search",
+        description="Classifier on the cached features: search (dense and logreg on the top and each tap layer, "
+        "the best on validation kept), dense (Dense + Dropout, Keras) or logreg (scikit-learn logistic "
+        "regression, C chosen on validation).",
     )
     head_epochs: int = Field(
         50, ge=1, description="Most epochs of the dense head; early stopping on validation loss usually ends sooner."
     )
     head_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the dense head.")
+    head_hidden: int = Field(
+        256, ge=1, description="Units of the dense head's hidden layer (the notebooks: 256 or 1024)."
+    )
+    head_dropout: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Dropout after the dense head's hidden layer; between 0 and 1 (0.2 or 0.5 in the notebooks).",
+    )
     finetune_epochs: int = Field(
         5,
         ge=0,
         description="Most epochs of fine-tuning (early stopping on validation loss); 0: no fine-tuning, the "
         "model is the backbone plus the trained head.",
+    )
+    finetune_top_k: int = Field(
+        1,
+        ge=0,
+        description="Fine-tune the best k frozen candidates per backbone (on validation); with one candidate per "
+        "backbone 0 skips fine-tuning and 1 or more fine-tunes it. A fine-tuned model replaces the frozen one only "
+        "if it beats it on validation.",
     )
     finetune_lr: float = Field(
         1e-5,

@@ -251,14 +251,15 @@ def _table(rows: list[dict]):
     """The leaderboard as a compact terminal table (the full one is the Markdown artifact and in MLflow)."""
     from rich.table import Table
 
-    table = Table(title="leaderboard (test split)")
+    table = Table(title="leaderboard (chosen on val; test = honest estimate)")
     headers = {
         "backbone": "backbone",
         "weights": "weights",
         "pretrained": "pretrained",
         "image_size": "px",
-        "test_accuracy": "accuracy",
-        "test_f1_macro": "F1",
+        "val_accuracy": "val acc",
+        "test_accuracy": "test acc",
+        "test_f1_macro": "test F1",
         "latency_ms_per_image": "ms/img",
         "model_size_mb": "MB",
         "model_version": "version",

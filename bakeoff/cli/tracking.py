@@ -32,8 +32,9 @@ TRACKING_URI = typer.Option(
 COMPARE_COLUMNS = {  # leaderboard key -> column title, in the order shown
     "backbone": "backbone",
     "weights": "weights",
-    "test_accuracy": "accuracy",
-    "test_f1_macro": "F1",
+    "val_accuracy": "val acc",
+    "test_accuracy": "test acc",
+    "test_f1_macro": "test F1",
     "test_roc_auc": "ROC-AUC",
     "latency_ms_per_image": "ms/img",
     "model_size_mb": "MB",
@@ -103,7 +104,9 @@ def _compare_table(experiment: str, rows: list[dict]):
             if key == "dataset_hash":
                 value = (value or "")[:12]
             if isinstance(value, float):
-                value = "" if math.isnan(value) else f"{value:.4f}" if key.startswith("test_") else f"{value:.2f}"
+                value = (
+                    "" if math.isnan(value) else f"{value:.4f}" if key.startswith(("test_", "val_")) else f"{value:.2f}"
+                )
             cells.append(str(value))
         table.add_row(*cells)
     return table

@@ -25,7 +25,8 @@ def train_head_cmd(
     kind: str = typer.Option(
         "dense",
         "--kind",
-        help="dense (Dense+Dropout, the notebooks' head) or logreg (scikit-learn LogisticRegression baseline).",
+        help="dense (Dense+Dropout, the notebooks' head), logreg (scikit-learn LogisticRegression, C on val) or "
+        "search (both, on the top and each tap layer; the best on val kept, the table in OUT/search.md).",
     ),
     epochs: int = typer.Option(50, "--epochs", help="Ceiling on epochs (dense); early stopping usually ends sooner."),
     learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam learning rate (dense)."),

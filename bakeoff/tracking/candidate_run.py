@@ -217,7 +217,8 @@ def _params(folders: CandidateFolders) -> dict[str, Any]:
 
 def _metrics(folders: CandidateFolders, now: int) -> list:
     """Per-epoch histories (step = epoch, at the epoch's own wall-clock time), the test split's numbers of
-    metrics.json as ``test_<key>``, and the model's speed and size; each number once, no settings.
+    metrics.json as ``test_<key>`` (its ``val_*`` keys as they are: the numbers the challenger is chosen on), the
+    model's speed and size and what fine-tuning gained on val; each number once, no settings.
 
     ``now`` is the run's start time (ms), the timestamp of points that have no time of their own (and of every
     epoch of a model folder written before epochs were timed): the same points every attempt, so a retry's
@@ -228,19 +229,26 @@ def _metrics(folders: CandidateFolders, now: int) -> list:
     points += history_metrics(model.history, "finetune", model.epoch_end_ms, now)
     values = folders.metrics.values
     skip = set(EVALUATION_SETTINGS) | set(MODEL_METRICS) | set(NOT_METRICS)
-    candidates = [metric(f"test_{key}", value, now) for key, value in values.items() if key not in skip]
+    candidates = [
+        metric(key if key.startswith("val_") else f"test_{key}", value, now)
+        for key, value in values.items()
+        if key not in skip
+    ]
     if folders.features:
         candidates.append(metric("features_images_per_s", folders.features.images_per_s, now))
     candidates += [metric(key, values.get(key), now) for key in MODEL_METRICS]
+    candidates.append(metric("finetune_val_gain", folders.model.finetune_val_gain, now))
     return points + [m for m in candidates if m is not None]
 
 
 def _log_step_files(c, run_id: str, folders: CandidateFolders, tmp: str) -> None:
-    """``evaluation/`` (metrics, report, predictions, plots) and ``config/`` (the three step JSONs)."""
+    """``evaluation/`` (metrics, report, predictions, plots) and ``config/`` (the three step JSONs, the head
+    search's table when there was one)."""
     log_files(c, run_id, folders.eval_dir, contract.EVALUATION_FILES, contract.EVALUATION_ARTIFACTS, tmp)
     for folder, name in (
         (folders.features_dir, contract.FEATURES_JSON),
         (folders.head_dir, contract.HEAD_JSON),
+        (folders.head_dir, contract.HEAD_SEARCH_MD),  # kind "search": every head tried on val, the kept one marked
         (folders.model_dir, contract.MODEL_JSON),
     ):
         log_files(c, run_id, folder, (name,), contract.CONFIG_ARTIFACTS, tmp)

@@ -1,4 +1,5 @@
-"""The leaderboard: candidate runs of one or more pipeline runs as a table, best test accuracy first.
+"""The leaderboard: candidate runs of one or more pipeline runs as a table, in the order the gate chooses them:
+best VAL accuracy first (ties: val macro F1), test numbers beside them as the honest estimate.
 
 Read back from MLflow (not from the step folders), so ``bakeoff compare`` works on any machine that reaches the
 tracking server, across pipeline runs.
@@ -12,7 +13,7 @@ from bakeoff import contract
 from bakeoff.errors import BakeoffError
 from bakeoff.tracking.store import client, ensure_configured
 
-LEADERBOARD_SORT = ["test_accuracy", "test_f1_macro"]
+LEADERBOARD_SORT = ["val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
 FINISHED, FAILED = "FINISHED", "FAILED"  # MLflow run statuses
 # the columns the Markdown leaderboard (MLflow artifact, KFP Markdown output) shows, in order
 LEADERBOARD_COLUMNS = (
@@ -20,6 +21,8 @@ LEADERBOARD_COLUMNS = (
     "weights",
     "pretrained",
     "image_size",
+    "val_accuracy",
+    "val_f1_macro",
     "test_accuracy",
     "test_f1_macro",
     "test_roc_auc",
@@ -52,6 +55,8 @@ def candidate_row(run) -> dict:
         "weights": p.get("weights_name", ""),
         "pretrained": t.get(contract.WEIGHTS_PRETRAINED_TAG, "true") == "true",
         "image_size": int(p["image_size"]) if p.get("image_size", "").isdigit() else None,
+        "val_accuracy": m.get("val_accuracy", nan),
+        "val_f1_macro": m.get("val_f1_macro", nan),
         "test_accuracy": m.get("test_accuracy", nan),
         "test_f1_macro": m.get("test_f1_macro", nan),
         "test_roc_auc": m.get("test_roc_auc", nan),
@@ -124,7 +129,7 @@ def with_aliases(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(experiment: str, last: int | None = None, parent_run_id: str | None = None) -> pd.DataFrame:
-    """Candidates of the last ``last`` pipeline runs (or of one parent run), best test accuracy first.
+    """Candidates of the last ``last`` pipeline runs (or of one parent run), best val accuracy first.
 
     Only FINISHED candidates of pipeline runs that did not fail: a failed or stopped pipeline's runs end FAILED
     (``fail_pipeline_run``) and a half-done bake-off must not rank beside finished ones.

@@ -62,3 +62,37 @@ def test_select_and_register_promotes_the_best_and_finishes_the_run(
         a.path for a in c.list_artifacts(parent)
     }
     assert str(c.get_model_version_by_alias(model_name, "champion").version) == result["challenger_version"]
+
+
+def test_the_challenger_is_chosen_on_val_even_where_test_would_choose_another(
+    tracking_store, tmp_path, artifact, model_name
+):
+    from support import build_candidate, build_val_test_disagree_dataset
+
+    data = build_val_test_disagree_dataset(tmp_path / "data")
+    experiment = f"honest-{model_name}"
+    parent = tracking.start_pipeline_run(experiment, str(data))
+    val_best = build_candidate(tmp_path / "t100", data, 100.0)  # right on val's reds 128..150
+    test_best = build_candidate(tmp_path / "t150", data, 150.0, backbone="vgg16")  # right on test's reds 100..128
+    runs = {t.threshold: tracking.log_candidate(parent, model_name=model_name, **t.dirs) for t in (val_best, test_best)}
+    metrics = {t: tracking.client().get_run(r).data.metrics for t, r in runs.items()}
+    assert metrics[100.0]["val_accuracy"] == 1.0 and metrics[150.0]["val_accuracy"] < 1.0
+    assert metrics[150.0]["test_accuracy"] == 1.0 and metrics[100.0]["test_accuracy"] < 1.0  # test disagrees
+    assert {"val_f1_macro", "val_n"} <= set(metrics[100.0])
+
+    out = select_and_register(
+        Dataset(uri=str(data)),
+        parent,
+        [runs[150.0], runs[100.0]],
+        _candidate_metrics(artifact, {"vgg16": 1.0, "mobilenet_v2": 0.5}),
+        experiment,
+        model_name,
+        "mcnemar",
+        0.05,
+        artifact(Markdown, "leaderboard"),
+        artifact(Metrics, "decision"),
+    )
+
+    assert json.loads(out)["challenger_run_id"] == runs[100.0]  # chosen on val, not on test
+    rows = tracking.leaderboard(experiment, parent_run_id=parent)
+    assert list(rows["run_id"]) == [runs[100.0], runs[150.0]]  # the leaderboard ranks as the gate chooses

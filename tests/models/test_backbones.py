@@ -105,6 +105,18 @@ def test_cut_point_changes_the_output_layer():
         backbones.build_feature_extractor("mobilenet_v2", resolve_weights("mobilenet_v2", "none"), 32, cut="nope")
 
 
+def test_a_base_cut_at_a_tap_fine_tunes_its_own_top_blocks():
+    """VGG16 cut at block4_pool has no block5: its top block is block4, so fine-tuning 1 block opens block4."""
+    bb = backbones.get_backbone("vgg16")
+    assert bb.taps == ("block4_pool",)
+    model = backbones.build_feature_extractor(bb, resolve_weights("vgg16", "none"), 32, cut="block4_pool")
+    assert model.output.shape[-1] == 512
+    names = [layer.name for layer in backbones.finetune_layers(bb, model.get_layer("backbone"), 1)]
+    assert names == ["block4_conv1", "block4_conv2", "block4_conv3", "block4_pool"]
+    multi = backbones.build_feature_extractor(bb, resolve_weights("vgg16", "none"), 32, taps=bb.taps)
+    assert [tuple(o.shape) for o in multi.outputs] == [(None, 512), (None, 512)]
+
+
 def test_caffe_preprocessing_layer_matches_keras_preprocess_input():
     import keras
 

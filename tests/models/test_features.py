@@ -37,6 +37,27 @@ def test_features_contract_and_cache_hit(tiny_dataset, tmp_path, mirror_env):
     np.testing.assert_array_equal(load_features(str(tmp_path / "f2"))[0]["features"], arrays["features"])
 
 
+def test_taps_come_from_the_same_pass_and_share_the_cut_cache(tiny_dataset, tmp_path, mirror_env):
+    """Tap vectors are cached under the key of a cut at that layer: one pass fills both, and equal each other."""
+    cache, tap = str(tmp_path / "cache"), "block_13_expand_relu"
+    info = extract_features(str(tiny_dataset), str(tmp_path / "t"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    arrays, _ = load_features(str(tmp_path / "t"))
+    assert info["taps"] == {tap: 576} and arrays[f"tap_{tap}"].shape == (12, 576)
+    assert info["feature_dim"] == 1280 and info["cut"] is None
+
+    cut = extract_features(
+        str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", image_size=32, cut=tap, taps=False, cache_uri=cache
+    )
+    assert cut["cache_misses"] == 0 and cut["feature_dim"] == 576  # the tap's shards ARE the cut's cache
+    np.testing.assert_array_equal(load_features(str(tmp_path / "c"))[0]["features"], arrays[f"tap_{tap}"])
+
+    plain = extract_features(
+        str(tiny_dataset), str(tmp_path / "p"), "mobilenet_v2", image_size=32, taps=False, cache_uri=str(tmp_path / "x")
+    )
+    assert plain["cache_misses"] == 12 and plain["taps"] == {}  # computed afresh by a single-output model
+    np.testing.assert_allclose(load_features(str(tmp_path / "p"))[0]["features"], arrays["features"], atol=1e-5)
+
+
 def test_pixel_cache_is_shared_across_backbones_and_changes_nothing(tiny_dataset, tmp_path, mirror_env, monkeypatch):
     """Decoded pixels are kept per image and size; the next backbone reads them and gets identical vectors."""
     import keras
@@ -141,10 +162,10 @@ def test_key_changes_with_size_weights_and_cut(tiny_dataset, tmp_path, mirror_en
         str(tmp_path / "d"),
         "mobilenet_v2",
         image_size=32,
-        cut="block_13_expand_relu",
+        cut="block_6_project_BN",  # not a tap: the first extraction did not fill its cache
         cache_uri=cache,
     )
-    assert base["cache_key"] != cut["cache_key"] and cut["cache_misses"] == 12 and cut["feature_dim"] == 576
+    assert base["cache_key"] != cut["cache_key"] and cut["cache_misses"] == 12 and cut["feature_dim"] == 64
 
 
 def test_s3_cache_and_s3_output(tiny_dataset, tmp_path, mirror_env, s3_server):

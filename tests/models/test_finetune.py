@@ -147,3 +147,41 @@ def test_cli_finetune(hfe_faces_dataset, hfe_faces_head, tmp_path, capsys):
     assert json.loads((out / "model.json").read_text())["backbone"] == "mobilenet_v2"
     assert main(["finetune", hfe_faces_dataset, str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "error: missing" in capsys.readouterr().err
+
+
+def test_a_finetune_made_worse_never_replaces_the_frozen_model(
+    hfe_faces_dataset, hfe_faces_head, hfe_faces_finetuned, tmp_path
+):
+    """A huge learning rate wrecks the network; val says so, and the frozen starting point is what is saved."""
+    from bakeoff.finetune import finetune
+
+    out = tmp_path / "m"
+    info = finetune(hfe_faces_dataset, hfe_faces_head, str(out), epochs=2, blocks=2, learning_rate=5.0, batch_size=16)
+    head_val = json.loads((Path(hfe_faces_head) / "head.json").read_text())["val_accuracy"]
+    assert info["finetuned"] is False and info["frozen_val_accuracy"] == pytest.approx(head_val)
+    assert info["finetune_val_gain"] == pytest.approx(info["finetuned_val_accuracy"] - head_val)
+    assert info["finetune_val_gain"] <= 0 and info["val_accuracy"] == pytest.approx(head_val)
+    assert json.loads((out / "model.json").read_text())["finetune_val_gain"] == info["finetune_val_gain"]
+    frozen, saved = _load(hfe_faces_finetuned[0]), _load(str(out))  # the epochs=0 assembly vs what was saved
+    for a, b in zip(frozen.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_finetune_that_gains_on_val_replaces_the_frozen_model(hfe_faces_dataset, hfe_faces_features, tmp_path):
+    """From a barely trained head, a few epochs of fine-tuning gain on val: then the fine-tuned model is saved."""
+    from bakeoff.finetune import finetune
+    from bakeoff.heads import train_head
+
+    weak = train_head(hfe_faces_features, str(tmp_path / "h"), epochs=1, hidden=32, learning_rate=1e-7, patience=0)
+    info = finetune(
+        hfe_faces_dataset,
+        str(tmp_path / "h"),
+        str(tmp_path / "m"),
+        epochs=5,
+        blocks=0,
+        learning_rate=1e-2,
+        batch_size=8,
+    )
+    assert info["frozen_val_accuracy"] == pytest.approx(weak["val_accuracy"])
+    assert info["finetuned"] is True and info["finetune_val_gain"] > 0
+    assert info["val_accuracy"] == pytest.approx(info["finetuned_val_accuracy"])

@@ -160,6 +160,43 @@ def test_logreg_head_equals_sklearn_predict_proba(tmp_path, maker, n_classes):
     np.testing.assert_allclose(ours, clf.predict_proba(scaler.transform(probe)), atol=2e-4)
 
 
+def test_search_keeps_the_best_feature_set_and_head_on_val(tmp_path):
+    """The top vectors are noise, a tap holds the digits' pixels: the search must pick the tap, on val alone."""
+    import keras
+
+    folder = tmp_path / "f"
+    _digits_features(folder, poison_test=False)
+    data = dict(np.load(folder / "features.npz"))
+    pixels = data["features"].copy()
+    pixels[data["split"] == "test"] = np.nan  # test rows poisoned in the tap the search will pick: never read
+    data["tap_pixels"] = pixels
+    data["features"] = np.random.default_rng(3).normal(size=(len(pixels), 16)).astype(np.float32)
+    np.savez(folder / "features.npz", **data)
+    meta = json.loads((folder / "features.json").read_text())
+    (folder / "features.json").write_text(json.dumps({**meta, "feature_dim": 16, "taps": {"pixels": 64}}))
+
+    info = train_head(str(folder), str(tmp_path / "h"), kind="search", epochs=15, hidden=32, patience=3)
+
+    rows = info["search"]
+    # logreg on both feature sets; dense only on the one logreg ranked first (the pixels)
+    assert {(r["feature_set"], r["head"]) for r in rows} == {
+        ("top", "logreg"),
+        ("pixels", "logreg"),
+        ("pixels", "dense"),
+    }
+    assert len([r for r in rows if r["head"] == "logreg"]) == 2 * 4  # every C of the grid, per feature set
+    kept = [r for r in rows if r["kept"]]
+    assert len(kept) == 1 and kept[0]["feature_set"] == "pixels" and info["cut"] == "pixels"
+    assert info["kind"] == kept[0]["head"] and info["feature_dim"] == 64
+    assert info["val_accuracy"] == pytest.approx(kept[0]["val_accuracy"]) and info["val_accuracy"] > 0.85
+    top = max(r["val_accuracy"] for r in rows if r["feature_set"] == "top")
+    assert info["val_accuracy"] > top  # noise on top: chance-level there
+    table = (tmp_path / "h" / "search.md").read_text()
+    assert table.count("**yes**") == 1 and "| pixels |" in table and "| top |" in table
+    model = keras.models.load_model(tmp_path / "h" / "head.keras")
+    assert model.input.shape[-1] == 64  # the head fits the tap's vectors, so the servable model cuts there
+
+
 def test_head_on_real_mobilenet_features_beats_chance(hfe_faces_features, tmp_path):
     info = train_head(hfe_faces_features, str(tmp_path / "h"), kind="logreg")
     assert info["backbone"] == "mobilenet_v2" and info["weights"]["pretrained"] is True

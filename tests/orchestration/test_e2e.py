@@ -14,6 +14,8 @@ import pytest
 
 from bakeoff.cli import main
 
+from support import local_run_env
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 CLASSES = "sneaker,bag,trouser"
@@ -27,11 +29,7 @@ def workspace(tmp_path_factory, weights_mirror):
 
     root = tmp_path_factory.mktemp("e2e")
     make_demo_data(str(root / "raw"), per_class=12, classes=CLASSES)
-    mp = pytest.MonkeyPatch()
-    mp.chdir(root)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
-    mp.setenv("BAKEOFF_CACHE_URI", str(root / "feature-cache"))
+    mp = local_run_env(root, weights_mirror)
     yield root
     mp.undo()
 

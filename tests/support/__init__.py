@@ -12,6 +12,7 @@ from support.candidates import (
     Candidate,
     build_candidate,
     build_red_blue_dataset,
+    build_val_test_disagree_dataset,
     expected_accuracy,
     red_values,
     threshold_model,
@@ -20,6 +21,7 @@ from support.candidates import (
 from support.datasets import build_tiny_dataset, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
 from support.limits import as_unprivileged, call_in_child, limit_file_size, small_filesystem, temp_leftovers
+from support.local_runs import local_run_env
 from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, server_command
 from support.net import free_port, wait_http
 from support.procs import processes_mentioning, stop_process_group, wait_until_gone
@@ -36,6 +38,7 @@ __all__ = [
     "as_unprivileged",
     "build_candidate",
     "build_red_blue_dataset",
+    "build_val_test_disagree_dataset",
     "build_tiny_dataset",
     "call_in_child",
     "encode",
@@ -43,6 +46,7 @@ __all__ = [
     "expected_accuracy",
     "free_port",
     "limit_file_size",
+    "local_run_env",
     "photo",
     "processes_mentioning",
     "red_values",

@@ -50,6 +50,27 @@ def build_red_blue_dataset(root: Path, n_test: int = 100) -> Path:
     return root
 
 
+def build_val_test_disagree_dataset(root: Path) -> Path:
+    """Red/blue fields where val and test rank two threshold models in OPPOSITE orders.
+
+    A model with threshold 100 is right on reds in 128..150 and wrong on 100..128; one with threshold 150 the other
+    way round. Val holds reds in 128..150 (threshold 100 wins on val), test holds reds in 100..128 (threshold 150
+    wins on test): choosing on val must pick threshold 100.
+    """
+    reds = {
+        "train": [10.0, 60.0, 200.0, 240.0],
+        "val": [20.0, 60.0, 135.0, 140.0, 145.0, 200.0, 240.0],
+        "test": [10.0, 50.0, 105.0, 110.0, 115.0, 120.0, 125.0, 200.0, 230.0, 250.0],
+    }
+    images, labels, splits = [], [], []
+    for split, values in reds.items():
+        for red in values:
+            images.append(_colour_pixels(red, seed=len(images) + 1))
+            labels.append("red" if red >= 128 else "blue")
+            splits.append(split)
+    return write_dataset(root, images, labels, splits)
+
+
 def red_values(n_test: int = 100) -> np.ndarray:
     return np.linspace(2, 253, n_test)
 
