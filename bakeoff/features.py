@@ -192,21 +192,15 @@ def inference_function(model):
     return _INFER[model]
 
 
-def compute_vectors(
-    model, df, image_size: int, batch_size: int, description: str = "features", pixel_cache: str | None = None
-) -> np.ndarray:
-    """Run the frozen extractor over manifest rows, with a rich progress bar that shows images/s.
+def compute_vectors(model, batches, total: int, description: str = "features") -> np.ndarray:
+    """Run the frozen extractor over a dataset of image batches, with a rich progress bar that shows images/s.
 
-    With ``pixel_cache`` the decoded, resized pixels of each image are kept (and reused by the next backbone at
-    the same size), so decoding leaves the hot loop after the first backbone.
+    ``batches`` is what ``bakeoff.decoded.image_batches`` gives: the dataset's decoded tensor read in bounded
+    batches (decoding left the loop), or the files decoded in it when that cache is off.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bakeoff.data import cached_pixel_mask, image_dataset, write_pixels
-
     infer = inference_function(model)
-    shas = [str(s) for s in df["sha256"]]
-    fresh = [not hit for hit in cached_pixel_mask(df, image_size, pixel_cache)] if pixel_cache else []
     out = []
     start = time.perf_counter()
     columns = [
@@ -217,24 +211,12 @@ def compute_vectors(
         TimeRemainingColumn(),
     ]
     with Progress(*columns, transient=True, disable=not env.progress_enabled()) as progress:
-        task = progress.add_task(description, total=len(df), ips=0.0)
+        task = progress.add_task(description, total=total, ips=0.0)
         done = 0
-        for batch in image_dataset(df, image_size, batch_size=batch_size, pixel_cache=pixel_cache):
+        for batch in batches:
             out.append(infer(batch).numpy())
-            n = int(batch.shape[0])
-            if pixel_cache and any(fresh[done : done + n]):
-                pixels = batch.numpy()
-                try:
-                    for j in range(n):
-                        if fresh[done + j]:
-                            write_pixels(pixel_cache, shas[done + j], image_size, pixels[j])
-                except BakeoffError as exc:  # a cache is a hint: a full or read-only one costs speed, not the run
-                    import warnings
-
-                    warnings.warn(f"pixel cache off for this run: {exc}", stacklevel=2)
-                    pixel_cache = None
-            done += n
-            progress.update(task, advance=n, ips=done / max(time.perf_counter() - start, 1e-9))
+            done += int(batch.shape[0])
+            progress.update(task, advance=int(batch.shape[0]), ips=done / max(time.perf_counter() - start, 1e-9))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -252,6 +234,7 @@ def extract_features(
 ) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned)."""
     from bakeoff.backbones import build_feature_extractor, get_backbone
+    from bakeoff.decoded import image_batches
     from bakeoff.weights import resolve_weights
 
     started = time.perf_counter()
@@ -278,9 +261,8 @@ def extract_features(
         model = build_feature_extractor(bb, resolved, size, cut)
         feature_dim = int(model.output.shape[-1])
         t0 = time.perf_counter()
-        vectors = compute_vectors(
-            model, misses, size, batch_size, description=f"{bb.name} features", pixel_cache=env.pixel_cache_dir()
-        )
+        batches = image_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not done yet
+        vectors = compute_vectors(model, batches, len(misses), description=f"{bb.name} features")
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]
         computed = dict(zip(miss_shas, vectors))

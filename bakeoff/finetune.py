@@ -122,7 +122,7 @@ def assemble(head_info: HeadInfo, head, *, blocks: int, augment: bool, seed: int
 
 
 def _datasets(dataset_dir: str, classes: list[str], size: int, batch_size: int, seed: int):
-    from bakeoff.data import image_dataset
+    from bakeoff.decoded import image_batches
 
     df = manifest.read_manifest(dataset_dir)
     unknown = sorted(set(df["label"]) - set(classes))
@@ -137,8 +137,9 @@ def _datasets(dataset_dir: str, classes: list[str], size: int, batch_size: int, 
     index = {c: i for i, c in enumerate(classes)}
     y_train = train["label"].map(index).to_numpy()
     return (
-        image_dataset(train, size, batch_size, classes=classes, shuffle=True, seed=seed),
-        image_dataset(val, size, batch_size, classes=classes),
+        # every epoch reads the dataset's decoded tensor (augmentation runs in the model, on these tensors)
+        image_batches(df, train, size, batch_size, classes=classes, shuffle=True, seed=seed),
+        image_batches(df, val, size, batch_size, classes=classes),
         y_train,
         len(train),
         len(val),

@@ -37,28 +37,30 @@ def test_features_contract_and_cache_hit(tiny_dataset, tmp_path, mirror_env):
     np.testing.assert_array_equal(load_features(str(tmp_path / "f2"))[0]["features"], arrays["features"])
 
 
-def test_pixel_cache_is_shared_across_backbones_and_changes_nothing(tiny_dataset, tmp_path, mirror_env, monkeypatch):
-    """Decoded pixels are kept per image and size; the next backbone reads them and gets identical vectors."""
+def test_decoded_tensor_is_shared_across_backbones_and_changes_nothing(tiny_dataset, tmp_path, mirror_env, monkeypatch):
+    """The dataset is decoded once per size into one tensor; the next backbone reads it as is, and the vectors equal
+    those computed with the files decoded in the loop (the cache turned off)."""
     import keras
 
-    from bakeoff.data import pixel_path
-
-    keras.utils.set_random_seed(0)  # both runs must build the same random network
+    keras.utils.set_random_seed(0)  # every run must build the same random network
     first = extract_features(
         str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c1")
     )
-    df = manifest.read_manifest(tiny_dataset)
-    stored = [Path(pixel_path(str(tmp_path / "pixels"), sha, 32)) for sha in df["sha256"]]
-    assert all(p.exists() and p.stat().st_size == 32 * 32 * 3 for p in stored)
-    before = {p: p.stat().st_mtime_ns for p in stored}
+    (tensor,) = (tmp_path / "decoded").glob("*.npy")
+    before = tensor.stat().st_mtime_ns
     keras.utils.set_random_seed(0)
     second = extract_features(
         str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c2")
-    )  # empty vector cache: forward runs, on cached pixels
-    assert second["cache_misses"] == 12 and {p: p.stat().st_mtime_ns for p in stored} == before
-    # run 1 fed freshly decoded pixels, run 2 cached ones: same vectors
-    a, b = (load_features(str(tmp_path / x))[0]["features"] for x in "ab")
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    )  # empty vector cache: forward runs, on the stored tensor
+    assert second["cache_misses"] == 12 and tensor.stat().st_mtime_ns == before
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", "off")
+    keras.utils.set_random_seed(0)
+    extract_features(
+        str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c3")
+    )
+    a, b, c = (load_features(str(tmp_path / x))[0]["features"] for x in "abc")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
     assert first["cache_key"] == second["cache_key"]
 
 
