@@ -17,12 +17,14 @@ may add shards concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import time
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,10 +37,53 @@ if TYPE_CHECKING:  # pragma: no cover
     from bakeoff.weights import ResolvedWeights
 
 CACHE_FORMAT = 1  # bump when the stored vectors' meaning changes
+PRECISIONS = ("auto", "float32", "bfloat16")
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cache_key(backbone: str, weights: ResolvedWeights, image_size: int, cut: str | None) -> tuple[str, dict]:
-    """Hash of everything that changes a vector, and the readable dict it hashes."""
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX): the only place it is faster."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in _BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, backbone: str) -> str:
+    """``auto`` -> bfloat16 where it was measured to pay: a CPU with AVX512-BF16/AMX and a backbone whose registry
+    entry says ``bfloat16_faster`` (VGG16 ran 4.4x faster with head accuracy unchanged within noise; MobileNetV2's
+    depthwise convolutions ran slower, so it stays float32; docs/benchmarks.md). float32 everywhere else; with a GPU
+    too (its mixed float16 is fine-tuning's business)."""
+    from bakeoff import backbones
+
+    if precision not in PRECISIONS:
+        raise BakeoffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    fast = backbones.get_backbone(backbone).bfloat16_faster and cpu_has_bfloat16() and not backbones.gpu_visible()
+    return "bfloat16" if fast else "float32"
+
+
+@contextlib.contextmanager
+def keras_policy(precision: str) -> Iterator[None]:
+    """Build layers under ``mixed_bfloat16`` (float32 weights, bfloat16 arithmetic) or float32; then restore."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def cache_key(
+    backbone: str, weights: ResolvedWeights, image_size: int, cut: str | None, precision: str = "float32"
+) -> tuple[str, dict]:
+    """Hash of everything that changes a vector, and the readable dict it hashes. ``precision`` enters the key only
+    when it is not float32, so the float32 vectors cached before precisions existed keep their key."""
     from bakeoff.backbones import get_backbone
     from bakeoff.data import RESIZE_METHOD
 
@@ -55,6 +100,8 @@ def cache_key(backbone: str, weights: ResolvedWeights, image_size: int, cut: str
         "resize": RESIZE_METHOD,
         "pooling": "avg",
     }
+    if precision != "float32":
+        parts["precision"] = precision
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32], parts
 
@@ -184,11 +231,14 @@ _INFER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def inference_function(model):
-    """One traced forward function per model (re-tracing per call would cost seconds); XLA stays off: slower on CPU."""
+    """One traced forward function per model (re-tracing per call would cost seconds); XLA stays off: slower on CPU.
+    Vectors come out float32 whatever the model computes in."""
     import tensorflow as tf
 
     if model not in _INFER:
-        _INFER[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=False)
+        _INFER[model] = tf.function(
+            lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True, jit_compile=False
+        )
     return _INFER[model]
 
 
@@ -231,6 +281,7 @@ def extract_features(
     batch_size: int = 32,
     cache_uri: str | None = None,
     weights_sha256: str | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned)."""
     from bakeoff.backbones import build_feature_extractor, get_backbone
@@ -243,12 +294,13 @@ def extract_features(
     if size < bb.min_size:
         raise BakeoffError(f"{bb.name} needs --image-size >= {bb.min_size}, got {size}")
     cut = cut or bb.cut_layer
+    precision = resolve_precision(precision, bb.name)
     resolved = resolve_weights(bb.name, weights, sha256=weights_sha256)
     df = manifest.read_manifest(dataset_dir)
     if len(df) == 0:
         raise BakeoffError(f"manifest in {dataset_dir} has no images")
     verify_local_hashes(df)
-    key, key_parts = cache_key(bb.name, resolved, size, cut)
+    key, key_parts = cache_key(bb.name, resolved, size, cut, precision)
     cache = FeatureCache(cache_uri or env.feature_cache_uri(), key, key_parts)
     cached = cache.load()
     shas = [str(s) for s in df["sha256"]]
@@ -258,7 +310,8 @@ def extract_features(
     forward_seconds = 0.0
     feature_dim = None
     if len(misses):
-        model = build_feature_extractor(bb, resolved, size, cut)
+        with keras_policy(precision):
+            model = build_feature_extractor(bb, resolved, size, cut)
         feature_dim = int(model.output.shape[-1])
         t0 = time.perf_counter()
         batches = image_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not done yet
@@ -286,6 +339,7 @@ def extract_features(
         "weights": {**resolved.to_json(), "preprocessing": resolved.preprocessing, "bn_epsilon": resolved.bn_epsilon},
         "image_size": size,
         "cut": cut,
+        "precision": precision,
         "feature_dim": feature_dim,
         "n_images": len(df),
         "images_per_s": round(len(misses) / forward_seconds, 2) if forward_seconds else round(len(df) / elapsed, 2),

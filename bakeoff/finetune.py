@@ -23,17 +23,12 @@ from typing import Any
 import numpy as np
 
 from bakeoff import manifest, storage
+from bakeoff.backbones import gpu_visible
 from bakeoff.contract import HEAD_KERAS, MODEL_JSON, MODEL_KERAS, HeadInfo
 from bakeoff.errors import BakeoffError
 from bakeoff.heads import class_weights, keras_progress, load_keras, loss_for, save_keras
 
 MIXED_PRECISION_MODES = ("auto", "on", "off")
-
-
-def gpu_visible() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def use_mixed_precision(mode: str) -> bool:

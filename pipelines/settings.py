@@ -26,6 +26,7 @@ from bakeoff.validation import Problem, Scope
 
 HeadKind = Literal["dense", "logreg"]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
 GateTest = Literal[TESTS]  # the gate's paired tests, exactly those bakeoff.stats implements
+Precision = Literal["auto", "float32", "bfloat16"]  # = bakeoff.features.PRECISIONS (a test checks)
 
 
 class Parameters(BaseModel):
@@ -83,6 +84,11 @@ class Parameters(BaseModel):
     )
     batch_size: int = Field(
         32, ge=1, description="Images per batch in feature extraction, head training, fine-tuning and evaluation."
+    )
+    precision: Precision = Field(
+        "auto",
+        description="Arithmetic of feature extraction: float32, bfloat16 (about 2x faster on CPUs with AVX512-BF16 "
+        "or AMX), or auto: bfloat16 only on such CPUs (head accuracy measured unchanged, docs/benchmarks.md).",
     )
     head_kind: HeadKind = Field(
         "dense",

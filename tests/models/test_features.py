@@ -133,8 +133,10 @@ def test_key_changes_with_size_weights_and_cut(tiny_dataset, tmp_path, mirror_en
         cache_key("mobilenet_v2", resolve_weights("mobilenet_v2", "none"), 32, None)[0],
         cache_key("mobilenet_v2", pretrained, 32, "block_13_expand_relu")[0],
         cache_key("mobilenet_v3_small", resolve_weights("mobilenet_v3_small", "none"), 32, None)[0],
+        cache_key("mobilenet_v2", pretrained, 32, None, "bfloat16")[0],
     }
-    assert len(keys) == 5
+    assert len(keys) == 6
+    assert cache_key("mobilenet_v2", pretrained, 32, None, "float32") == cache_key("mobilenet_v2", pretrained, 32, None)
     assert cache_key("mobilenet_v2", pretrained, 32, None) == cache_key("mobilenet_v2", pretrained, 32, None)
     cache = str(tmp_path / "cache")
     base = extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache)
@@ -275,3 +277,44 @@ def test_truncated_features_npz_is_a_one_line_error_naming_it(tmp_path, capsys, 
     assert main(["train-head", str(folder), "--out", str(tmp_path / "head"), "--kind", "logreg"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {npz} is damaged") and "\n" not in err
+
+
+def test_bfloat16_vectors_are_close_cached_apart_and_recorded(tiny_dataset, tmp_path, mirror_env):
+    """bfloat16 arithmetic changes vectors a little (never stored under float32's key); the info says which ran."""
+    cache = str(tmp_path / "cache")
+    f32 = extract_features(
+        str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache, precision="float32"
+    )
+    bf16 = extract_features(
+        str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=cache, precision="bfloat16"
+    )
+    assert (f32["precision"], bf16["precision"]) == ("float32", "bfloat16")
+    assert bf16["cache_misses"] == 12 and bf16["cache_key"] != f32["cache_key"]
+    a, b = (load_features(str(tmp_path / x))[0]["features"] for x in "ab")
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
+    # bfloat16 keeps ~3 significant digits; errors add up over 50+ layers to a few % of a vector, same direction
+    assert np.abs(a - b).mean() < 0.15 * np.abs(a).mean() and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy is restored
+    with pytest.raises(BakeoffError, match="--precision must be one of auto, float32, bfloat16"):
+        extract_features(str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", image_size=32, precision="half")
+
+
+def test_auto_precision_is_bfloat16_only_where_measured_faster(monkeypatch):
+    """auto: bfloat16 for a backbone measured faster in it (VGG16), on a CPU with AVX512-BF16/AMX, without a GPU."""
+    from bakeoff import backbones, features
+
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert features.cpu_has_bfloat16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    monkeypatch.setattr(backbones, "gpu_visible", lambda: False)
+    monkeypatch.setattr(features, "cpu_has_bfloat16", lambda: True)
+    assert features.resolve_precision("auto", "vgg16") == "bfloat16"
+    assert features.resolve_precision("auto", "mobilenet_v2") == "float32"  # measured slower in bfloat16
+    assert features.resolve_precision("float32", "vgg16") == "float32"
+    monkeypatch.setattr(features, "cpu_has_bfloat16", lambda: False)
+    assert features.resolve_precision("auto", "vgg16") == "float32"
+    assert features.resolve_precision("bfloat16", "mobilenet_v2") == "bfloat16"  # asked for: honoured
+    monkeypatch.setattr(features, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(backbones, "gpu_visible", lambda: True)
+    assert features.resolve_precision("auto", "vgg16") == "float32"
