@@ -53,7 +53,7 @@ def cpu_has_bfloat16() -> bool:
 
 def resolve_precision(precision: str, backbone: str) -> str:
     """``auto`` -> bfloat16 where it was measured to pay: a CPU with AVX512-BF16/AMX and a backbone whose registry
-    entry says ``bfloat16_faster`` (VGG16 ran 4.4x faster with head accuracy unchanged within noise; MobileNetV2's
+    entry says ``bfloat16_faster`` (VGG16 ran 2.4-4.4x faster with head accuracy unchanged within noise; MobileNetV2's
     depthwise convolutions ran slower, so it stays float32; docs/benchmarks.md). float32 everywhere else; with a GPU
     too (its mixed float16 is fine-tuning's business)."""
     from bakeoff import backbones

@@ -233,6 +233,7 @@ def bench_peak_rss(root: Path, n: int, size: int) -> dict:
             capture_output=True, text=True, check=True, env=child_env,
         )  # fmt: skip
         out[factor] = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out[factor]["n"] == n * factor  # the child really read every image
     return {"size": size, "n": n, "rss_1x": out[1]["rss_mb"], "rss_10x": out[10]["rss_mb"],
             "ratio": out[10]["rss_mb"] / out[1]["rss_mb"]}  # fmt: skip
 
@@ -264,7 +265,7 @@ def render(results: dict, args, elapsed: float, load_before: str, load_after: st
     lines = [
         "# Benchmarks: the input path",
         "",
-        f"Measured {now} with `python -m benchmarks.run{' --quick' if args.quick else ''}` ({elapsed:.0f} s), "
+        f"Measured {now} with `python -m benchmarks.run{''.join(' ' + a for a in args.argv)}` ({elapsed:.0f} s), "
         f"TensorFlow CPU, batch {args.batch_size}, {args.repeats} rounds, on {load_before}; load average at the end "
         f"{load_after}. Each round runs one pass of every method back to back (rotating order); throughputs are "
         "medians over rounds, each ratio is the median of the per-round ratios (load from other jobs on a shared "
@@ -366,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         "--mirror", default=None, help="weights mirror (default $BAKEOFF_WEIGHTS_URI, else a temp import)"
     )
     args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args.argv = [a for i, a in enumerate(given) if not a.startswith("--out") and (i == 0 or given[i - 1] != "--out")]
     args.images = args.images or (128 if args.quick else 256)
     args.repeats = args.repeats or (2 if args.quick else 5)
     cases = QUICK_CASES if args.quick else FULL_CASES

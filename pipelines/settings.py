@@ -88,7 +88,7 @@ class Parameters(BaseModel):
     precision: Precision = Field(
         "auto",
         description="Arithmetic of feature extraction: float32, bfloat16, or auto: bfloat16 only on CPUs with "
-        "AVX512-BF16 or AMX and for backbones measured faster there with unchanged head accuracy (VGG16: 4.4x; "
+        "AVX512-BF16 or AMX and for backbones measured faster there with unchanged head accuracy (VGG16: 2.4-4.4x; "
         "docs/models.md).",
     )
     head_kind: HeadKind = Field(

@@ -142,7 +142,7 @@ def features_cmd(
         "auto",
         "--precision",
         help="float32 | bfloat16 | auto: bfloat16 only on CPUs with AVX512-BF16 or AMX, for backbones measured faster "
-        "there with unchanged head accuracy (VGG16: 4.4x); float32 elsewhere.",
+        "there with unchanged head accuracy (VGG16: 2.4-4.4x); float32 elsewhere.",
     ),
     cache: str | None = typer.Option(
         None,
