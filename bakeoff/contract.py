@@ -86,7 +86,10 @@ FAILURE_TAG = "bakeoff.failure"  # why a pipeline run (and its candidates) ended
 TASK_KEY_TAG = "bakeoff.task_key"  # a candidate's key within its pipeline run (the backbone): retries reuse the run
 # the registry-wide lock (a registered model named <model>.lock) carries these
 LOCK_OWNER_TAG = "bakeoff.lock_owner"
-LOCK_EXPIRES_TAG = "bakeoff.lock_expires"
+LOCK_EXPIRES_TAG = "bakeoff.lock_expires"  # seconds since the epoch; renewed by the holder's heartbeat
+LOCK_HOLDER_TAG = "bakeoff.lock_holder"  # who, for people: "pipeline run <id> (KFP run <id>)" or "bakeoff promote ..."
+LOCK_HOST_TAG = "bakeoff.lock_host"
+LOCK_PID_TAG = "bakeoff.lock_pid"
 
 # registered model versions: tags and aliases
 VERSION_RUN_TAG = "run"
@@ -151,6 +154,10 @@ def _classes(value: Any) -> tuple[str, ...]:
     return tuple(str(c) for c in value)
 
 
+def _times(value: Any) -> tuple[int, ...]:
+    return tuple(int(t) for t in value)
+
+
 @dataclass(frozen=True)
 class FeaturesInfo(StepInfo):
     """``features.json``: which backbone/weights/size produced the vectors, and how fast."""
@@ -188,9 +195,10 @@ class HeadInfo(StepInfo):
     cut: str | None = None
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, list] = field(default_factory=dict)
+    epoch_end_ms: tuple[int, ...] = ()  # wall-clock end of each history epoch (ms); MLflow logs the curves at it
 
     def _checked(self, source: str) -> HeadInfo:
-        return dataclasses.replace(self, classes=_classes(self.classes))
+        return dataclasses.replace(self, classes=_classes(self.classes), epoch_end_ms=_times(self.epoch_end_ms))
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,7 @@ class ModelInfo(StepInfo):
     unfrozen_layers: tuple[str, ...] = ()
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, list] = field(default_factory=dict)
+    epoch_end_ms: tuple[int, ...] = ()  # as HeadInfo's, for the fine-tuning history
 
     def _checked(self, source: str) -> ModelInfo:
         if len(self.classes) < 2:
@@ -221,6 +230,7 @@ class ModelInfo(StepInfo):
             image_size=int(self.image_size),
             finetuned=bool(self.finetuned),
             unfrozen_layers=tuple(self.unfrozen_layers),
+            epoch_end_ms=_times(self.epoch_end_ms),
         )
 
 

@@ -112,6 +112,19 @@ KF_PIPELINES_ENDPOINT = _declare(
 KF_PIPELINES_TOKEN = _declare(
     "KF_PIPELINES_TOKEN", "bearer token for that API", "kfp's own credentials (in-cluster service account)"
 )
+# --- library start-up noise (the CLI sets these when unset, before TensorFlow or MLflow is imported)
+TF_CPP_MIN_LOG_LEVEL = _declare(
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TensorFlow's C++ log threshold; the CLI sends what passes it to its log file, not the terminal",
+    "`1` (INFO hidden) in the CLI",
+    reader="tensorflow",
+)
+MLFLOW_CONFIGURE_LOGGING = _declare(
+    "MLFLOW_CONFIGURE_LOGGING",
+    "whether MLflow adds its own stderr log handler; the CLI logs MLflow to its log file instead",
+    "`false` in the CLI",
+    reader="mlflow",
+)
 
 
 # ---------------------------------------------------------------------------------------- accessors
@@ -184,6 +197,26 @@ def aws_region() -> str | None:
 def kfp_token() -> str | None:
     """Bearer token for the Kubeflow Pipelines API, or None (kfp then uses its own credentials)."""
     return KF_PIPELINES_TOKEN.value()
+
+
+QUIETED_BY_CLI: set[str] = set()  # what quiet_libraries set: a child whose output goes to a log gets them unset
+
+
+def quiet_libraries() -> None:
+    """Keep TensorFlow's and MLflow's start-up chatter off the terminal: set their knobs when the user has not.
+
+    Must run before TensorFlow is imported (it reads ``TF_CPP_MIN_LOG_LEVEL`` once, at import); MLflow then
+    leaves its loggers to ``bakeoff.cli.logs``, which writes them to the CLI's log file.
+    """
+    for variable, value in ((TF_CPP_MIN_LOG_LEVEL, "1"), (MLFLOW_CONFIGURE_LOGGING, "false")):
+        if variable.value() is None:
+            os.environ[variable.name] = value
+            QUIETED_BY_CLI.add(variable.name)
+
+
+def cli_log_path() -> Path:
+    """The CLI's log file (library start-up output, warnings): under the cache root, beside the caches."""
+    return cache_dir("logs") / "bakeoff.log"
 
 
 def snapshot() -> dict[str, str]:

@@ -26,7 +26,7 @@ from bakeoff import manifest, storage
 from bakeoff.backbones import gpu_visible
 from bakeoff.contract import HEAD_KERAS, MODEL_JSON, MODEL_KERAS, HeadInfo
 from bakeoff.errors import BakeoffError
-from bakeoff.heads import class_weights, keras_progress, load_keras, loss_for, save_keras
+from bakeoff.heads import class_weights, epoch_clock, keras_progress, load_keras, loss_for, save_keras
 
 MIXED_PRECISION_MODES = ("auto", "on", "off")
 
@@ -179,6 +179,7 @@ def finetune(
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.0)
             model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_for(len(classes)), metrics=["accuracy"])
             stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+            clock = epoch_clock()
             fit = model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -186,11 +187,12 @@ def finetune(
                 verbose=0,
                 shuffle=False,
                 class_weight=class_weights(y_train, len(classes)),
-                callbacks=[stop, keras_progress(epochs, f"finetune {head_info.backbone}")],
+                callbacks=[stop, clock, keras_progress(epochs, f"finetune {head_info.backbone}")],
             )
             history = {k: [float(v) for v in fit.history[k]] for k in history}
             best = int(np.argmin(history["val_loss"]))
             extra = {
+                "epoch_end_ms": clock.times,
                 "n_train": n_train,
                 "n_val": n_val,
                 "epochs_run": len(history["loss"]),

@@ -1,8 +1,10 @@
 """Batch prediction from a registered model, and reading a logged bakeoff model back (Keras model, model.json).
 
-Every candidate is logged as the class-names pyfunc of ``bakeoff.pyfunc_model``: ``load_pyfunc`` predicts class
-NAMES with it, ``load_keras_model`` returns the very same Keras model for fine-grained use, ``model_info`` its
-``model.json``.
+Every candidate is logged by ``bakeoff.serving.log`` (encoded images in: the model decodes and resizes them itself,
+exactly as training did): ``predict_source`` sends each good file's original bytes. Versions logged before issue
+11 (the pickled ``bakeoff.pyfunc_model`` pyfunc, pixel tensors in) still predict through the old path (resized
+here). Both layouts keep ``artifacts/model.keras`` and ``artifacts/model.json``: ``load_keras_model`` returns the
+Keras model for fine-grained use, ``model_info`` its ``model.json``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def load_pyfunc(model_uri: str):
         ) from exc
 
 
+def _takes_encoded_images(model) -> bool:
+    """True for the serving layout (one column ``image`` of encoded bytes), False for a pixel-tensor signature."""
+    schema = model.metadata.get_input_schema()
+    return schema is not None and not schema.is_tensor_spec() and schema.input_names() == ["image"]
+
+
 def _input_size(model) -> int:
     schema = model.metadata.get_input_schema()
     shape = schema.inputs[0].shape if schema is not None else None
@@ -83,7 +91,7 @@ def _input_size(model) -> int:
 
 
 def _iter_images(source: str):
-    """Yield (path, RGB PIL image or None, reason) for every file of a folder, archive or s3:// prefix.
+    """Yield (path, encoded bytes, RGB PIL image or None, reason) for every file of a folder, archive or s3:// prefix.
 
     Uses ingest's reader and decoder, so prediction sees images exactly as training did (EXIF
     orientation, mode conversion, decompression-bomb guard) and rejects the same files for the same reasons.
@@ -95,18 +103,27 @@ def _iter_images(source: str):
             continue
         path = sources.display_name(item.relpath)  # a non-UTF-8 name is shown escaped, so the CSV can hold it
         if item.skip_reason:
-            yield path, None, item.skip_reason
+            yield path, b"", None, item.skip_reason
             continue
         try:
             with item.open() as handle:
-                image, _ = images.load_image(handle)
+                image, _ = images.load_image(handle)  # rejects a non-image before reading all of it
+                handle.seek(0)
+                data = handle.read()
         except images.ImageRejected as exc:
-            yield path, None, exc.reason
+            yield path, b"", None, exc.reason
             continue
         except Exception as exc:  # one unreadable file must not stop the batch
-            yield path, None, f"unreadable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+            yield path, b"", None, f"unreadable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
-        yield path, image, ""
+        yield path, data, image, ""
+
+
+def _pixels(image, size: int) -> np.ndarray:
+    """The old layout's input: the RGB image resized here (bilinear) to float32 [size, size, 3]."""
+    from PIL import Image
+
+    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
 
 
 def check_out(source: str, out: str | None) -> None:
@@ -129,21 +146,25 @@ def check_out(source: str, out: str | None) -> None:
 def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.DataFrame:
     """Predict every image of ``source`` with ``model_uri``; write a CSV (path, predicted, probability, error).
 
-    Bad files become rows with an ``error`` reason and empty prediction, never a crash.
+    Bad files become rows with an ``error`` reason and empty prediction, never a crash: every file is vetted with
+    ingest's reader first (the serving pyfunc would refuse a whole batch for one bad image).
     """
+    from rich.console import Console
     from rich.progress import Progress
 
     check_out(source, out)
     model = load_pyfunc(model_uri)
-    size = _input_size(model)
+    encoded = _takes_encoded_images(model)
+    size = None if encoded else _input_size(model)
     rows: list[dict] = []
     batch_paths: list[str] = []
-    batch: list[np.ndarray] = []
+    batch: list = []
 
     def flush() -> None:
         if not batch:
             return
-        preds = model.predict(np.stack(batch).astype(np.float32))
+        inputs = pd.DataFrame({"image": batch}) if encoded else np.stack(batch).astype(np.float32)
+        preds = model.predict(inputs)
         for path, (_, pred) in zip(batch_paths, preds.iterrows()):
             row = {"path": path, "predicted": pred["label"], "probability": float(pred["probability"]), "error": ""}
             row.update({k: float(v) for k, v in pred.items() if str(k).startswith(PROB_PREFIX)})
@@ -151,17 +172,14 @@ def predict_source(model_uri: str, source: str, out: str | None = None) -> pd.Da
         batch.clear()
         batch_paths.clear()
 
-    with Progress(transient=True) as progress:
+    with Progress(transient=True, console=Console(stderr=True)) as progress:  # stdout may carry the CSV
         task = progress.add_task("predicting", total=None)
-        for path, image, reason in _iter_images(source):
+        for path, data, image, reason in _iter_images(source):
             progress.advance(task)
             if image is None:
                 rows.append({"path": path, "predicted": "", "probability": float("nan"), "error": reason})
                 continue
-            from PIL import Image
-
-            resized = image.convert("RGB").resize((size, size), Image.BILINEAR)
-            batch.append(np.asarray(resized, dtype=np.float32))
+            batch.append(data if encoded else _pixels(image, size))
             batch_paths.append(path)
             if len(batch) >= BATCH:
                 flush()

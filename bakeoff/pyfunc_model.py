@@ -1,13 +1,10 @@
-"""The MLflow pyfunc every candidate is logged with: Keras model in, class NAMES out.
+"""The pyfunc of versions logged before issue 11 (pixel tensors in, class NAMES out); new versions use
+``bakeoff.serving`` (encoded images in, models-from-code).
 
-``KerasImageClassifier``'s artifacts are the Keras ``model.keras`` (raw RGB 0..255 in, probabilities out) and
-``model.json`` (classes, image size), so ``mlflow.pyfunc.load_model("models:/NAME@champion").predict(images)``
-returns a DataFrame with the class name, its probability and every class's probability, while
-``bakeoff.predict.load_keras_model`` returns the very same Keras model for fine-grained use.
-
-Its own module so that model logging (``bakeoff.tracking.models``) and batch prediction (``bakeoff.predict``)
-both depend on it and not on each other. The class is pickled by reference: loading needs ``bakeoff``
-importable (it is, in the bakeoff image and venv).
+Kept because those registered versions pickled ``KerasImageClassifier`` BY REFERENCE (as
+``bakeoff.pyfunc_model.KerasImageClassifier``, or ``bakeoff.predict.KerasImageClassifier``, still re-exported):
+loading them needs this class importable. Its artifacts are the Keras ``model.keras`` (raw RGB 0..255 in,
+probabilities out) and ``model.json`` (classes, image size); ``bakeoff.predict`` resizes images for it.
 """
 
 from __future__ import annotations
@@ -48,22 +45,3 @@ class KerasImageClassifier(mlflow.pyfunc.PythonModel):
         for j, name in enumerate(self.classes):
             out[prob_column(name)] = probs[:, j]
         return out
-
-
-def pip_requirements() -> list[str]:
-    """Pinned requirements for the logged model (passing them skips MLflow's slow inference)."""
-    import keras
-
-    reqs = [
-        f"mlflow=={mlflow.__version__}",
-        f"keras=={keras.__version__}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-    ]
-    try:
-        from importlib.metadata import version
-
-        reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")
-    except Exception:
-        pass
-    return reqs

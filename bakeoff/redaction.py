@@ -7,8 +7,10 @@ whose NAME says it is secret is scrubbed wherever it appears.
 
 from __future__ import annotations
 
+import io
+import logging
 import re
-from typing import Any
+from typing import Any, TextIO
 
 from bakeoff import env
 
@@ -36,6 +38,65 @@ def redact(text: str) -> str:
     for value in _secret_values():
         text = text.replace(value, "***")
     return text
+
+
+def one_line(message: object, limit: int | None = None) -> str:
+    """An error's text redacted, its whitespace (newlines too) collapsed, optionally cut: for one-line messages."""
+    text = redact(" ".join(str(message).split()))
+    return text[:limit] if limit else text
+
+
+def has_credentials(text: str) -> bool:
+    """True when ``text`` carries a URL ``user:password@`` or an AWS access key id (what a parameter must not)."""
+    return bool(_URL_USERINFO.search(text) or _AWS_KEY_ID.search(text))
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that redacts every line before passing it on (``pipelines.local`` wraps stdout/stderr in it,
+    so the run log never holds a credential whichever library printed it: MLflow's "View run at <URI>", kfp's
+    task output, a traceback).
+
+    Whole lines are redacted, so a URI printed in pieces (``print("at", uri)``) is still caught; ``flush`` passes on
+    a pending partial line too (progress output, a prompt).
+    """
+
+    def __init__(self, target: TextIO):
+        super().__init__()
+        self.target = target
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            complete, _, self._pending = self._pending.rpartition("\n")
+            self.target.write(redact(complete + "\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.target.write(redact(self._pending))
+            self._pending = ""
+        self.target.flush()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose records come out redacted (the CLI's log file gets MLflow's and other libraries' logs)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def safe_params(params: dict[str, Any] | None, prefix: str = "") -> dict[str, str]:

@@ -11,35 +11,32 @@ versions of one registered model, so no version exists without a gate decision. 
    wins only if ``delta > min_delta`` and ``p < alpha``; otherwise it gets the alias ``challenger``;
 4. the decision and its numbers are logged as tags and a markdown report on the parent run.
 
-Concurrency: two pipelines may finish at once. The whole of step 3 runs under a registry-wide mutex: a
-registered model named ``<name>.lock`` created with ``create_registered_model``, which fails atomically
-for the second caller (a UNIQUE constraint in SQLite and PostgreSQL alike). Under the lock the champion
-is re-read and the comparison runs against whoever is champion NOW, so the later pipeline compares
-against the earlier one's winner and a worse model can never overwrite a better champion. A crashed
-holder's lock expires after ``lock_ttl_s`` (timestamp tag) and is then broken by the next caller.
+Concurrency: two pipelines may finish at once. The whole of step 3 runs under the registry-wide promotion lock
+(``bakeoff.promotion_lock``: a registered model ``<name>.lock``, a short lease renewed while held). Under the lock
+the champion is re-read and the comparison runs against whoever is champion NOW, so the later pipeline compares
+against the earlier one's winner and a worse model can never overwrite a better champion. A crashed holder's
+lease lapses within ``lock_ttl_s`` and the next caller breaks it; a lock lost while held moves no alias.
+
+Re-gating the champion's own version changes nothing: no alias moves, no tag is rewritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import random
-import socket
 import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from bakeoff import contract, manifest, stats, tracking
-from bakeoff.contract import CHALLENGER_ALIAS, CHAMPION_ALIAS, LOCK_EXPIRES_TAG, LOCK_OWNER_TAG, GateDecision
+from bakeoff.contract import CHALLENGER_ALIAS, CHAMPION_ALIAS, GateDecision
 from bakeoff.errors import BakeoffError
-
-LOCK_SUFFIX = ".lock"
+from bakeoff.promotion_lock import DEFAULT_TIMEOUT_S, DEFAULT_TTL_S, registry_lock
+from bakeoff.redaction import one_line
 
 
 @dataclass
@@ -50,88 +47,14 @@ class GateConfig:
     alpha: float = 0.05
     min_delta: float = 0.0  # challenger accuracy - champion accuracy must exceed this
     n_bootstrap: int = 2000
-    lock_timeout_s: float = 900.0
-    lock_ttl_s: float = 1800.0
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S  # longest wait for the promotion lock
+    lock_ttl_s: float = DEFAULT_TTL_S  # the lock's lease: renewed while held, lapses this long after its holder died
 
     def __post_init__(self) -> None:
         if self.test not in stats.TESTS:
             raise BakeoffError(f"unknown gate test {self.test!r}; choose one of {', '.join(stats.TESTS)}")
         if not 0.0 < self.alpha < 1.0:
             raise BakeoffError(f"alpha must be between 0 and 1 (got {self.alpha})")
-
-
-# ---------------------------------------------------------------------------------------- the lock
-
-
-@contextmanager
-def registry_lock(model_name: str, *, timeout_s: float = 900.0, ttl_s: float = 1800.0) -> Iterator[str]:
-    """Hold the registry-wide mutex for ``model_name``; yields the holder token.
-
-    The mutex is the existence of the registered model ``<model_name>.lock``: creating a registered
-    model is an INSERT under a unique constraint, so exactly one of several concurrent creators succeeds
-    against any MLflow backend (SQLite, PostgreSQL, via the REST server or directly).
-    """
-    from mlflow.exceptions import MlflowException
-
-    c = tracking.client()
-    name = f"{model_name}{LOCK_SUFFIX}"
-    token = f"{socket.gethostname()}:{uuid.uuid4().hex}"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            c.create_registered_model(
-                name,
-                tags={LOCK_OWNER_TAG: token, LOCK_EXPIRES_TAG: f"{time.time() + ttl_s:.3f}"},
-                description=f"bakeoff promotion lock for {model_name}: held while a pipeline moves its aliases. "
-                "Safe to delete only if no pipeline is promoting; it expires by itself.",
-            )
-            break
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            _break_if_stale(c, name)
-            if time.monotonic() > deadline:
-                raise BakeoffError(
-                    f"registry lock {name!r} is held by another pipeline for over {timeout_s:.0f}s; "
-                    "retry later, or delete that registered model if its pipeline died"
-                ) from exc
-            time.sleep(0.2 + random.random() * 0.4)
-    try:
-        yield token
-    finally:
-        _release(c, name, token)
-
-
-def _lock_tags(c, name: str) -> dict | None:
-    try:
-        return dict(c.get_registered_model(name).tags)
-    except Exception:
-        return None
-
-
-def _break_if_stale(c, name: str) -> None:
-    tags = _lock_tags(c, name)
-    if tags is None:
-        return
-    try:
-        expires = float(tags.get(LOCK_EXPIRES_TAG, "0"))
-    except ValueError:
-        expires = 0.0
-    if time.time() <= expires:
-        return
-    # re-read right before deleting so a lock taken over meanwhile (new owner) is left alone
-    again = _lock_tags(c, name)
-    if again is not None and again.get(LOCK_OWNER_TAG) == tags.get(LOCK_OWNER_TAG):
-        try:
-            c.delete_registered_model(name)
-        except Exception:
-            pass
-
-
-def _release(c, name: str, token: str) -> None:
-    tags = _lock_tags(c, name)
-    if tags is not None and tags.get(LOCK_OWNER_TAG) == token:
-        c.delete_registered_model(name)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -282,11 +205,14 @@ def gate_challenger(
     dataset_dir: str,
     gate: GateConfig,
     still_owned: Callable[[], None] | None = None,
+    holder: str | None = None,
 ) -> GateDecision:
     """Apply the gate to one candidate run and move an alias; returns the decision (not logged).
 
     ``still_owned`` is called under the lock right before an alias moves and raises when the pipeline that asked
     for this decision was stopped meanwhile (its parent run no longer RUNNING): an orphan never moves an alias.
+    ``holder`` names the caller on the promotion lock for whoever waits for it. A challenger that already is the
+    champion moves nothing and tags nothing (:func:`is_unchanged` tells the callers not to log it again).
     """
     c = tracking.client()
     tags = challenger_run.data.tags
@@ -314,15 +240,20 @@ def gate_challenger(
         min_delta=gate.min_delta,
         dataset_hash=dataset_hash,
     )
-    with registry_lock(model_name, timeout_s=gate.lock_timeout_s, ttl_s=gate.lock_ttl_s):
+    with registry_lock(model_name, timeout_s=gate.lock_timeout_s, ttl_s=gate.lock_ttl_s, holder=holder) as lease:
         champion = _champion(c, model_name)  # re-read under the lock: whoever is champion NOW
         decision = dataclasses.replace(decision, champion_version_before=_version_of(champion))
+        if champion is not None and str(champion.version) == str(version):
+            # re-gating the champion itself: @challenger must not land on it, its verdict tag stays
+            return dataclasses.replace(
+                decision,
+                champion_version_after=str(version),
+                reason=f"v{version} already is the champion: nothing changed",
+            )
         if not pretrained:
             outcome = {"reason": "trained from random weights (--weights none): never promoted"}
         elif champion is None:
             outcome = {"promoted": True, "reason": "no champion yet"}
-        elif str(champion.version) == str(version):
-            outcome = {"reason": "the challenger already is the champion"}
         else:
             outcome = _compare(challenger_run, model_name, champion.version, dataset_dir, dataset_hash, gate)
         decision = dataclasses.replace(decision, **outcome)
@@ -332,10 +263,29 @@ def gate_challenger(
             alias, verdict = CHALLENGER_ALIAS, contract.VERSION_GATE_CHALLENGER
         if still_owned is not None:
             still_owned()
+        lease.check()  # broken by an operator or lapsed meanwhile: another gate may be moving aliases now
         c.set_registered_model_alias(model_name, alias, version)
         c.set_model_version_tag(model_name, version, contract.VERSION_GATE_TAG, verdict)
         decision = dataclasses.replace(decision, champion_version_after=_version_of(_champion(c, model_name)))
     return decision
+
+
+def is_unchanged(decision: GateDecision) -> bool:
+    """True for a re-gate of the champion itself: nothing moved, so nothing is logged again."""
+    return not decision.promoted and decision.champion_version_before == decision.challenger_version
+
+
+def _log_unless_unchanged(parent, decision: GateDecision) -> None:
+    """Log the decision on the pipeline run, except a re-gate of the champion over a decision already recorded."""
+    if is_unchanged(decision) and parent.data.tags.get(contract.GATE_CHALLENGER_TAG):
+        return
+    tracking.log_gate_decision(parent.info.run_id, decision)
+
+
+def _holder(parent) -> str:
+    """How the promotion lock names this caller: the pipeline run and its KFP run."""
+    kfp = parent.data.tags.get(contract.KFP_RUN_ID_TAG)
+    return f"pipeline run {parent.info.run_id}" + (f" (KFP run {kfp})" if kfp else "")
 
 
 def _version_of(model_version) -> str | None:
@@ -374,8 +324,9 @@ def select_and_register(
         dataset_dir=dataset_dir,
         gate=gate,
         still_owned=lambda: _check_owned(c, parent_run_id),
+        holder=_holder(parent),
     )
-    tracking.log_gate_decision(parent_run_id, decision)
+    _log_unless_unchanged(c.get_run(parent_run_id), decision)
     return decision
 
 
@@ -431,7 +382,15 @@ def discard_undecided_versions(model_name: str, parent_run_id: str) -> list[str]
             continue
         if getattr(mv, "aliases", None):
             continue
-        c.delete_model_version(model_name, mv.version)
+        try:
+            c.delete_model_version(model_name, mv.version)
+        except MlflowException as exc:  # e.g. a least-privilege user: EDIT on the model does not allow deletes
+            warnings.warn(
+                f"could not delete undecided version {mv.version} of {model_name} ({one_line(exc, 300)}); it has no "
+                "alias and no gate verdict, so nothing serves it: delete it as a user with MANAGE on the model",
+                stacklevel=2,
+            )
+            continue
         deleted.append(str(mv.version))
     return deleted
 
@@ -500,8 +459,14 @@ def promote(
     if not dataset_dir:
         raise BakeoffError(f"run {parent.info.run_id} does not record its dataset; pass --dataset DIR")
     challenger = register_candidate(challenger, model_name, parent.info.run_id)
-    decision = gate_challenger(challenger, model_name=model_name, dataset_dir=dataset_dir, gate=gate)
-    tracking.log_gate_decision(parent.info.run_id, decision)
+    decision = gate_challenger(
+        challenger,
+        model_name=model_name,
+        dataset_dir=dataset_dir,
+        gate=gate,
+        holder=f"bakeoff promote of {_holder(parent)}",
+    )
+    _log_unless_unchanged(c.get_run(parent.info.run_id), decision)
     return decision
 
 
@@ -510,4 +475,12 @@ def decision_dict(decision: GateDecision) -> dict:
     return decision.to_dict()
 
 
-__all__ = ["GateConfig", "GateDecision", "select_and_register", "promote", "registry_lock", "pick_challenger"]
+__all__ = [
+    "GateConfig",
+    "GateDecision",
+    "is_unchanged",
+    "pick_challenger",
+    "promote",
+    "registry_lock",
+    "select_and_register",
+]

@@ -210,9 +210,9 @@ def is_write_failure(exc: BaseException) -> bool:
 
 
 def _s3_error(action: str, uri: str, exc: Exception) -> BakeoffError:
-    from bakeoff.redaction import redact
+    from bakeoff.redaction import one_line
 
-    return BakeoffError(f"cannot {action} {uri}: {redact(' '.join(str(exc).split()))}")
+    return BakeoffError(f"cannot {action} {uri}: {one_line(exc)}")
 
 
 def _on_s3(action: str, uri: str, call):

@@ -113,7 +113,7 @@ def validate(
     ``skip`` names fields already reported (e.g. by the type check) so they are not reported twice.
     """
     report = Report()
-    skip = set(skip)
+    skip = set(skip) | _check_no_credentials(report, params)
     names = [] if "backbones" in skip else _check_backbones(report, params.get("backbones"))
     if "weights" not in skip:
         _check_weights_spec(report, str(params.get("weights") or ""))
@@ -153,6 +153,25 @@ def check(params: Mapping[str, Any], scope: Scope = Scope.HERE, *, where: str = 
 
 
 # ------------------------------------------------------------------------------------------ names and syntax
+
+
+def _check_no_credentials(report: Report, params: Mapping[str, Any]) -> set[str]:
+    """Fields whose value carries a credential (``user:password@`` in a URI, an AWS key id), each reported once.
+
+    Parameters become MLflow params, KFP run records and the compiled YAML's defaults: a secret there is public.
+    The value itself is never echoed, and the field is not checked further (its other messages would show it).
+    """
+    from bakeoff.redaction import has_credentials
+
+    found = {name for name, value in params.items() if has_credentials(str(value or ""))}
+    for name in sorted(found):
+        report.add(
+            name,
+            "holds a credential (user:password@ in a URI, or an access key id); parameters are recorded in MLflow "
+            "and KFP, so give credentials through the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD) or a Kubernetes Secret",
+        )
+    return found
 
 
 def _check_backbones(report: Report, value: Any) -> list[str]:

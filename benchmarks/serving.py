@@ -1,8 +1,8 @@
 """Serving latency of `mlflow models serve` (the champion's MLflow model) for one image and a batch of 32.
 
 The model is the serving tests' real photo classifier (tests/support/photo_model.py: MobileNetV2 with the offline
-ImageNet weights, four ImageNet classes as its head), logged with ``bakeoff.serving.log``, registered and aliased
-``champion`` in a fresh SQLite store; the requests are real photo files as base64 in MLflow's ``dataframe_split``
+ImageNet weights, four ImageNet classes as its head), logged as every candidate is (``bakeoff.tracking.models``:
+the serving model, upload verified), registered and aliased ``champion`` in a fresh SQLite store; the requests are real photo files as base64 in MLflow's ``dataframe_split``
 JSON, N sequential POSTs after two warm-ups. Prints one JSON line per input size (docs/tracking.md has the table).
 
     python -m benchmarks.serving WORKDIR [--sizes 128,224] [--n 30]     # needs BAKEOFF_WEIGHTS_URI (the mirror)
@@ -40,7 +40,8 @@ def _body(blobs: list[bytes]) -> dict:
     return {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(b).decode()] for b in blobs]}}
 
 
-def _median_ms(url: str, body: dict, n: int) -> tuple[float, float, float]:
+def _timings_ms(url: str, body: dict, n: int) -> dict:
+    """Median and spread (min, quartiles, max) of ``n`` sequential POSTs after two warm-ups, in ms."""
     for _ in range(2):
         _post(url, body)
     times = []
@@ -48,12 +49,19 @@ def _median_ms(url: str, body: dict, n: int) -> tuple[float, float, float]:
         start = time.perf_counter()
         _post(url, body)
         times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), min(times), max(times)
+    q1, median, q3 = statistics.quantiles(times, n=4)
+    return {
+        "median": round(median),
+        "min": round(min(times)),
+        "q1": round(q1),
+        "q3": round(q3),
+        "max": round(max(times)),
+    }
 
 
 def measure(workdir: Path, size: int, n: int, mirror: str) -> dict:
     from bakeoff import tracking
-    from bakeoff.serving.log import log_model_folder
+    from bakeoff.tracking.models import log_model_folder
 
     photos = workdir / "photos"
     names = sorted(write_photo_files(photos))
@@ -78,17 +86,17 @@ def measure(workdir: Path, size: int, n: int, mirror: str) -> dict:
         wait_http(f"{url}/ping", proc, 300, log)
         up = time.perf_counter() - start
         load = os.getloadavg()[0]
-        one = _median_ms(url, _body([(photos / "coffee.jpg").read_bytes()]), n)
-        batch = _median_ms(url, _body([(photos / names[i % len(names)]).read_bytes() for i in range(32)]), n)
+        one = _timings_ms(url, _body([(photos / "coffee.jpg").read_bytes()]), n)
+        batch = _timings_ms(url, _body([(photos / names[i % len(names)]).read_bytes() for i in range(32)]), n)
     finally:
         stop_process_group(proc)
     return {
         "size": size,
         "server_up_s": round(up, 1),
         "n": n,
-        "one_image_ms": {"median": round(one[0]), "min": round(one[1]), "max": round(one[2])},
-        "batch32_ms": {"median": round(batch[0]), "min": round(batch[1]), "max": round(batch[2])},
-        "batch32_ms_per_image": round(batch[0] / 32, 1),
+        "one_image_ms": one,
+        "batch32_ms": batch,
+        "batch32_ms_per_image": round(batch["median"] / 32, 1),
         "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
         "cpus": os.cpu_count(),
     }

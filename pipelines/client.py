@@ -8,10 +8,12 @@ from the environment (KF_PIPELINES_TOKEN or kfp's own config), never from the co
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from bakeoff import env
 from bakeoff.errors import BakeoffError
@@ -38,6 +40,53 @@ def _client(host: str, namespace: str | None):
     except Exception as exc:  # connection refused, TLS, 401: all mean "cannot reach KFP"
         raise BakeoffError(f"cannot reach Kubeflow Pipelines at {host}: {str(exc).splitlines()[0][:200]}") from exc
     return client
+
+
+def image_problem(image: str) -> str | None:
+    """Why a cluster could not pull ``image`` (under ``localhost/``, or no registry host), or None when it can.
+
+    A reference's first path part names a registry only when it has a dot or a port or is ``localhost``
+    (Docker's rule); without one, a node pulls from Docker Hub, which never holds this project's image.
+    """
+    first, _, rest = image.partition("/")
+    if first == "localhost" or first.startswith("localhost:"):
+        return f"image {image} is under localhost/, which only this machine has"
+    if not rest or not ("." in first or ":" in first):
+        return f"image {image} names no registry host"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for a KFP endpoint on this machine (localhost, 127.0.0.0/8, ::1): a local cluster may hold local images."""
+    name = urlparse(host if "://" in host else f"http://{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def package_images(package: str | Path) -> list[str]:
+    """The container images a compiled pipeline's executors run (its first YAML document, the PipelineSpec)."""
+    import yaml
+
+    with open(package) as handle:
+        spec = next(yaml.safe_load_all(handle), None) or {}
+    executors = (spec.get("deploymentSpec") or {}).get("executors") or {}
+    return sorted({e["container"]["image"] for e in executors.values() if "container" in e})
+
+
+def check_images_for(host: str, images: list[str]) -> None:
+    """Refuse images a remote cluster cannot pull, before any request reaches it (a loopback host may use them)."""
+    if is_loopback(host):
+        return
+    for image in images:
+        if problem := image_problem(image):
+            raise BakeoffError(
+                f"{problem}: the cluster at {host} cannot pull it; push the image to a registry and pass "
+                "--image REGISTRY/NAME:TAG (or a --package compiled with one)"
+            )
 
 
 def validate_cron(cron: str) -> str:
@@ -98,9 +147,11 @@ def _prepare(
 ):
     """What submit and schedule share: check parameters, reach KFP, upload a version, find the experiment."""
     params = _run_params(config)
-    client = _client(host, namespace)
     with tempfile.TemporaryDirectory() as workdir:
-        pipeline_id, version_id = _upload(client, _compiled(config, package, workdir), config, version)
+        compiled = _compiled(config, package, workdir)  # compiled here, before any request
+        check_images_for(host, package_images(compiled))
+        client = _client(host, namespace)
+        pipeline_id, version_id = _upload(client, compiled, config, version)
     return client, params, pipeline_id, version_id, client.create_experiment(experiment, namespace=namespace)
 
 

@@ -16,6 +16,10 @@ def compile_pipeline(out: str | Path, settings: Settings | None = None, defaults
 
     pipeline = create_pipeline(settings, defaults)
     with storage.atomic_path(out) as tmp:
-        compiler.Compiler().compile(pipeline, package_path=tmp + ".yaml")
-        Path(tmp + ".yaml").replace(tmp)
+        staged = Path(tmp + ".yaml")  # KFP picks the format from the suffix
+        try:
+            compiler.Compiler().compile(pipeline, package_path=str(staged))
+            staged.replace(tmp)
+        finally:
+            staged.unlink(missing_ok=True)  # a failed compile leaves no stray file next to --out
     return str(out)

@@ -39,6 +39,19 @@ RETRIED_STEPS = (
     "finalize",
 )
 MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register", "finalize")
+# what the KFP UI's graph shows for each task (the task names in the IR stay the step names)
+DISPLAY_NAMES = {
+    "validate": "Validate run form",
+    "fingerprint": "Fingerprint raw data",
+    "ingest": "Ingest and split images",
+    "open_run": "Open MLflow run",
+    "features": "Extract features",
+    "train_head": "Train classifier head",
+    "finetune": "Fine-tune backbone",
+    "evaluate": "Evaluate on test split",
+    "select_and_register": "Select, register, gate",
+    "finalize": "Finalize MLflow runs",
+}
 EXIT_HANDLER = "bakeoff"  # the ExitHandler group's name (kfp.local names the failing group "exit-handler-1")
 # env var -> key in the operator's ConfigMap / Secrets (see docs/orchestration.md and infra/)
 CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "BAKEOFF_WEIGHTS_URI", "BAKEOFF_CACHE_URI")
@@ -74,7 +87,7 @@ def _configure(task, step: str, settings: Settings):
     from kfp import kubernetes
 
     task.set_caching_options(enable_caching=step in CACHED_STEPS)
-    task.set_display_name(step.replace("_", "-"))
+    task.set_display_name(DISPLAY_NAMES[step])
     if step in RETRIED_STEPS and settings.retries:
         task.set_retry(
             num_retries=settings.retries,

@@ -11,6 +11,8 @@ output goes to the run's log file, so the terminal shows progress, not noise.
 Stopping: on SIGTERM, SIGHUP or SIGINT, and when the ``bakeoff run`` that started it dies by any signal (Linux:
 ``PR_SET_PDEATHSIG``; elsewhere a watchdog thread on ``os.getppid()``), it ends every task process of the run,
 ends the run's MLflow runs FAILED, writes the result and exits: no orphan ever finishes a run or moves an alias.
+
+Secrets: everything this process and its tasks print, and the result file, pass ``bakeoff.redaction``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from bakeoff import env, storage
 from bakeoff.errors import BakeoffError
+from bakeoff.redaction import RedactingStream, redact
 from pipelines.settings import RunConfig
 
 LOCAL_RETRIES = 0  # locally a failing step is a bug to show at once, not a flaky network to wait out
@@ -160,7 +163,7 @@ def _stop(signum: int, _frame=None) -> None:
     print(f"stopped by {name}: {marked}", flush=True)
     if _run.result_path:
         result = {"error": f"stopped by {name}", "stopped": name, "mlflow": marked}
-        storage.write_bytes(_run.result_path, json.dumps(result, indent=2).encode())
+        storage.write_bytes(_run.result_path, redact(json.dumps(result, indent=2)).encode())
     sys.stdout.flush()
     os.killpg(0, signal.SIGKILL)  # anything kfp.local started meanwhile, and this process
 
@@ -207,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-key", default=None, help="names this run's folder under WORKDIR/kfp")
     parser.add_argument("--parent-pid", type=int, default=None, help="stop when this process (bakeoff run) dies")
     args = parser.parse_args(argv)
+    # every line of the run log passes redaction: task output, MLflow's "View run at <URI>", tracebacks
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     # kfp.local logs cache hits outside its own logging context: make them visible to `bakeoff run`
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s - %(levelname)s - %(message)s")
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"error": str(exc)}
     except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
         result = {"error": str(exc), "failed": True}
-    storage.write_bytes(args.result, json.dumps(result, indent=2, default=str).encode())
+    storage.write_bytes(args.result, redact(json.dumps(result, indent=2, default=str)).encode())
     return 0 if "error" not in result else 1
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import typer
 
+from bakeoff.cli.helptext import command_help
+
 INGEST_HELP = """Turn a raw image dump into a clean, split dataset folder.
 
 [bold]Reads[/bold] SOURCE: a folder, a .zip / .tar / .tar.gz / .tgz archive, or s3://bucket/prefix (endpoint and
@@ -123,5 +125,5 @@ def demo_data_command(
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
-    app.command("ingest", help=INGEST_HELP)(ingest_command)
-    app.command("demo-data", help=DEMO_HELP)(demo_data_command)
+    app.command("ingest", help=command_help(INGEST_HELP, markup=True))(ingest_command)
+    app.command("demo-data", help=command_help(DEMO_HELP, markup=True))(demo_data_command)

@@ -9,7 +9,8 @@ import json
 
 import typer
 
-from bakeoff.cli.tracking import DEFAULTS, TRACKING_URI, _help
+from bakeoff.cli.helptext import command_help
+from bakeoff.cli.tracking import DEFAULTS, TRACKING_URI
 
 
 def export_cmd(
@@ -38,11 +39,11 @@ def export_cmd(
     from bakeoff import export, tracking
 
     if model.startswith(("models:/", "runs:/")):
-        tracking.configure(tracking_uri)
+        tracking.configure(tracking_uri, read_only=True)  # export reads the registry, never creates a store
     result = export.export_model(model, out, formats or list(export.DEFAULT_FORMATS), overwrite=overwrite)
     typer.echo(json.dumps(result.to_dict(), indent=2))
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's command to the root app."""
-    app.command("export", help=_help(export_cmd))(export_cmd)
+    app.command("export", help=command_help(export_cmd))(export_cmd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from bakeoff import env
+from bakeoff.cli import output
+from bakeoff.cli.helptext import command_help
 
 weights_app = typer.Typer(
     help=(
@@ -15,42 +17,33 @@ weights_app = typer.Typer(
 )
 
 
-def backbones_cmd() -> None:
+BACKBONE_COLUMNS = {  # field -> column title
+    "name": "name",
+    "application": "keras application",
+    "default_size": "default size",
+    "min_size": "min size",
+    "feature_dim": "feature dim",
+    "preprocess_mode": "preprocessing",
+    "cut_layer": "cut",
+    "finetune_blocks": "fine-tune blocks (top 3)",
+    "description": "notes",
+}
+
+
+def backbones_cmd(fmt: output.Format = output.OUTPUT) -> None:
     """List the backbone registry: sizes, feature dimension, preprocessing, fine-tune blocks.
 
-    Example: bakeoff backbones
+    Example: bakeoff backbones --output json
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from bakeoff.backbones import REGISTRY
 
-    table = Table(title="bakeoff backbones")
-    for column in (
-        "name",
-        "keras application",
-        "default size",
-        "min size",
-        "feature dim",
-        "preprocessing",
-        "cut",
-        "fine-tune blocks (top 3)",
-        "notes",
-    ):
-        table.add_column(column)
-    for bb in REGISTRY.values():
-        table.add_row(
-            bb.name,
-            bb.application,
-            str(bb.default_size),
-            str(bb.min_size),
-            str(bb.feature_dim),
-            bb.preprocess_mode,
-            bb.cut_layer or "-",
-            ", ".join(bb.finetune_blocks[-3:]),
-            bb.description,
-        )
-    Console().print(table)
+    rows = [{field: getattr(bb, field) for field in BACKBONE_COLUMNS} for bb in REGISTRY.values()]
+    output.print_rows(rows, fmt, _backbones_table)
+
+
+def _backbones_table(rows: list[dict]):
+    shown = [{**row, "finetune_blocks": ", ".join(row["finetune_blocks"][-3:])} for row in rows]
+    return output.table_of("bakeoff backbones", BACKBONE_COLUMNS.values(), shown, BACKBONE_COLUMNS)
 
 
 def weights_import_cmd(
@@ -88,31 +81,34 @@ def weights_list_cmd(
         show_envvar=True,
         help="Mirror folder or s3:// prefix.",
     ),
+    fmt: output.Format = output.OUTPUT,
 ) -> None:
     """List the weights in a mirror with sha256, preprocessing and provenance.
 
-    Example: bakeoff weights list --mirror s3://models/weights
+    Example: bakeoff weights list --mirror s3://models/weights --output json
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from bakeoff.weights import list_mirror
 
-    table = Table(title="weights mirror")
-    for column in ("backbone", "name", "MB", "sha256", "preprocessing", "BN eps", "top", "provenance"):
-        table.add_column(column)
-    for row in list_mirror(mirror):
-        table.add_row(
-            row["backbone"],
-            row["name"],
-            str(row["size_mb"]),
-            (row["sha256"] or "?")[:12],
-            row["preprocessing"],
-            str(row["bn_epsilon"] or "-"),
-            "yes" if row["has_top"] else "no",
-            row["provenance"],
-        )
-    Console().print(table)
+    output.print_rows(list(list_mirror(mirror)), fmt, _weights_table)
+
+
+WEIGHTS_COLUMNS = {
+    "backbone": "backbone",
+    "name": "name",
+    "size_mb": "MB",
+    "sha256": "sha256",
+    "preprocessing": "preprocessing",
+    "bn_epsilon": "BN eps",
+    "has_top": "top",
+    "provenance": "provenance",
+}
+
+
+def _weights_table(rows: list[dict]):
+    shown = [
+        {**row, "sha256": (row["sha256"] or "?")[:12], "has_top": "yes" if row["has_top"] else "no"} for row in rows
+    ]
+    return output.table_of("weights mirror", WEIGHTS_COLUMNS.values(), shown, WEIGHTS_COLUMNS)
 
 
 def features_cmd(
@@ -184,8 +180,8 @@ def features_cmd(
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
-    app.command("backbones", help=backbones_cmd.__doc__)(backbones_cmd)
-    weights_app.command("import", help=weights_import_cmd.__doc__)(weights_import_cmd)
-    weights_app.command("list", help=weights_list_cmd.__doc__)(weights_list_cmd)
+    app.command("backbones", help=command_help(backbones_cmd))(backbones_cmd)
+    weights_app.command("import", help=command_help(weights_import_cmd))(weights_import_cmd)
+    weights_app.command("list", help=command_help(weights_list_cmd))(weights_list_cmd)
     app.add_typer(weights_app, name="weights")
-    app.command("features", help=features_cmd.__doc__)(features_cmd)
+    app.command("features", help=command_help(features_cmd))(features_cmd)

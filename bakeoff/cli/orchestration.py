@@ -20,8 +20,9 @@ from pathlib import Path
 import typer
 
 from bakeoff import env
+from bakeoff.cli.helptext import command_help
 from bakeoff.cli.run_form import field_help, with_run_form
-from bakeoff.errors import BakeoffError
+from bakeoff.errors import BakeoffError, PipelineFailed
 from bakeoff.validation import Scope
 from pipelines.client import KFP_EXPERIMENT_NAME
 from pipelines.settings import Settings, load_config
@@ -37,6 +38,10 @@ HOST = typer.Option(
 NAMESPACE = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user KFP).")
 PACKAGE = typer.Option(None, "--package", help="A pipeline.yaml from `bakeoff compile` (default: compile now).")
 KFP_EXPERIMENT = typer.Option(KFP_EXPERIMENT_NAME, "--kfp-experiment", help="KFP experiment to file the run under.")
+# compile-time settings: one definition for compile, submit and schedule (the last two compile unless --package)
+IMAGE = typer.Option(None, "--image", help=field_help(Settings, "image"))
+GPU_IMAGE = typer.Option(None, "--gpu-image", help=field_help(Settings, "gpu_image"))
+PARALLELISM = typer.Option(None, "--parallelism", help=field_help(Settings, "parallelism"))
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -111,10 +116,10 @@ def run(
 
     Example: bakeoff run --config configs/demo.yaml --backbones mobilenet_v2,vgg16 --finetune-epochs 1
     """
-    from rich.console import Console
+    from bakeoff.cli import output
 
     cfg = load_config(config, overrides, scope=Scope.HERE)  # every problem, before anything is written
-    console = Console(width=None if sys.stdout.isatty() else 120)  # logs/CI: don't squeeze the table to 80
+    console = output.console()  # logs/CI: the table at full width, never squeezed to 80
     run_dir = _new_run_dir(workdir)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     log, result_path = run_dir / "pipeline.log", run_dir / "result.json"
@@ -122,7 +127,10 @@ def run(
     console.print(f"[bold]bakeoff run[/]: {', '.join(p.backbones)} on {p.data_uri} -> experiment '{p.experiment}'")
     console.print(f"  log: {log}")
     started = time.time()
+    # the tasks' output goes to the pipeline log whole: without the knobs the CLI set to quiet its own terminal
     child_env = {**env.snapshot(), "PYTHONUNBUFFERED": "1"}
+    for name in env.QUIETED_BY_CLI:
+        child_env.pop(name, None)
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [
@@ -160,7 +168,7 @@ def run(
     if "error" in result:
         where = f"task '{failed[0]}' failed" if failed else "the pipeline failed"
         reason = _last_error(log) if failed or result.get("failed") else result["error"]
-        raise BakeoffError(f"{where}: {reason} (full log: {log})")
+        raise PipelineFailed(f"{where}: {reason} (full log: {log})")
     console.print(_table(result["rows"]))
     decision = result["decision"]
     verdict = "[green]PROMOTED to champion[/]" if decision.get("promoted") else "[yellow]not promoted[/]"
@@ -268,11 +276,11 @@ def _last_error(log: Path) -> str:
 
 # ------------------------------------------------------------------------------------------ compile
 def compile_(
-    out: Path = typer.Option(Path("pipeline.yaml"), "--out", "-o", help="Where to write the IR YAML."),
+    out: str = typer.Option("pipeline.yaml", "--out", "-o", help="Where to write the IR YAML; - for stdout."),
     config: Path | None = CONFIG,
-    image: str | None = typer.Option(None, "--image", help=field_help(Settings, "image")),
-    gpu_image: str | None = typer.Option(None, "--gpu-image", help=field_help(Settings, "gpu_image")),
-    parallelism: int | None = typer.Option(None, "--parallelism", help=field_help(Settings, "parallelism")),
+    image: str | None = IMAGE,
+    gpu_image: str | None = GPU_IMAGE,
+    parallelism: int | None = PARALLELISM,
     overrides: dict | None = None,
 ) -> None:
     """Compile the pipeline to KFP IR YAML for the KFP UI or `bakeoff submit --package`.
@@ -283,11 +291,23 @@ def compile_(
 
     Example: bakeoff compile --config configs/demo.yaml --image registry.example.com/bakeoff:0.1.0 --out pipeline.yaml
     """
+    import tempfile
+
+    from bakeoff.cli import output
+    from pipelines.client import image_problem
     from pipelines.compile import compile_pipeline
 
     settings = dict(image=image, gpu_image=gpu_image, parallelism=parallelism)
     cfg = load_config(config, overrides, settings, scope=Scope.SYNTAX, require_data=False)
-    typer.echo(f"wrote {compile_pipeline(out, cfg.settings, cfg.parameters)}")
+    for problem in filter(None, map(image_problem, {cfg.settings.image, cfg.settings.gpu_image} - {None})):
+        typer.secho(f"warning: {problem}: no cluster can pull it; pass --image REGISTRY/NAME:TAG", err=True)
+    if out != output.STDOUT:
+        typer.echo(f"wrote {compile_pipeline(out, cfg.settings, cfg.parameters)}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        output.write_text(
+            out, Path(compile_pipeline(Path(tmp, "pipeline.yaml"), cfg.settings, cfg.parameters)).read_text()
+        )
 
 
 # ------------------------------------------------------------------------------------- submit/schedule
@@ -295,6 +315,9 @@ def submit(
     host: str = HOST,
     config: Path | None = CONFIG,
     package: str | None = PACKAGE,
+    image: str | None = IMAGE,
+    gpu_image: str | None = GPU_IMAGE,
+    parallelism: int | None = PARALLELISM,
     kfp_experiment: str = KFP_EXPERIMENT,
     namespace: str | None = NAMESPACE,
     run_name: str | None = typer.Option(None, "--run-name", help="Display name of the run."),
@@ -305,11 +328,13 @@ def submit(
     Parameters come from --config and the options; credentials from the environment (KF_PIPELINES_TOKEN),
     and the pods get S3/MLflow credentials from Kubernetes Secrets, never from parameters.
 
-    Example: bakeoff submit --host https://kfp.example.com --config configs/demo.yaml --data s3://team/raw/animals
+    Without --package it compiles first, with --image (a remote cluster refuses an image under localhost/).
+
+    Example: bakeoff submit --host https://kfp.example.com --image registry.example.com/bakeoff:0.1.0 --data s3://team/raw/animals
     """
     from pipelines.client import submit as do_submit
 
-    cfg = _load_for_cluster(config, overrides)
+    cfg = _load_for_cluster(config, overrides, package, dict(image=image, gpu_image=gpu_image, parallelism=parallelism))
     done = do_submit(host, cfg, experiment=kfp_experiment, run_name=run_name, package=package, namespace=namespace)
     typer.echo(f"run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 
@@ -321,6 +346,9 @@ def schedule(
     ),
     config: Path | None = CONFIG,
     package: str | None = PACKAGE,
+    image: str | None = IMAGE,
+    gpu_image: str | None = GPU_IMAGE,
+    parallelism: int | None = PARALLELISM,
     kfp_experiment: str = KFP_EXPERIMENT,
     namespace: str | None = NAMESPACE,
     name: str | None = typer.Option(None, "--name", help="Display name of the recurring run."),
@@ -331,19 +359,24 @@ def schedule(
     Unchanged data reuses the cached ingest and features, and the gate registers a new champion only
     when the challenger significantly beats the current one.
 
-    Example: bakeoff schedule --host https://kfp.example.com --config configs/demo.yaml --data s3://team/raw --cron "0 0 3 * * 1"
+    Example: bakeoff schedule --host https://kfp.example.com --package pipeline.yaml --data s3://team/raw --cron "0 0 3 * * 1"
     """
     from pipelines.client import schedule as do_schedule
 
-    cfg = _load_for_cluster(config, overrides)
+    cfg = _load_for_cluster(config, overrides, package, dict(image=image, gpu_image=gpu_image, parallelism=parallelism))
     done = do_schedule(host, cfg, cron, experiment=kfp_experiment, name=name, package=package, namespace=namespace)
     typer.echo(f"recurring run {done.run_id} (pipeline version {done.version_id}): {done.url}")
 
 
-def _load_for_cluster(config: Path | None, overrides: dict | None):
+def _load_for_cluster(config: Path | None, overrides: dict | None, package: str | None, settings: dict):
     """The run form checked as far as this machine reaches the cluster's data; notes say what was left to it."""
+    given = [f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None]
+    if package and given:
+        raise BakeoffError(
+            f"{', '.join(given)} apply when compiling; --package {package} is compiled already (drop one)"
+        )
     notes: list[str] = []
-    cfg = load_config(config, overrides, scope=Scope.REACHABLE, notes=notes)
+    cfg = load_config(config, overrides, settings, scope=Scope.REACHABLE, notes=notes)
     for note in notes:
         typer.secho(f"note: {note}", dim=True)  # stdout: stderr stays the one-line error, if any
     return cfg
@@ -352,4 +385,4 @@ def _load_for_cluster(config: Path | None, overrides: dict | None):
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
     for name, command in (("run", run), ("compile", compile_), ("submit", submit), ("schedule", schedule)):
-        app.command(name, help=command.__doc__)(with_run_form(command))
+        app.command(name, help=command_help(command))(with_run_form(command))

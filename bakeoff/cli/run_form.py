@@ -36,7 +36,10 @@ def field_help(model: type[BaseModel], field: str) -> str:
     default = info.get_default(call_default_factory=True)
     if isinstance(default, list):
         default = ",".join(map(str, default))
-    return f"{info.description} (default: {default})" if default not in ("", None) else str(info.description)
+    from bakeoff.cli.helptext import literal
+
+    text = f"{info.description} (default: {default})" if default not in ("", None) else str(info.description)
+    return literal(text)
 
 
 def _option_type(annotation):

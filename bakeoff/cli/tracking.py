@@ -13,8 +13,11 @@ import shlex
 import typer
 
 from bakeoff import env
+from bakeoff.cli import output
+from bakeoff.cli.helptext import command_help
 from pipelines.settings import GateTest, Parameters
 
+NOT_PROMOTED_EXIT = 3  # `promote --exit-code`: the gate kept the champion (1 and 2 stay failure and usage error)
 DEFAULTS = Parameters()  # the pipeline's defaults: the same experiment, model and gate by hand as in a run
 
 TRACKING_URI = typer.Option(
@@ -26,57 +29,84 @@ TRACKING_URI = typer.Option(
 )
 
 
+COMPARE_COLUMNS = {  # leaderboard key -> column title, in the order shown
+    "backbone": "backbone",
+    "weights": "weights",
+    "test_accuracy": "accuracy",
+    "test_f1_macro": "F1",
+    "test_roc_auc": "ROC-AUC",
+    "latency_ms_per_image": "ms/img",
+    "model_size_mb": "MB",
+    "model_version": "version",
+    "aliases": "aliases",
+    "dataset_hash": "dataset",
+    "run_id": "run",
+}
+
+
 def compare(
-    experiment: str = typer.Option(DEFAULTS.experiment, "--experiment", "-e", help="MLflow experiment to read."),
+    experiment: str = typer.Option(
+        None, "--experiment", "-e", help="MLflow experiment to read (default: the one of the last pipeline run)."
+    ),
     last: int = typer.Option(None, "--last", "-n", min=1, help="Only the candidates of the last N pipeline runs."),
     run: str = typer.Option(None, "--run", help="Only the candidates of this pipeline (parent) run id."),
-    csv: str = typer.Option(None, "--csv", help="Also write the full leaderboard to this CSV file."),
+    csv: str = typer.Option(None, "--csv", help="Also write the full leaderboard to this CSV file; - for stdout."),
+    fmt: output.Format = output.OUTPUT,
     tracking_uri: str = TRACKING_URI,
 ) -> None:
     """Leaderboard of bake-off candidates from MLflow, best test accuracy first (ties: macro F1).
 
     Reads the nested (per-backbone) runs of the experiment's pipeline runs: backbone, weights, test
-    accuracy/F1/ROC-AUC, latency, model size and the registered model version.
+    accuracy/F1/ROC-AUC, latency, model size, the registered version and its aliases (champion, challenger),
+    and the dataset hash. Candidates of different datasets ranked together get a warning: their test splits
+    differ. Never creates a tracking store.
 
-    Example: `bakeoff compare --experiment bakeoff --last 3`
+    Example: `bakeoff compare --last 3 --output json`
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from bakeoff import tracking
 
-    tracking.configure(tracking_uri)
-    board = tracking.leaderboard(experiment, last=last, parent_run_id=run)
+    tracking.configure(tracking_uri, read_only=True)
+    if run:
+        experiment = experiment or tracking.pipeline_run_experiment(run)
+    experiment = experiment or tracking.last_experiment()
+    board = tracking.with_aliases(tracking.leaderboard(experiment, last=last, parent_run_id=run))
+    hashes = sorted({h for h in board.get("dataset_hash", []) if h})
+    if len(hashes) > 1:
+        typer.secho(
+            f"warning: these {len(board)} candidates come from {len(hashes)} datasets "
+            f"({', '.join(h[:12] for h in hashes)}): accuracies on different test splits do not rank; "
+            "narrow with --run or --last",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
     if csv:
-        board.to_csv(csv, index=False)
-    table = Table(title=f"{experiment}: {len(board)} candidates (best first)")
-    columns = [
-        ("backbone", "backbone"),
-        ("weights", "weights"),
-        ("test_accuracy", "accuracy"),
-        ("test_f1_macro", "F1"),
-        ("test_roc_auc", "ROC-AUC"),
-        ("latency_ms_per_image", "ms/img"),
-        ("model_size_mb", "MB"),
-        ("model_version", "version"),
-        ("run_id", "run"),
-    ]
-    for _, title in columns:
-        table.add_column(title, justify="right" if title not in ("backbone", "weights", "run") else "left")
-    for _, row in board.iterrows():
+        output.write_text(csv, board.to_csv(index=False))
+        if csv == output.STDOUT:
+            return
+    rows = board.to_dict("records")
+    output.print_rows(rows, fmt, lambda rows: _compare_table(experiment, rows))
+
+
+def _compare_table(experiment: str, rows: list[dict]):
+    """The leaderboard's shown columns; random-init weights marked, floats rounded, hashes shortened."""
+    from rich.table import Table
+
+    table = Table(title=f"{experiment}: {len(rows)} candidates (best first)")
+    for key, title in COMPARE_COLUMNS.items():
+        table.add_column(title, justify="left" if key in ("backbone", "weights", "aliases", "run_id") else "right")
+    for row in rows:
         cells = []
-        for key, _ in columns:
+        for key in COMPARE_COLUMNS:
             value = row.get(key, "")
             if key == "weights" and row.get("pretrained") is False:
                 value = f"{value} (random)"
+            if key == "dataset_hash":
+                value = (value or "")[:12]
             if isinstance(value, float):
                 value = "" if math.isnan(value) else f"{value:.4f}" if key.startswith("test_") else f"{value:.2f}"
             cells.append(str(value))
         table.add_row(*cells)
-    import sys
-
-    # piped output (CI logs, files) gets full-width rows instead of ellipsised run ids
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
+    return table
 
 
 def promote(
@@ -91,6 +121,9 @@ def promote(
     alpha: float = typer.Option(DEFAULTS.gate_alpha, "--alpha", help="Significance level: promote only if p < alpha."),
     min_delta: float = typer.Option(0.0, "--min-delta", help="Minimum accuracy gain over the champion."),
     n_bootstrap: int = typer.Option(2000, "--n-bootstrap", min=100, help="Resamples for --test bootstrap."),
+    exit_code: bool = typer.Option(
+        False, "--exit-code", help="Exit 0 when promoted, 3 when not (for CI to branch on); default: 0 either way."
+    ),
     tracking_uri: str = TRACKING_URI,
 ) -> None:
     """Apply the promotion gate by hand to a run's best candidate.
@@ -100,20 +133,23 @@ def promote(
     (else it gets `challenger`). Random-init (`--weights none`) candidates are never promoted. The
     decision is logged on the pipeline run (tags + gate_report.md) and printed as JSON.
 
-    Example: `bakeoff promote 3f2a... --test bootstrap --alpha 0.01`
+    Example: `bakeoff promote 3f2a... --test bootstrap --alpha 0.01 --exit-code`
     """
     from bakeoff import registry, tracking
 
-    tracking.configure(tracking_uri)
+    tracking.configure(tracking_uri, read_only=True)
     gate = registry.GateConfig(test=test, alpha=alpha, min_delta=min_delta, n_bootstrap=n_bootstrap)
     decision = registry.promote(run_id, model_name=model_name, dataset_dir=dataset, gate=gate)
     typer.echo(json.dumps(registry.decision_dict(decision), indent=2))
     verdict = "PROMOTED to champion" if decision["promoted"] else "not promoted (alias: challenger)"
+    verdict = "unchanged" if registry.is_unchanged(decision) else verdict
     typer.secho(
         f"{decision['model_name']} v{decision['challenger_version']}: {verdict}: {decision['reason']}",
         fg=typer.colors.GREEN if decision["promoted"] else typer.colors.YELLOW,
         err=True,
     )
+    if exit_code and not decision["promoted"]:
+        raise typer.Exit(NOT_PROMOTED_EXIT)
 
 
 def predict(
@@ -124,7 +160,7 @@ def predict(
         "-m",
         help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model.",
     ),
-    out: str = typer.Option("predictions.csv", "--out", "-o", help="CSV to write (local path or s3://)."),
+    out: str = typer.Option("predictions.csv", "--out", "-o", help="CSV to write (local path or s3://); - for stdout."),
     tracking_uri: str = TRACKING_URI,
 ) -> None:
     """Batch prediction with a registered model over a folder, archive or s3:// prefix.
@@ -138,11 +174,16 @@ def predict(
     from bakeoff import predict as predict_mod
     from bakeoff import tracking
 
-    tracking.configure(tracking_uri)
-    df = predict_mod.predict_source(model, source, out)
+    if model.startswith(("models:/", "runs:/")):
+        tracking.configure(tracking_uri, read_only=True)
+    to_stdout = out == output.STDOUT
+    df = predict_mod.predict_source(model, source, None if to_stdout else out)
+    if to_stdout:
+        output.write_text(out, df.to_csv(index=False))
     bad = int((df["error"] != "").sum())
     counts = df.loc[df["error"] == "", "predicted"].value_counts().to_dict()
-    typer.echo(f"wrote {out}: {len(df) - bad} predicted {counts}, {bad} with errors")
+    where = "stdout" if to_stdout else out
+    output.status(f"wrote {where}: {len(df) - bad} predicted {counts}, {bad} with errors", out)
 
 
 def ui(
@@ -159,26 +200,21 @@ def ui(
     """
     from bakeoff import tracking
 
-    uri = tracking.configure(tracking_uri)
+    uri = tracking.configure(tracking_uri, read_only=True)
     command = tracking.ui_command(uri).replace("--port 5000", f"--port {port}")
     if not launch or uri.startswith(("http://", "https://")):
         typer.echo(command)
         return
     import sys
 
+    from bakeoff.cli.logs import give_terminal_back
+
     argv = [sys.executable, "-m", "mlflow", *shlex.split(command)[1:]]  # the venv's own mlflow
+    give_terminal_back()  # the UI's own messages (its address, errors) belong on the terminal
     os.execv(argv[0], argv)
-
-
-def _help(func) -> str:
-    """Docstring paragraphs as single lines, so rich wraps them to the terminal instead of at 110 columns."""
-    import inspect
-
-    paragraphs = inspect.cleandoc(func.__doc__ or "").split("\n\n")
-    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
     for name, func in (("compare", compare), ("promote", promote), ("predict", predict), ("ui", ui)):
-        app.command(name, help=_help(func))(func)
+        app.command(name, help=command_help(func))(func)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import typer
 
+from bakeoff.cli.helptext import command_help
+
 
 def _pretrained_flag(weights: dict | None) -> str:
     return "" if (weights or {}).get("pretrained", True) else "  [RANDOM WEIGHTS: smoke test only]"
@@ -160,16 +162,8 @@ def evaluate_cmd(
     )
 
 
-def _help(func) -> str:
-    """The docstring with each paragraph on one line, so rich wraps it to the terminal instead of at 120 columns."""
-    import inspect
-
-    paragraphs = inspect.cleandoc(func.__doc__ or "").split("\n\n")
-    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
-
-
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
-    app.command("train-head", help=_help(train_head_cmd))(train_head_cmd)
-    app.command("finetune", help=_help(finetune_cmd))(finetune_cmd)
-    app.command("evaluate", help=_help(evaluate_cmd))(evaluate_cmd)
+    app.command("train-head", help=command_help(train_head_cmd))(train_head_cmd)
+    app.command("finetune", help=command_help(finetune_cmd))(finetune_cmd)
+    app.command("evaluate", help=command_help(evaluate_cmd))(evaluate_cmd)

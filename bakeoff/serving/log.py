@@ -1,4 +1,6 @@
-"""Log a bakeoff model folder (model.keras + model.json) as ONE portable MLflow model and register it.
+"""Log a bakeoff model folder (model.keras + model.json) as ONE portable MLflow model: what every candidate is.
+
+Only the logging: ``bakeoff.tracking.models`` calls it, verifies the upload and registers (the gate decides when).
 
 The logged model has two flavors over one copy of the network:
 
@@ -15,6 +17,7 @@ so ``bakeoff.predict.load_keras_model``/``model_info`` read new and old versions
 
 Why not ``mlflow.tensorflow.log_model`` alone: its pyfunc takes pixel tensors and returns bare probabilities.
 Why not a pickled PythonModel (bakeoff's previous layout): loading needed ``bakeoff`` importable at the same path.
+Versions logged that way before issue 11 stay readable (``bakeoff.pyfunc_model``, ``bakeoff.predict``).
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bakeoff import contract, storage
+from bakeoff import contract
 from bakeoff.errors import BakeoffError
 
 MODEL_CODE = Path(__file__).with_name("image_classifier.py")
-LAYOUT_KEY = "bakeoff_layout"  # MLmodel metadata: which bakeoff model layout this is (phase-2 readers branch on it)
+LAYOUT_KEY = "bakeoff_layout"  # MLmodel metadata: which bakeoff model layout this is
 LAYOUT = "encoded-image-pyfunc+keras/1"
 TENSORFLOW_FLAVOR = "tensorflow"
 KERAS_DATA = "artifacts"  # the tensorflow flavor's data folder: MLflow loads <data>/model.keras from it
@@ -126,55 +129,33 @@ class _ServingFlavor:
         _self_check(path, classes)
 
 
-def log_and_register(
-    run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int, model_name: str
-) -> tuple[str, str]:
-    """Log model.keras + model.json on ``run_id`` as the serving model and register it; return (version, URI).
+def log_model(keras_path: str, json_path: str, classes: list[str], image_size: int, name: str):
+    """Log model.keras + model.json as the serving model on the ACTIVE run, unregistered; MLflow's ``ModelInfo``.
 
-    Same signature as ``bakeoff.tracking.models.log_and_register``, which phase 2 points here.
+    ``name`` is the logged model's name (the candidate's name). Checking the stored copy and registering a version
+    are ``bakeoff.tracking.models``' job: a version exists only once the upload is verified and the gate decided.
     """
     import pandas as pd
 
     import mlflow
     from bakeoff.serving import image_classifier as served
-    from bakeoff.tracking.store import ensure_configured
 
     if not classes or image_size < 1:
         raise BakeoffError(f"{json_path}: needs classes and a positive image_size to log a serving model")
-    ensure_configured()
     with tempfile.TemporaryDirectory() as tmp:
         # the names inside the model are fixed whatever the caller's temp files are called
         keras_copy = shutil.copyfile(keras_path, os.path.join(tmp, contract.MODEL_KERAS))
         json_copy = shutil.copyfile(json_path, os.path.join(tmp, contract.MODEL_JSON))
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.models.Model.log(
-                artifact_path=None,
-                name=contract.MODEL_ARTIFACT,
-                flavor=_ServingFlavor,
-                registered_model_name=model_name,
-                python_model=str(MODEL_CODE),
-                artifacts={served.KERAS_ARTIFACT: keras_copy, served.MODEL_JSON_ARTIFACT: json_copy},
-                signature=serving_signature(classes),
-                input_example=pd.DataFrame({served.INPUT_COLUMN: [example_image()]}),
-                pip_requirements=pip_requirements(),
-                metadata={LAYOUT_KEY: LAYOUT, "classes": list(classes), "image_size": int(image_size)},
-                classes=list(classes),
-                validate_serving_input=False,
-            )
-    version = info.registered_model_version
-    if version is None:
-        raise BakeoffError(f"MLflow did not register {model_name}; does the tracking server have a model registry?")
-    return str(version), info.model_uri
-
-
-def log_model_folder(run_id: str, model_dir: str, model_name: str) -> tuple[str, str]:
-    """``log_and_register`` for a model folder (local or s3://) as ``bakeoff finetune`` writes it."""
-    from bakeoff.tracking.artifacts import local_copy
-
-    info = contract.ModelInfo.read(model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        keras_path = local_copy(model_dir, contract.MODEL_KERAS, tmp)
-        json_path = local_copy(model_dir, contract.MODEL_JSON, tmp)
-        if keras_path is None:
-            raise BakeoffError(f"missing {storage.join(model_dir, contract.MODEL_KERAS)}; run `bakeoff finetune` first")
-        return log_and_register(run_id, keras_path, json_path, list(info.classes), info.image_size, model_name)
+        return mlflow.models.Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=_ServingFlavor,
+            python_model=str(MODEL_CODE),
+            artifacts={served.KERAS_ARTIFACT: keras_copy, served.MODEL_JSON_ARTIFACT: json_copy},
+            signature=serving_signature(classes),
+            input_example=pd.DataFrame({served.INPUT_COLUMN: [example_image()]}),
+            pip_requirements=pip_requirements(),
+            metadata={LAYOUT_KEY: LAYOUT, "classes": list(classes), "image_size": int(image_size)},
+            classes=list(classes),
+            validate_serving_input=False,
+        )

@@ -21,9 +21,12 @@ from bakeoff.tracking.candidate_run import log_candidate
 from bakeoff.tracking.leaderboard import (
     LEADERBOARD_COLUMNS,
     candidate_row,
+    last_experiment,
     leaderboard,
     leaderboard_columns,
     leaderboard_markdown,
+    pipeline_run_experiment,
+    with_aliases,
 )
 from bakeoff.tracking.parent_run import (
     candidate_runs,
@@ -55,12 +58,15 @@ __all__ = [
     "fail_pipeline_run",
     "find_pipeline_run",
     "finish_pipeline_run",
+    "last_experiment",
     "leaderboard",
     "leaderboard_columns",
     "leaderboard_markdown",
     "log_candidate",
     "log_gate_decision",
+    "pipeline_run_experiment",
     "reset",
     "start_pipeline_run",
     "ui_command",
+    "with_aliases",
 ]

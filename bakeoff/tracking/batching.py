@@ -48,14 +48,16 @@ def metric(key: str, value: Any, timestamp: int, step: int = 0):
     return None if value is None else Metric(key, value, timestamp, step)
 
 
-def history_metrics(history: dict | None, prefix: str, timestamp: int) -> list:
-    """Per-epoch Keras history -> MLflow metrics ``<prefix>_<key>`` with step = epoch."""
+def history_metrics(history: dict | None, prefix: str, epoch_end_ms, timestamp: int) -> list:
+    """Per-epoch Keras history -> MLflow metrics ``<prefix>_<key>`` with step = epoch, each point at its epoch's
+    end (``epoch_end_ms``, wall-clock ms as training recorded it), else at ``timestamp``."""
+    times = [int(t) for t in (epoch_end_ms or ())]
     out = []
     for key, values in (history or {}).items():
         if not isinstance(values, list):
             continue
         for epoch, value in enumerate(values):
-            point = metric(f"{prefix}_{key}", value, timestamp, epoch)
+            point = metric(f"{prefix}_{key}", value, times[epoch] if epoch < len(times) else timestamp, epoch)
             if point is not None:
                 out.append(point)
     return out

@@ -9,6 +9,7 @@ without a gate decision.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,12 @@ from bakeoff.tracking.store import client
 
 # tags a candidate run copies from its parent (identity of the data, the code and the KFP run)
 INHERITED_TAGS = (contract.DATASET_HASH_TAG, contract.GIT_COMMIT_TAG, contract.KFP_RUN_ID_TAG)
+# metrics.json keys that are the evaluation's SETTINGS, not results: logged as params ``test_<key>``
+EVALUATION_SETTINGS = ("n_bootstrap", "ci_level")
+# metrics.json keys logged under their own name (properties of the model, not of the test split), once each
+MODEL_METRICS = ("model_size_mb", "latency_ms_per_image")
+# metrics.json keys that are params of the candidate already (``_params``)
+NOT_METRICS = ("image_size",)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,15 @@ class CandidateFolders:
     def pretrained(self) -> bool:
         return bool(self.weights.get("pretrained", True))
 
+    @property
+    def name(self) -> str:
+        """The candidate's name (run and logged model): backbone, weights and variant (head kind, fine-tuned or not),
+        e.g. ``mobilenet_v2-imagenet-dense-finetuned``; only letters, digits, ``.``, ``_`` and ``-``."""
+        head = self.model.head_kind or (self.head.kind if self.head else None) or "head"
+        parts = [self.backbone, self.weights.get("name") or "weights", head]
+        parts.append("finetuned" if self.model.finetuned else "frozen")
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(p) for p in parts))
+
 
 def log_candidate(
     parent_run_id: str,
@@ -107,6 +123,7 @@ def log_candidate(
     try:
         log_params(run_id, safe_params({**_params(folders), **(params or {})}))
         log_metrics(run_id, _metrics(folders, run.info.start_time))
+        _log_dataset_input(c, parent, run_id)
         with tempfile.TemporaryDirectory() as tmp:
             _log_step_files(c, run_id, folders, tmp)
             if contract.MODEL_URI_TAG not in run.data.tags:
@@ -117,6 +134,7 @@ def log_candidate(
                     list(folders.model.classes),
                     folders.model.image_size,
                     None,  # no registration here: the gate registers (bakeoff.registry.register_candidate)
+                    name=folders.name,
                 )
                 c.set_tag(run_id, contract.MODEL_URI_TAG, model_uri)
         c.set_tag(run_id, contract.MODEL_NAME_TAG, model_name)
@@ -148,7 +166,7 @@ def _reuse(c, run):
 
 
 def _create_run(c, parent, folders: CandidateFolders, task_key: str | None):
-    """The nested run, named ``<backbone>-<weights>``, tagged with its parent's data/code identity."""
+    """The nested run, named after the candidate (``CandidateFolders.name``), tagged with its parent's identity."""
     tags = {
         contract.PARENT_RUN_TAG: parent.info.run_id,
         contract.KIND_TAG: contract.KIND_CANDIDATE,
@@ -159,8 +177,17 @@ def _create_run(c, parent, folders: CandidateFolders, task_key: str | None):
     }
     if task_key:
         tags[contract.TASK_KEY_TAG] = task_key
-    name = f"{folders.backbone}-{folders.weights.get('name', 'weights')}"
-    return c.create_run(parent.info.experiment_id, run_name=name, tags=tags)
+    return c.create_run(parent.info.experiment_id, run_name=folders.name, tags=tags)
+
+
+def _log_dataset_input(c, parent, run_id: str) -> None:
+    """The parent's dataset input (the manifest, logged by ``start_pipeline_run``) as an input of this run too:
+    MLflow's UI and ``search_runs`` show which data trained and tested each candidate, not only the pipeline."""
+    from mlflow.entities import DatasetInput
+
+    inputs = [DatasetInput(d.dataset, d.tags) for d in (parent.inputs.dataset_inputs if parent.inputs else [])]
+    if inputs:
+        c.log_inputs(run_id, datasets=inputs)
 
 
 def _params(folders: CandidateFolders) -> dict[str, Any]:
@@ -183,22 +210,28 @@ def _params(folders: CandidateFolders) -> dict[str, Any]:
     }
     params.update({f"head_{k}": v for k, v in (head.hyperparameters if head else {}).items()})
     params.update({f"finetune_{k}": v for k, v in model.hyperparameters.items()})
+    values = folders.metrics.values
+    params.update({f"test_{k}": values[k] for k in EVALUATION_SETTINGS if k in values})
     return params
 
 
 def _metrics(folders: CandidateFolders, now: int) -> list:
-    """Per-epoch histories (step = epoch), every number of metrics.json as ``test_<key>``, speed and size.
+    """Per-epoch histories (step = epoch, at the epoch's own wall-clock time), the test split's numbers of
+    metrics.json as ``test_<key>``, and the model's speed and size; each number once, no settings.
 
-    ``now`` is the run's start time (ms): the same points every attempt, so a retry's identical points are
-    stored once (MLflow drops exact duplicates).
+    ``now`` is the run's start time (ms), the timestamp of points that have no time of their own (and of every
+    epoch of a model folder written before epochs were timed): the same points every attempt, so a retry's
+    identical points are stored once (MLflow drops exact duplicates).
     """
-    points = history_metrics(folders.head.history if folders.head else None, "head", now)
-    points += history_metrics(folders.model.history, "finetune", now)
+    head, model = folders.head, folders.model
+    points = history_metrics(head.history if head else None, "head", head.epoch_end_ms if head else (), now)
+    points += history_metrics(model.history, "finetune", model.epoch_end_ms, now)
     values = folders.metrics.values
-    candidates = [metric(f"test_{key}", value, now) for key, value in values.items()]
+    skip = set(EVALUATION_SETTINGS) | set(MODEL_METRICS) | set(NOT_METRICS)
+    candidates = [metric(f"test_{key}", value, now) for key, value in values.items() if key not in skip]
     if folders.features:
         candidates.append(metric("features_images_per_s", folders.features.images_per_s, now))
-    candidates += [metric(key, values.get(key), now) for key in ("model_size_mb", "latency_ms_per_image")]
+    candidates += [metric(key, values.get(key), now) for key in MODEL_METRICS]
     return points + [m for m in candidates if m is not None]
 
 

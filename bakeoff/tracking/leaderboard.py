@@ -60,8 +60,67 @@ def candidate_row(run) -> dict:
         "features_images_per_s": m.get("features_images_per_s", nan),
         "model_name": t.get(contract.MODEL_NAME_TAG, ""),
         "model_version": t.get(contract.MODEL_VERSION_TAG, ""),
+        "dataset_hash": t.get(contract.DATASET_HASH_TAG, ""),
         "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
     }
+
+
+def last_experiment() -> str:
+    """The experiment of the most recent pipeline run in the store: what ``bakeoff compare`` shows by default."""
+    c = client()
+    ids = [e.experiment_id for e in c.search_experiments()]
+    runs = (
+        c.search_runs(
+            ids,
+            filter_string=f"tags.`{contract.KIND_TAG}` = '{contract.KIND_PIPELINE}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if ids
+        else []
+    )
+    if not runs:
+        raise BakeoffError(
+            f"no pipeline runs at {ensure_configured()}; run one first (bakeoff run) or pass --experiment"
+        )
+    return c.get_experiment(runs[0].info.experiment_id).name
+
+
+def pipeline_run_experiment(run_id: str) -> str:
+    """The experiment of pipeline run ``run_id``; an unknown id, or a run that is no pipeline run, is an error."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        run = c.get_run(run_id)
+    except MlflowException as exc:
+        raise BakeoffError(
+            f"no MLflow run {run_id!r} at {ensure_configured()}; see `bakeoff compare` for run ids"
+        ) from exc
+    if run.data.tags.get(contract.KIND_TAG) != contract.KIND_PIPELINE:
+        parent = run.data.tags.get(contract.PARENT_RUN_TAG)
+        hint = f" (its pipeline run is {parent})" if parent else ""
+        raise BakeoffError(f"run {run_id} is not a pipeline run{hint}; pass a pipeline (parent) run id to --run")
+    return c.get_experiment(run.info.experiment_id).name
+
+
+def with_aliases(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with an ``aliases`` column: the registry aliases (champion, challenger) each row's version holds now."""
+    held: dict[tuple[str, str], list[str]] = {}
+    c = client()
+    for name in sorted({n for n in df.get("model_name", []) if n}):
+        try:
+            aliases = c.get_registered_model(name).aliases or {}
+        except Exception:  # a model deleted since: its rows hold no alias
+            continue
+        for alias, version in aliases.items():
+            held.setdefault((name, str(version)), []).append(alias)
+    df = df.copy()
+    df["aliases"] = [
+        ",".join(sorted(held.get((row.get("model_name", ""), str(row.get("model_version", ""))), [])))
+        for _, row in df.iterrows()
+    ]
+    return df
 
 
 def leaderboard(experiment: str, last: int | None = None, parent_run_id: str | None = None) -> pd.DataFrame:

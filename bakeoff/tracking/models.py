@@ -1,8 +1,11 @@
-"""A candidate's model in MLflow: logged as the class-names pyfunc, read back and checked, registered as a new version.
+"""A candidate's model in MLflow: logged as the portable serving model, read back and checked, registered later.
 
-One logged model serves both readers: ``mlflow.pyfunc.load_model`` returns class names and probabilities;
-``bakeoff.predict.load_keras_model`` returns the Keras model from the same artifacts. Every candidate becomes a
-version of ONE registered model, so the promotion gate (``bakeoff.registry``) only ever moves aliases.
+The logged model (``bakeoff.serving.log``) has two flavors over one ``artifacts/model.keras``: a models-from-code
+pyfunc (encoded image bytes in, ``label``/``probability``/``prob_<class>`` out; what ``mlflow models serve`` and
+KServe run) and MLflow's ``tensorflow`` flavor (the Keras network). ``bakeoff.predict.load_keras_model`` and
+``model_info`` read the same files. Every candidate becomes a version of ONE registered model, so the promotion
+gate (``bakeoff.registry``) only ever moves aliases; versions logged before issue 11 (the pickled
+``bakeoff.pyfunc_model`` pyfunc, pixel tensors in) stay readable.
 
 Why the read-back: an artifact store that fills up (or a proxy that drops a connection) can leave a model.keras cut
 short; served later, it fails to load or, worse, loads wrong. So the upload is trusted only once the store's copy
@@ -23,29 +26,56 @@ from bakeoff.errors import BakeoffError
 from bakeoff.tracking.store import client, ensure_configured
 
 ARTIFACTS_DIR = "artifacts"  # where MLflow puts a pyfunc's ``artifacts={...}`` files inside the logged model
+REGISTERED_MODEL_DESCRIPTION = (
+    "bakeoff image classifier: every version is one candidate (backbone, weights, head) of a bake-off pipeline run, "
+    "registered by the promotion gate; the alias `champion` marks the version that won the gate. Input: a column "
+    "`image` of encoded image bytes (base64 over REST); output: `label`, `probability`, `prob_<class>`. The source "
+    "run of a version holds its metrics, evaluation plots and the gate report."
+)
 
 
 def log_and_register(
-    run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int, model_name: str | None
+    run_id: str,
+    keras_path: str,
+    json_path: str,
+    classes: list[str],
+    image_size: int,
+    model_name: str | None,
+    name: str = contract.MODEL_ARTIFACT,
 ) -> tuple[str | None, str]:
-    """Log model.keras + model.json as a pyfunc on ``run_id``, check the store's copy, and register it as a version of
-    ``model_name`` unless that is None (candidates: the gate registers); return (version or None, model URI)."""
-    model_id, model_uri = log_verified_model(run_id, keras_path, json_path, classes, image_size)
+    """Log model.keras + model.json as the serving model ``name`` on ``run_id``, check the store's copy, and
+    register it as a version of ``model_name`` unless that is None (candidates: the gate registers); return
+    (version or None, model URI)."""
+    model_id, model_uri = log_verified_model(run_id, keras_path, json_path, classes, image_size, name)
     if model_name is None:
         return None, model_uri
     return register_logged_model(model_uri, model_name), model_uri
 
 
+def log_model_folder(run_id: str, model_dir: str, model_name: str | None) -> tuple[str | None, str]:
+    """``log_and_register`` for a model folder (local or s3://) as ``bakeoff finetune`` writes it."""
+    from bakeoff import storage
+    from bakeoff.tracking.artifacts import local_copy
+
+    info = contract.ModelInfo.read(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_path = local_copy(model_dir, contract.MODEL_KERAS, tmp)
+        json_path = local_copy(model_dir, contract.MODEL_JSON, tmp)
+        if keras_path is None:
+            raise BakeoffError(f"missing {storage.join(model_dir, contract.MODEL_KERAS)}; run `bakeoff finetune` first")
+        return log_and_register(run_id, keras_path, json_path, list(info.classes), info.image_size, model_name)
+
+
 def log_verified_model(
-    run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int
+    run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int, name: str
 ) -> tuple[str, str]:
-    """Log the pyfunc on ``run_id`` and verify the stored files; (model id, model URI), or a one-line error."""
+    """Log the serving model on ``run_id`` and verify the stored files; (model id, model URI), or a one-line error."""
     import mlflow
 
     ensure_configured()
     try:
         with mlflow.start_run(run_id=run_id):
-            info = _log_or_discard(run_id, keras_path, json_path, classes, image_size)
+            info = _log_or_discard(run_id, keras_path, json_path, classes, image_size, name)
     except BakeoffError:
         raise
     except Exception as exc:  # ending the run failed too (e.g. its database is on the same full disk)
@@ -61,44 +91,18 @@ def log_verified_model(
     return info.model_id, info.model_uri
 
 
-def _log_or_discard(run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int):
-    """``mlflow.pyfunc.log_model`` (no registration); if it fails, the run's partial models are removed first."""
-    import mlflow
-    from bakeoff.pyfunc_model import KERAS_ARTIFACT, MODEL_JSON_ARTIFACT, KerasImageClassifier, pip_requirements
+def _log_or_discard(run_id: str, keras_path: str, json_path: str, classes: list[str], image_size: int, name: str):
+    """``bakeoff.serving.log.log_model`` (no registration); if it fails, the run's partial models are removed first."""
+    from bakeoff.serving.log import log_model
 
     try:
-        return mlflow.pyfunc.log_model(
-            name=contract.MODEL_ARTIFACT,
-            python_model=KerasImageClassifier(),
-            artifacts={KERAS_ARTIFACT: keras_path, MODEL_JSON_ARTIFACT: json_path},
-            signature=_signature(classes, image_size),
-            input_example=_input_example(image_size),
-            pip_requirements=pip_requirements(),
-        )
+        return log_model(keras_path, json_path, classes, image_size, name)
+    except BakeoffError:
+        _discard_unfinished(run_id)
+        raise
     except Exception as exc:
         _discard_unfinished(run_id)
         raise _upload_error(run_id, exc) from exc
-
-
-def _signature(classes: list[str], image_size: int):
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, image_size, image_size, 3))]),
-        outputs=Schema(
-            [ColSpec("string", "label"), ColSpec("double", "probability")]
-            + [ColSpec("double", contract.prob_column(c)) for c in classes]
-        ),
-    )
-
-
-def _input_example(image_size: int):
-    """A real-looking input: a mid-grey RGB image in the model's 0..255 pixel range."""
-    import numpy as np
-
-    return np.full((1, image_size, image_size, 3), 127.0, dtype=np.float32)
 
 
 def register_logged_model(model_uri: str, model_name: str) -> str:
@@ -109,7 +113,15 @@ def register_logged_model(model_uri: str, model_name: str) -> str:
     version = mlflow.register_model(model_uri, model_name)
     if version is None or version.version is None:
         raise BakeoffError(f"MLflow did not register {model_name}; does the tracking server have a model registry?")
+    _describe(model_name)
     return str(version.version)
+
+
+def _describe(model_name: str) -> None:
+    """Give the registered model its description once (a user's own edit in the UI is kept)."""
+    c = client()
+    if not c.get_registered_model(model_name).description:
+        c.update_registered_model(model_name, description=REGISTERED_MODEL_DESCRIPTION)
 
 
 def verify_logged_model(model_id: str, local_files: dict[str, str | os.PathLike]) -> None:

@@ -7,7 +7,9 @@ KFP components call these functions from different processes/pods, and a run id 
 
 from __future__ import annotations
 
+import re
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +36,8 @@ def start_pipeline_run(
     kfp_run_id: str | None = None,
     params: dict | None = None,
 ) -> str:
-    """Create the parent run (left RUNNING for nested candidate runs); return its run id.
+    """Create the parent run (left RUNNING for nested candidate runs), named ``pipeline_run_name`` unless
+    ``run_name`` is given; return its run id.
 
     Tags identify the data and code (dataset content hash, manifest URI, git commit, bakeoff version,
     KFP run id); the manifest is logged as an MLflow dataset input and the dataset card as artifacts.
@@ -64,7 +67,8 @@ def start_pipeline_run(
     }
     existing = find_pipeline_run(experiment, kfp_run_id) if kfp_run_id else None
     if existing is None:
-        run_id = c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+        name = run_name or pipeline_run_name(experiment, kfp_run_id)
+        run_id = c.create_run(exp_id, run_name=name, tags=tags).info.run_id
     else:
         run_id = existing.info.run_id
         _reopen(c, existing)
@@ -75,6 +79,14 @@ def start_pipeline_run(
     _log_dataset_input(c, run_id, df, manifest_uri, dataset_hash)
     _log_dataset_files(c, run_id, df, str(dataset_dir))
     return run_id
+
+
+def pipeline_run_name(experiment: str, kfp_run_id: str | None, when: datetime | None = None) -> str:
+    """``<experiment>-<UTC date-time>-<short KFP run id>``, e.g. ``bakeoff-20261205-1042-3f9a1c2e``: what a user
+    scans the MLflow run list for (MLflow's default is a random pair of words)."""
+    when = when or datetime.now(UTC)
+    short = re.sub(r"[^A-Za-z0-9]", "", kfp_run_id or "")[:8]
+    return "-".join(p for p in (experiment, f"{when:%Y%m%d-%H%M}", short) if p)
 
 
 def find_pipeline_run(experiment: str, kfp_run_id: str):

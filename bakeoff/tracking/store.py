@@ -28,15 +28,19 @@ class _Store:
 _store = _Store()
 
 
-def configure(tracking_uri: str | None = None) -> str:
+def configure(tracking_uri: str | None = None, *, read_only: bool = False) -> str:
     """Point MLflow at ``tracking_uri``, ``$MLFLOW_TRACKING_URI`` or the embedded SQLite default; return the URI.
 
     The embedded default keeps everything under ``./.bakeoff/mlflow`` (``mlflow.db`` + ``artifacts/``) so
-    a laptop run needs no server, and ``ui_command`` prints the one line that opens it.
+    a laptop run needs no server, and ``ui_command`` prints the one line that opens it. ``read_only``
+    commands (compare, ui, predict, promote) refuse a local store that does not exist instead of creating
+    an empty one (MLflow creates a SQLite file or ``mlruns`` folder on first contact).
     """
     import mlflow
 
     uri = tracking_uri or env.tracking_uri()
+    if read_only:
+        _check_exists(uri)
     artifacts = None
     if not uri:
         base = (Path.cwd() / EMBEDDED_DIR).resolve()
@@ -50,6 +54,31 @@ def configure(tracking_uri: str | None = None) -> str:
     mlflow.set_registry_uri(uri)
     _store.uri, _store.artifacts = uri, artifacts
     return uri
+
+
+def local_store_path(uri: str | None) -> Path | None:
+    """The file or folder a local store lives in (embedded default, ``sqlite:///``, ``file:`` or a bare path);
+    None for a server or database URI, which exists or not on its own side."""
+    if not uri:
+        return Path.cwd() / EMBEDDED_DIR / "mlflow.db"
+    if uri.startswith(SQLITE_PREFIX):
+        return Path(uri[len(SQLITE_PREFIX) :])
+    if uri.startswith("file:"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(urlparse(uri).path))
+    return None if "://" in uri else Path(uri)
+
+
+def _check_exists(uri: str | None) -> None:
+    path = local_store_path(uri)
+    if path is not None and not path.exists():
+        where = uri or f"{SQLITE_PREFIX}{path} (the embedded default)"
+        raise BakeoffError(
+            f"no MLflow store at {where}; run a pipeline first (bakeoff run) or point --tracking-uri / "
+            "MLFLOW_TRACKING_URI at an existing one"
+        )
 
 
 def ensure_configured() -> str:
@@ -71,7 +100,9 @@ def reset() -> None:
 def ui_command(tracking_uri: str) -> str:
     """The exact command that opens the MLflow UI on these runs (for a server: its URL is the UI)."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri} in a browser (the tracking server serves the MLflow UI)"
+        from bakeoff.redaction import redact
+
+        return f"open {redact(tracking_uri)} in a browser (the tracking server serves the MLflow UI)"
     artifacts = _store.artifacts if tracking_uri == _store.uri else None
     if artifacts is None and tracking_uri.startswith(SQLITE_PREFIX):
         artifacts = str(Path(tracking_uri[len(SQLITE_PREFIX) :]).parent / "artifacts")

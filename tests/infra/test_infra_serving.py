@@ -114,7 +114,8 @@ def test_the_runtimes_command_line_serves_a_bakeoff_model(serving, tmp_path, mon
     and use its probe path and port the way kubelet and a client would."""
     from bakeoff import tracking
     from bakeoff.export import export_model
-    from bakeoff.serving.log import example_image, log_model_folder
+    from bakeoff.serving.log import example_image
+    from bakeoff.tracking.models import log_model_folder
 
     from support import write_candidate_folders
 

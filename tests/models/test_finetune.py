@@ -92,6 +92,7 @@ def test_saved_model_takes_raw_pixels_and_serves_deterministically(hfe_faces_fin
     np.testing.assert_array_equal(first, second)
     assert first.shape == (16, 1) and ((first >= 0) & (first <= 1)).all()
     assert {len(v) for v in info["history"].values()} == {info["epochs_run"]}
+    assert len(info["epoch_end_ms"]) == info["epochs_run"] and info["epoch_end_ms"] == sorted(info["epoch_end_ms"])
     assert info["mixed_precision"] is False  # auto on a CPU-only machine
     # saved without optimizer state: the same size as the never-compiled assembled model, not ~2x
     before_size = (Path(hfe_faces_finetuned[0]) / "model.keras").stat().st_size

@@ -7,6 +7,7 @@ no backbone; one test trains on real MobileNetV2 features of real photos.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,9 @@ def test_dense_head_multiclass_learns_and_never_touches_test(tmp_path):
     import keras
 
     features = _digits_features(tmp_path / "f")
+    started_ms = time.time() * 1000
     info = train_head(features, str(tmp_path / "h"), epochs=15, hidden=32, patience=3, batch_size=64)
+    ended_ms = time.time() * 1000
     assert info["kind"] == "dense" and info["classes"] == ["digit0", "digit1", "digit2"]
     # 3 digit classes from raw pixels are easy (chance 0.33): 0.90-0.97 measured over six init seeds, so the bar
     # sits below the worst init rather than 0.003 under it
@@ -83,6 +86,10 @@ def test_dense_head_multiclass_learns_and_never_touches_test(tmp_path):
     saved = json.loads((tmp_path / "h" / "head.json").read_text())
     assert saved["n_train"] + saved["n_val"] < 540 and saved["feature_dim"] == 64
     assert {len(v) for v in saved["history"].values()} == {saved["epochs_run"]}
+    # each epoch's wall-clock end, for MLflow's curves: one per epoch, in order, within the training call
+    times = saved["epoch_end_ms"]
+    assert len(times) == saved["epochs_run"] and times == sorted(times)
+    assert started_ms <= times[0] and times[-1] <= ended_ms
     model = keras.models.load_model(tmp_path / "h" / "head.keras")
     out = model.predict(np.random.default_rng(1).uniform(0, 16, (5, 64)).astype("float32"), verbose=0)
     assert out.shape == (5, 3) and np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
@@ -137,6 +144,7 @@ def test_logreg_head_equals_sklearn_predict_proba(tmp_path, maker, n_classes):
     features = maker(tmp_path / "f")
     info = train_head(features, str(tmp_path / "h"), kind="logreg")
     assert info["kind"] == "logreg" and info["history"]["val_accuracy"][0] == pytest.approx(info["val_accuracy"])
+    assert len(info["epoch_end_ms"]) == 1 and info["epoch_end_ms"][0] <= time.time() * 1000
     data = np.load(Path(features) / "features.npz")
     classes = info["classes"]
     train = data["split"] == "train"

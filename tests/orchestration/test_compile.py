@@ -8,6 +8,7 @@ import pytest
 from kfp_ir import parse_compiled
 
 from bakeoff.cli import main
+from bakeoff.errors import BakeoffError
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_IMAGE, GPU_IMAGE = "registry.example.com/bakeoff:0.1.0", "registry.example.com/bakeoff:0.1.0-cuda"
@@ -228,3 +229,20 @@ def test_bad_config_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: config") and "gate_test" in err and "\n" not in err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_a_compile_that_fails_midway_leaves_no_file_behind(tmp_path, monkeypatch):
+    """The KFP compiler writing half a file and then failing (full disk, a bug) leaves neither --out nor a temp."""
+    from kfp import compiler
+
+    from pipelines.compile import compile_pipeline
+
+    def half_written(self, pipeline_func, package_path, **kwargs):
+        with open(package_path, "w") as f:
+            f.write("# pipelineSpec: half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compiler.Compiler, "compile", half_written)
+    with pytest.raises(BakeoffError, match=r"cannot write .*pipeline.yaml: No space left on device"):
+        compile_pipeline(tmp_path / "pipeline.yaml")
+    assert list(tmp_path.iterdir()) == []

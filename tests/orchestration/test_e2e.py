@@ -80,7 +80,7 @@ def first_run(workspace):
     return _run(workspace, "mobilenet_v2,vgg16")
 
 
-def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run):
+def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, first_run, capsys):
     from mlflow import MlflowClient
 
     code, out, result, run_dir = first_run
@@ -114,6 +114,16 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.data.params.get("backbone") for r in children} == {"mobilenet_v2", "vgg16"}
+    # named for people reading MLflow: experiment-date-KFP run; candidate = backbone, weights, variant; each
+    # candidate's logged model is the portable serving model (encoded images in), named like its run
+    assert parents[0].info.run_name.startswith("e2e-") and len(parents[0].info.run_name.split("-")) == 4
+    names = {r.info.run_name for r in children}
+    assert {n.rsplit("-", 2)[0] for n in names} == {"mobilenet_v2-imagenet", "vgg16-hed"}, names
+    assert all(n.endswith("-finetuned") for n in names), names
+    for child in children:
+        logged = client.get_logged_model(child.data.tags["bakeoff.model_uri"].removeprefix("models:/"))
+        assert logged.name == child.info.run_name
+        assert child.inputs.dataset_inputs[0].dataset.digest == parents[0].inputs.dataset_inputs[0].dataset.digest
 
     # KFP's own artifacts: ClassificationMetrics for the UI (confusion matrix + ROC) on every branch
     outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/evaluate/executor_output.json"))
@@ -123,6 +133,13 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
         meta = artifacts["classification"]["artifacts"][0]["metadata"]
         assert len(meta["confusionMatrix"]["rows"]) == 3
         assert meta["confidenceMetrics"]
+
+    # the README's next line, as written: `compare` finds the run's experiment ("e2e", not the default) itself
+    capsys.readouterr()
+    assert main(["compare", "--last", "5", "--output", "json"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert {row["backbone"] for row in board} == {"mobilenet_v2", "vgg16"}
+    assert "champion" in {row["aliases"] for row in board}
 
 
 def test_scheduled_rerun_on_unchanged_data_reuses_cache_and_keeps_champion(workspace, first_run):
@@ -162,6 +179,6 @@ def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
         (workspace / "junk" / name / "notes.txt").write_text("not an image")
     code = main(["run", "--data", str(workspace / "junk"), "--backbones", "mobilenet_v2", "--experiment", "e2e-bad"])
     err = capsys.readouterr().err.strip()
-    assert code == 2
+    assert code == 1  # the form was valid, the pipeline ran and failed: exit 1, not the usage error's 2
     assert err.startswith("error: task 'ingest' failed:") and "classes" in err and "pipeline.log" in err
     assert "\n" not in err

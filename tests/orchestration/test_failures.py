@@ -1,6 +1,6 @@
 """A failed pipeline leaves honest state, end to end through kfp.local (issue 8, items 2 and 3).
 
-The choice for "one backbone fails" (docs/reliability/pipeline.md): everything knowable up front fails the run
+The choice for "one backbone fails" (docs/reliability.md, "Pipeline"): everything knowable up front fails the run
 before any work (validation); a branch that still fails at run time fails the whole run, and the ExitHandler's task
 ends the parent and every candidate run FAILED with the reason; no version is registered, no alias moves, and
 `bakeoff compare` and the gate ignore the half-done run. KFP cannot collect a ParallelFor whose iteration failed,
@@ -56,7 +56,7 @@ def test_a_branch_that_fails_at_run_time_fails_the_run_honestly(
     code = main(argv)
 
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err
+    assert code == 1 and "\n" not in err  # a failed pipeline: exit 1 (usage errors exit 2)
     assert err.startswith("error: task 'features") and "do not fit vgg16" in err and "pipeline.log" in err
     log = next(tmp_path.glob(".bakeoff/runs/*/pipeline.log")).read_text(errors="replace")
     assert "ended 2 MLflow run(s) FAILED" in log  # the ExitHandler's finalize: the parent + mobilenet_v2's run

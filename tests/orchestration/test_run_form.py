@@ -181,7 +181,7 @@ def test_run_hands_the_merged_parameters_to_the_pipeline(tmp_path, monkeypatch, 
     config.write_text(yaml.safe_dump({"parameters": {"seed": 7, "image_size": 64, "experiment": "from-file"}}))
     argv = ["run", "--config", str(config), "--data", str(tmp_path / "raw"), "--image-size", "96"]
     argv += ["--backbones", "mobilenet_v2", "--batch-size", "8", "--test-fraction", "0.2"]
-    assert main([*argv, "--workdir", str(tmp_path / "w")]) == 2
+    assert main([*argv, "--workdir", str(tmp_path / "w")]) == 1  # a failed pipeline, not a usage error
     assert "task 'ingest' failed" in capsys.readouterr().err
     [written] = (tmp_path / "w" / "runs").glob("*/config.json")
     params = json.loads(written.read_text())["parameters"]

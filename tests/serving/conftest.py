@@ -55,18 +55,44 @@ def mlflow_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def champion(mlflow_store, photo_model) -> Champion:
-    """The photo classifier logged with ``bakeoff.serving.log``, registered, aliased ``champion``."""
-    from bakeoff import tracking
-    from bakeoff.serving.log import log_model_folder
+def champion(mlflow_store, photo_model, photo_files, tmp_path_factory) -> Champion:
+    """The photo classifier through the pipeline's own MLflow path (what the open_run, evaluate and
+    select_and_register components call): evaluated on a dataset of the photo files, logged and verified by
+    ``tracking.log_candidate`` (unregistered), registered and aliased ``champion`` by the gate."""
+    from bakeoff import registry, tracking
+    from bakeoff.evaluate import evaluate
 
-    c = tracking.client()
-    run_id = c.create_run(tracking.ensure_experiment("serving")).info.run_id
+    from support import write_dataset
+    from support.photo_model import pixels_of
+
+    root = tmp_path_factory.mktemp("gated")
+    folder, labels = photo_files
+    names = sorted(labels)
+    dataset = write_dataset(
+        root / "dataset",
+        [pixels_of((folder / n).read_bytes()) for n in names],
+        [labels[n] for n in names],
+        ["test"] * len(names),
+    )
+    evaluate(str(photo_model), str(dataset), str(root / "eval"), n_bootstrap=100)
     name = "bakeoff-serving"
-    version, model_uri = log_model_folder(run_id, str(photo_model), name)
-    c.set_terminated(run_id, "FINISHED")
-    c.set_registered_model_alias(name, "champion", version)
-    return Champion(name, version, model_uri, mlflow_store, photo_model)
+    parent = tracking.start_pipeline_run("serving", str(dataset), kfp_run_id="kfp-serving")
+    child = tracking.log_candidate(
+        parent,
+        features_dir=str(root / "features"),  # no features/head JSONs: the photo model was not trained here
+        head_dir=str(root / "head"),
+        model_dir=str(photo_model),
+        eval_dir=str(root / "eval"),
+        model_name=name,
+        task_key="mobilenet_v2",
+    )
+    decision = registry.select_and_register(parent, [child], model_name=name, dataset_dir=str(dataset))
+    tracking.finish_pipeline_run(parent, tracking.leaderboard("serving", parent_run_id=parent), decision)
+    assert decision.promoted, decision.reason
+    c = tracking.client()
+    version = c.get_model_version_by_alias(name, "champion").version
+    model_uri = c.get_run(child).data.tags["bakeoff.model_uri"]
+    return Champion(name, str(version), model_uri, mlflow_store, photo_model)
 
 
 @dataclass

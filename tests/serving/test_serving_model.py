@@ -203,7 +203,7 @@ def test_every_bad_image_is_named_in_one_error_and_nothing_is_predicted(champion
 
 def test_logging_a_folder_without_a_model_fails_in_one_line(tmp_path, mlflow_store):
     from bakeoff.errors import BakeoffError
-    from bakeoff.serving.log import log_model_folder
+    from bakeoff.tracking.models import log_model_folder
 
     (tmp_path / "model.json").write_text(json.dumps({"classes": ["a", "b"], "image_size": 32}))
     with pytest.raises(BakeoffError, match="model.keras"):

@@ -36,11 +36,9 @@ def split_body(blobs: list[bytes]) -> dict:
 
 
 def test_served_labels_match_bakeoff_predict_on_real_photo_files(served, champion, photo_files, tmp_path):
-    """The same Keras network logged the old way (pixel-tensor pyfunc) and read by `bakeoff predict` over the folder
-    gives the same label for every file as the served model; both give the photo's true label."""
-    from bakeoff import tracking
+    """`models:/NAME@champion`, registered and aliased by the gate, served over REST and read by `bakeoff predict`
+    over the folder gives the same label and the same probabilities for every file; both give the true label."""
     from bakeoff.cli import main
-    from bakeoff.tracking.models import log_and_register  # today's layout: what `bakeoff predict` reads
 
     folder, labels = photo_files
     names = sorted(labels)
@@ -56,17 +54,13 @@ def test_served_labels_match_bakeoff_predict_on_real_photo_files(served, champio
     )
     assert status == 200 and records == body
 
-    c = tracking.client()
-    run_id = c.create_run(tracking.ensure_experiment("serving")).info.run_id
-    legacy = "bakeoff-serving-legacy"
-    keras_path, json_path = str(champion.model_dir / "model.keras"), str(champion.model_dir / "model.json")
-    version, _ = log_and_register(run_id, keras_path, json_path, CLASSES, 128, legacy)
     csv = tmp_path / "predictions.csv"
-    code = main(["predict", str(folder), "--model", f"models:/{legacy}/{version}", "--out", str(csv)])
-    assert code == 0
-    predicted = pd.read_csv(csv).set_index("path")["predicted"].to_dict()
-    assert predicted == served_labels
+    assert main(["predict", str(folder), "--model", champion.alias_uri, "--out", str(csv)]) == 0
+    predicted = pd.read_csv(csv).set_index("path").loc[names]
+    assert predicted["predicted"].to_dict() == served_labels
     assert served_labels == labels
+    served_probs = pd.DataFrame(rows, index=names)[[f"prob_{c}" for c in CLASSES]]
+    pd.testing.assert_frame_equal(predicted[served_probs.columns], served_probs, atol=1e-6, check_names=False)
 
 
 def test_bad_images_get_http_400_naming_each_of_them(served, photo_files):

@@ -7,6 +7,7 @@ no test imports another test module's private helpers.
 
 from support.candidates import (
     CLASSES,
+    EPOCH_0_MS,
     IMAGE_SIZE,
     Candidate,
     build_candidate,
@@ -25,6 +26,7 @@ from support.procs import processes_mentioning, stop_process_group, wait_until_g
 
 __all__ = [
     "CLASSES",
+    "EPOCH_0_MS",
     "IMAGE_SIZE",
     "S3_KEY_ID",
     "S3_SECRET",

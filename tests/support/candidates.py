@@ -18,6 +18,7 @@ from support.datasets import write_dataset
 
 IMAGE_SIZE = 32
 CLASSES = ["blue", "red"]
+EPOCH_0_MS = 1_764_000_000_000  # the head's first epoch ended then (2025-11-24): the JSONs' epoch_end_ms start here
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -140,6 +141,7 @@ def write_candidate_folders(
                     "val_loss": [0.8, 0.6, 0.5],
                     "val_accuracy": [0.6, 0.7, 0.8],
                 },
+                "epoch_end_ms": [EPOCH_0_MS + 1000 * k for k in range(3)],
             }
         )
     )
@@ -160,6 +162,7 @@ def write_candidate_folders(
                     "val_loss": [0.5, 0.48],
                     "val_accuracy": [0.8, 0.82],
                 },
+                "epoch_end_ms": [EPOCH_0_MS + 60_000 + 1000 * k for k in range(2)],
                 "finetuned": True,
                 "threshold": threshold,
             }

@@ -147,7 +147,8 @@ def test_embedded_default_sqlite_and_artifact_folder(dataset, candidates, tmp_pa
         )
         assert list(artifacts.rglob("predictions.parquet"))
         model = mlflow.pyfunc.load_model("models:/embedded-model@champion")
-        assert model.metadata.get_input_schema().inputs[0].shape[1:] == (32, 32, 3)
+        assert [c.name for c in model.metadata.get_input_schema().inputs] == ["image"]
+        assert model.metadata.metadata["image_size"] == 32
         assert main(["ui"]) == 0
         assert expected in capsys.readouterr().out
     finally:
@@ -158,3 +159,124 @@ def test_embedded_default_sqlite_and_artifact_folder(dataset, candidates, tmp_pa
 def test_redact_removes_credentials(uri):
     assert "hunter2" not in redact(uri) and "AKIAABCDEFGHIJKLMNOP" not in redact(uri)
     assert safe_params({"db_password": "x" * 10, "nested": {"api_token": "y" * 10, "lr": 0.1}}) == {"nested.lr": "0.1"}
+
+
+@pytest.fixture
+def embedded(tmp_path, monkeypatch):
+    """The embedded SQLite store in a fresh working folder (no MLFLOW_TRACKING_URI)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    tracking.reset()
+    tracking.configure()
+    yield tmp_path
+    tracking.reset()
+
+
+def _other_dataset(dataset: Path, root: Path) -> Path:
+    """The same images with one test image left out: another dataset hash."""
+    copy = root / "other-dataset"
+    shutil.copytree(dataset, copy)
+    df = manifest.read_manifest(copy, resolve=False)
+    manifest.write_manifest(df.drop(index=df[df["split"] == "test"].index[0]).reset_index(drop=True), copy)
+    return copy
+
+
+def test_compare_defaults_to_the_last_runs_experiment_with_aliases_and_dataset(
+    embedded, dataset, candidates, model_name, capsys
+):
+    import json
+
+    _pipeline(dataset, candidates, model_name, [160.46], "older-experiment")
+    parent, children, decision = _pipeline(dataset, candidates, model_name, [160.46, 127.5], "demo-experiment")
+    assert decision["promoted"] and decision["challenger_run_id"] == children[1]
+    capsys.readouterr()
+
+    assert main(["compare", "--output", "json"]) == 0  # no --experiment: the last pipeline run's
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert [r["run_id"] for r in rows] == [children[1], children[0]]
+    expected_hash = manifest.dataset_hash(manifest.read_manifest(dataset))
+    assert {r["dataset_hash"] for r in rows} == {expected_hash}
+    assert rows[0]["aliases"] == "champion" and rows[0]["model_version"]
+    assert "warning" not in out.err  # one dataset: nothing to warn about
+
+    assert main(["compare"]) == 0  # the table (piped: full width) shows the same
+    table = capsys.readouterr().out
+    assert "demo-experiment: 2 candidates" in table and "champion" in table and expected_hash[:12] in table
+    assert children[1] in table  # whole run ids, not ellipsised
+
+    # a pipeline run on other data, in the same experiment: ranked together only with a warning
+    other = tracking.start_pipeline_run("demo-experiment", str(_other_dataset(dataset, embedded)), run_name="other")
+    tracking.log_candidate(other, model_name=model_name, **candidates(127.5).dirs)
+    assert main(["compare", "--output", "json"]) == 0
+    out = capsys.readouterr()
+    assert len(json.loads(out.out)) == 3
+    [warning] = [line for line in out.err.splitlines() if line.startswith("warning:")]
+    assert "3 candidates come from 2 datasets" in warning
+
+    # --run: its own experiment; an unknown id or a candidate's id is a one-line usage error
+    assert main(["compare", "--run", parent, "--output", "json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [children[1], children[0]]
+    assert main(["compare", "--run", "0123456789abcdef0123456789abcdef"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no MLflow run '0123456789abcdef0123456789abcdef'") and "\n" not in err
+    assert main(["compare", "--run", children[0]]) == 2
+    assert f"is not a pipeline run (its pipeline run is {parent})" in capsys.readouterr().err
+    # --csv -: the whole leaderboard as CSV on stdout, nothing else there
+    assert main(["compare", "--run", parent, "--csv", "-"]) == 0
+    import io
+
+    board = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(board["run_id"]) == [children[1], children[0]] and "dataset_hash" in board
+
+
+def test_promote_exit_code_and_predict_to_stdout(embedded, dataset, candidates, model_name, capsys):
+    import io
+
+    first, _, decision = _pipeline(dataset, candidates, model_name, [160.46], "gate-by-hand")
+    assert decision["promoted"]
+    capsys.readouterr()
+    assert main(["promote", first, "--exit-code"]) == 3  # nothing to do: the champion already is this run's best
+    assert '"promoted": false' in capsys.readouterr().out
+    better = tracking.start_pipeline_run("gate-by-hand", str(dataset), run_name="better")
+    tracking.log_candidate(better, model_name=model_name, **candidates(127.5).dirs)
+    assert main(["promote", better, "--exit-code"]) == 0  # 1.00 vs 0.87 on the same 100 test images
+    assert '"promoted": true' in capsys.readouterr().out
+
+    source, expected = _raw_source(dataset, embedded / "raw")
+    assert main(["predict", "--model", f"models:/{model_name}@champion", str(source), "--out", "-"]) == 0
+    out = capsys.readouterr()
+    csv = embedded / "from-stdout.csv"
+    csv.write_text(out.out)
+    _check_predictions(csv, expected)  # stdout held exactly the CSV
+    assert "wrote stdout: 6 predicted" in out.err
+    assert pd.read_csv(io.StringIO(out.out)).shape[0] == 9
+
+
+@pytest.mark.parametrize("store", ["embedded", "sqlite", "folder"])
+def test_read_only_commands_never_create_a_store(store, tmp_path, monkeypatch, capsys):
+    """compare, ui, predict, promote and export read a store; pointed at none, they say so and create nothing."""
+    work, source = tmp_path / "work", tmp_path / "photos"
+    work.mkdir()
+    source.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = {"embedded": None, "sqlite": f"sqlite:///{work / 'sub' / 'mlflow.db'}", "folder": str(work / "mlruns")}
+    option = ["--tracking-uri", uri[store]] if uri[store] else []
+    tracking.reset()
+    try:
+        for argv in (
+            ["compare"],
+            ["compare", "--run", "0123456789abcdef"],
+            ["ui"],
+            ["ui", "--launch"],
+            ["predict", str(source), "--out", "preds.csv"],
+            ["promote", "0123456789abcdef"],
+            ["export", "--out", "exported"],
+        ):
+            assert main([*argv, *option]) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("error: no MLflow store at ") and "\n" not in err, (argv, err)
+            assert list(work.rglob("*")) == [], (argv, list(work.rglob("*")))
+    finally:
+        tracking.reset()

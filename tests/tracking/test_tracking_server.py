@@ -9,6 +9,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from bakeoff import manifest, registry, tracking
 
@@ -109,24 +110,34 @@ def test_run_is_tracked_registered_aliased_and_loads_back_by_alias(
     assert any(k.endswith("evaluation/predictions.parquet") for k in keys)
     assert any("/models/" in k and k.endswith("model.keras") for k in keys)
 
-    # load by alias: as a Keras model and through pyfunc, predicting class names
+    # load by alias: as a Keras model (bakeoff's reader and MLflow's tensorflow flavor) and through the pyfunc,
+    # which takes encoded images (PNG of each colour field) and predicts class names
+    from mlflow.types import DataType
+
     from bakeoff.predict import load_keras_model
 
+    from support import encode
+
     reds = red_values()
-    images = np.stack([np.full((IMAGE_SIZE, IMAGE_SIZE, 3), (r, 60.0, 90.0), dtype=np.float32) for r in reds])
-    keras_model = load_keras_model(f"models:/{model_name}@champion")
+    # whole-number pixels: what a PNG holds, so the encoded images and the arrays are the same pictures
+    images = np.stack([np.full((IMAGE_SIZE, IMAGE_SIZE, 3), (round(r), 60, 90), dtype=np.float32) for r in reds])
+    alias = f"models:/{model_name}@champion"
+    keras_model = load_keras_model(alias)
     probs = keras_model.predict(images, verbose=0)
     assert probs.shape == (len(reds), 2)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
-    out = pyfunc.predict(images)
+    network = mlflow.tensorflow.load_model(alias, keras_model_kwargs={"compile": False})
+    np.testing.assert_allclose(network.predict(images, verbose=0), probs, rtol=1e-6)
+    pyfunc = mlflow.pyfunc.load_model(alias)
+    blobs = [encode(Image.fromarray(image.astype(np.uint8)), "PNG") for image in images]
+    out = pyfunc.predict(pd.DataFrame({"image": blobs}))
     assert list(out.columns) == ["label", "probability", "prob_blue", "prob_red"]
     assert set(out["label"]) == set(CLASSES)
-    assert (out["label"] == np.where(reds > 127.5, "red", "blue")).all()
+    assert (out["label"] == np.where(np.round(reds) > 127.5, "red", "blue")).all()
     np.testing.assert_allclose(out["prob_red"], probs[:, 1], rtol=1e-5)
-    assert pyfunc.metadata.get_input_schema().inputs[0].shape == (-1, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert [(c.name, c.type) for c in pyfunc.metadata.get_input_schema().inputs] == [("image", DataType.binary)]
     assert pyfunc.metadata.get_output_schema().input_names() == ["label", "probability", "prob_blue", "prob_red"]
     # the input example was logged with the model
-    info = mlflow.models.get_model_info(f"models:/{model_name}@champion")
+    info = mlflow.models.get_model_info(alias)
     assert info.saved_input_example_info is not None and info.signature is not None
 
 
