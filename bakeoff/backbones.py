@@ -44,6 +44,16 @@ class Backbone:
     builtin_preprocessing: bool = False
     preprocess_mode: str = "tf"
     description: str = ""
+    # measured faster in bfloat16 than float32 on CPUs with AVX512-BF16/AMX, head accuracy unchanged within noise
+    # (python -m benchmarks.precision; docs/benchmarks.md): `--precision auto` extracts it in bfloat16 there
+    bfloat16_faster: bool = False
+
+
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (mixed float16 fine-tuning, bfloat16 features: both decided per device)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _numbered(prefix: str, first: int, last: int, suffix: str = "") -> tuple[str, ...]:
@@ -62,6 +72,7 @@ _ENTRIES = (
         preprocess_mode="caffe",
         taps=("block4_pool",),
         description="VGG16 (notebook baseline), 13 conv layers",
+        bfloat16_faster=True,
     ),
     Backbone(
         "resnet50",

@@ -2,14 +2,13 @@
 
 Why tf.data: decoding and resizing run in parallel threads and overlap with the model through prefetch, and the
 dataset streams batch by batch, so a dataset never has to fit in memory. Features, fine-tuning and evaluation all
-read through ``image_dataset`` so they see identical pixels (same decoder, same resize).
+decode through ``image_dataset`` so they see identical pixels (same decoder, same resize); ``bakeoff.decoded`` keeps
+what it decodes as one tensor per dataset and size, so they decode each image once, not once per step and epoch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -90,50 +89,27 @@ def decode_and_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
 
     image = _decode(tf.io.read_file(path), image_size)
     image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
-    # whole-number pixels: a decoded image stored as uint8 in the pixel cache reads back bit-identical
+    # whole-number pixels: stored as uint8 in the decoded tensor (bakeoff.decoded), they read back bit-identical
     image = tf.round(tf.clip_by_value(image, 0.0, 255.0))
     image.set_shape((image_size, image_size, 3))
     return image
 
 
-def pixel_path(cache_dir: str, sha256: str, image_size: int) -> str:
-    """Content-addressed raw uint8 [S, S, 3] file of one image at one size (and this reader's resize method)."""
-    method = hashlib.sha256(RESIZE_METHOD.encode()).hexdigest()[:8]
-    return os.path.join(cache_dir, f"{image_size}-{method}", sha256[:2], f"{sha256}.rgb")
+def check_selection(df: pd.DataFrame, image_size: int, batch_size: int) -> None:
+    """The one-line errors every reader gives for an empty selection or a non-positive size."""
+    if len(df) == 0:
+        raise BakeoffError("no images to read (empty manifest selection)")
+    if image_size < 1 or batch_size < 1:
+        raise BakeoffError(f"image_size and batch_size must be positive, got {image_size}, {batch_size}")
 
 
-def cached_pixel_mask(df: pd.DataFrame, image_size: int, cache_dir: str | None) -> list[bool]:
-    """Which rows have a usable pixel file. One of the wrong size (truncated, empty) is a miss: it is removed with a
-    warning, the image is decoded again and the file rewritten, so a damaged entry never reaches the model."""
-    if not cache_dir:
-        return [False] * len(df)
-    expected = image_size * image_size * 3
-    mask = []
-    for sha in df["sha256"]:
-        path = pixel_path(cache_dir, str(sha), image_size)
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            mask.append(False)
-            continue
-        if size != expected:
-            warnings.warn(
-                f"corrupt pixel cache file {path} ({size} bytes, expected {expected}); decoding the image again",
-                stacklevel=2,
-            )
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        mask.append(size == expected)
-    return mask
-
-
-def write_pixels(cache_dir: str, sha256: str, image_size: int, image) -> None:
-    """Store one decoded image (float 0..255 whole numbers) as raw uint8, atomically; not fsynced: a file cut
-    short by a crash has the wrong size, which ``cached_pixel_mask`` catches, and decoding again is cheap."""
-    import numpy as np
-
-    with storage.atomic_path(pixel_path(cache_dir, sha256, image_size), durable=False) as tmp:
-        Path(tmp).write_bytes(np.asarray(image).astype(np.uint8).tobytes())
+def label_indexes(df: pd.DataFrame, classes: list[str]) -> list[int]:
+    """Each row's label as its index in ``classes``; an unknown label is a one-line error."""
+    unknown = sorted(set(df["label"].astype(str)) - set(classes))
+    if unknown:
+        raise BakeoffError(f"labels {unknown} are not among the model's classes {classes}")
+    index = {name: i for i, name in enumerate(classes)}
+    return [index[str(label)] for label in df["label"]]
 
 
 def image_dataset(
@@ -143,50 +119,30 @@ def image_dataset(
     classes: list[str] | None = None,
     shuffle: bool = False,
     seed: int = 0,
-    pixel_cache: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of float32 images [b, S, S, 3] in 0..255, or (images, label_index) when ``classes`` is given.
 
     ``df`` holds manifest rows with resolved URIs (``manifest.read_manifest`` resolves them). Row order is kept
-    unless ``shuffle`` (seeded, reshuffled each epoch). With ``pixel_cache`` (a local folder), images already
-    decoded at this size by an earlier run are read from there instead of being decoded again: decoding once
-    per input size serves every backbone (``bakeoff.features`` fills it).
+    unless ``shuffle`` (seeded, reshuffled each epoch). Every image is decoded here; the model steps read through
+    ``bakeoff.decoded.image_batches``, which decodes a dataset once with this function and serves the stored tensor.
     """
     import tensorflow as tf
 
-    if len(df) == 0:
-        raise BakeoffError("no images to read (empty manifest selection)")
-    if image_size < 1 or batch_size < 1:
-        raise BakeoffError(f"image_size and batch_size must be positive, got {image_size}, {batch_size}")
+    check_selection(df, image_size, batch_size)
     paths = local_paths(df)
-    cached = cached_pixel_mask(df, image_size, pixel_cache)
-    if any(cached):
-        paths = [
-            pixel_path(pixel_cache, str(sha), image_size) if hit else path
-            for path, sha, hit in zip(paths, df["sha256"], cached)
-        ]
-    flags = tf.constant(cached, dtype=tf.bool)
 
-    def load(path, is_pixels):
-        def raw():
-            data = tf.io.decode_raw(tf.io.read_file(path), tf.uint8)
-            return tf.cast(tf.reshape(data, (image_size, image_size, 3)), tf.float32)
-
-        return tf.cond(is_pixels, raw, lambda: decode_and_resize(path, image_size))
+    def load(path):
+        return decode_and_resize(path, image_size)
 
     if classes is not None:
-        unknown = sorted(set(df["label"].astype(str)) - set(classes))
-        if unknown:
-            raise BakeoffError(f"labels {unknown} are not among the model's classes {classes}")
-        index = {name: i for i, name in enumerate(classes)}
-        labels = [index[str(label)] for label in df["label"]]
-        ds = tf.data.Dataset.from_tensor_slices((paths, flags, tf.constant(labels, dtype=tf.int32)))
+        labels = label_indexes(df, classes)
+        ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, dtype=tf.int32)))
     else:
-        ds = tf.data.Dataset.from_tensor_slices((paths, flags))
+        ds = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     if classes is not None:
-        ds = ds.map(lambda p, c, y: (load(p, c), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(lambda p, y: (load(p), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -54,10 +54,11 @@ CACHE_URI = _declare(
     "feature cache: per-image vectors keyed by content, backbone, weights and size (folder or `s3://`)",
     "`$XDG_CACHE_HOME/bakeoff/features`",
 )
-PIXEL_CACHE = _declare(
-    "BAKEOFF_PIXEL_CACHE",
-    "decoded and resized pixels, shared by every backbone at one size (local folder; `off` disables)",
-    "`$XDG_CACHE_HOME/bakeoff/pixels`",
+DECODED_CACHE = _declare(
+    "BAKEOFF_DECODED_CACHE",
+    "decoded, resized images: one uint8 tensor per dataset content and input size, read by features, fine-tuning, "
+    "evaluation and the gate (local folder; `off` decodes the files every time)",
+    "`$XDG_CACHE_HOME/bakeoff/decoded`",
 )
 IMAGE_CACHE = _declare(
     "BAKEOFF_IMAGE_CACHE",
@@ -149,12 +150,12 @@ def feature_cache_uri() -> str:
     return CACHE_URI.value() or str(cache_dir("features"))
 
 
-def pixel_cache_dir() -> str | None:
-    """Where decoded+resized pixels are kept; None when ``$BAKEOFF_PIXEL_CACHE`` turns it off."""
-    value = PIXEL_CACHE.value()
+def decoded_cache_dir() -> str | None:
+    """Where decoded, resized image tensors are kept; None when ``$BAKEOFF_DECODED_CACHE`` turns them off."""
+    value = DECODED_CACHE.value()
     if value and value.lower() in ("off", "0", "none", "false"):
         return None
-    return value or str(cache_dir("pixels"))
+    return value or str(cache_dir("decoded"))
 
 
 def image_cache_dir() -> Path:

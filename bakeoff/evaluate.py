@@ -50,7 +50,7 @@ def predict_split(
     model, classes: list[str], image_size: int, dataset_dir: str, split: str = "test", batch_size: int = 32
 ) -> pd.DataFrame:
     """Run ``model`` over one split of a dataset; one row per image in manifest order."""
-    from bakeoff.data import image_dataset
+    from bakeoff.decoded import image_batches
 
     df = manifest.read_manifest(dataset_dir)
     rows = df[df["split"] == split].reset_index(drop=True)
@@ -62,7 +62,8 @@ def predict_split(
             f"{split} labels {unknown} are not among the model's classes {classes}; "
             "evaluate on the dataset the model was trained on"
         )
-    raw = model.predict(image_dataset(rows, image_size, batch_size=batch_size), verbose=0)
+    # the dataset's decoded tensor: shared with features and fine-tuning, and with the gate's re-scoring of the champion
+    raw = model.predict(image_batches(df, rows, image_size, batch_size=batch_size), verbose=0)
     probs = probabilities(raw, len(classes))
     if len(probs) != len(rows):
         raise BakeoffError(f"got {len(probs)} predictions for {len(rows)} {split} images")
@@ -239,11 +240,11 @@ def _size_mb(uri: str) -> float:
 
 
 def _first_image(dataset_dir: str, image_size: int) -> np.ndarray:
-    from bakeoff.data import image_dataset
+    from bakeoff.decoded import image_batches
 
-    rows = manifest.read_manifest(dataset_dir)
-    rows = rows[rows["split"] == "test"].head(1)
-    for batch in image_dataset(rows, image_size, batch_size=1).take(1):
+    df = manifest.read_manifest(dataset_dir)
+    rows = df[df["split"] == "test"].head(1)
+    for batch in image_batches(df, rows, image_size, batch_size=1).take(1):
         return np.asarray(batch)[0]
     raise BakeoffError("no test image to time")
 

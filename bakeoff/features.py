@@ -17,12 +17,14 @@ may add shards concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import time
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,10 +37,53 @@ if TYPE_CHECKING:  # pragma: no cover
     from bakeoff.weights import ResolvedWeights
 
 CACHE_FORMAT = 1  # bump when the stored vectors' meaning changes
+PRECISIONS = ("auto", "float32", "bfloat16")
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cache_key(backbone: str, weights: ResolvedWeights, image_size: int, cut: str | None) -> tuple[str, dict]:
-    """Hash of everything that changes a vector, and the readable dict it hashes."""
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX): the only place it is faster."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in _BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, backbone: str) -> str:
+    """``auto`` -> bfloat16 where it was measured to pay: a CPU with AVX512-BF16/AMX and a backbone whose registry
+    entry says ``bfloat16_faster`` (VGG16 ran 2.4-4.4x faster with head accuracy unchanged within noise; MobileNetV2's
+    depthwise convolutions ran slower, so it stays float32; docs/benchmarks.md). float32 everywhere else; with a GPU
+    too (its mixed float16 is fine-tuning's business)."""
+    from bakeoff import backbones
+
+    if precision not in PRECISIONS:
+        raise BakeoffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    fast = backbones.get_backbone(backbone).bfloat16_faster and cpu_has_bfloat16() and not backbones.gpu_visible()
+    return "bfloat16" if fast else "float32"
+
+
+@contextlib.contextmanager
+def keras_policy(precision: str) -> Iterator[None]:
+    """Build layers under ``mixed_bfloat16`` (float32 weights, bfloat16 arithmetic) or float32; then restore."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def cache_key(
+    backbone: str, weights: ResolvedWeights, image_size: int, cut: str | None, precision: str = "float32"
+) -> tuple[str, dict]:
+    """Hash of everything that changes a vector, and the readable dict it hashes. ``precision`` enters the key only
+    when it is not float32, so the float32 vectors cached before precisions existed keep their key."""
     from bakeoff.backbones import get_backbone
     from bakeoff.data import RESIZE_METHOD
 
@@ -55,6 +100,8 @@ def cache_key(backbone: str, weights: ResolvedWeights, image_size: int, cut: str
         "resize": RESIZE_METHOD,
         "pooling": "avg",
     }
+    if precision != "float32":
+        parts["precision"] = precision
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32], parts
 
@@ -184,30 +231,31 @@ _INFER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def inference_function(model):
-    """One traced forward function per model (re-tracing per call would cost seconds); XLA stays off: slower on CPU."""
+    """One traced forward function per model (re-tracing per call would cost seconds); XLA stays off: slower on CPU.
+    Vectors come out float32 whatever the model computes in (each output of a model with taps)."""
     import tensorflow as tf
 
+    def forward(x):
+        result = model(x, training=False)
+        if isinstance(result, list | tuple):
+            return [tf.cast(r, tf.float32) for r in result]
+        return tf.cast(result, tf.float32)
+
     if model not in _INFER:
-        _INFER[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=False)
+        _INFER[model] = tf.function(forward, reduce_retracing=True, jit_compile=False)
     return _INFER[model]
 
 
-def compute_vectors(
-    model, df, image_size: int, batch_size: int, description: str = "features", pixel_cache: str | None = None
-) -> np.ndarray:
-    """Run the frozen extractor over manifest rows, with a rich progress bar that shows images/s.
+def compute_vectors(model, batches, total: int, description: str = "features") -> np.ndarray | list[np.ndarray]:
+    """Run the frozen extractor over a dataset of image batches, with a rich progress bar that shows images/s.
 
-    With ``pixel_cache`` the decoded, resized pixels of each image are kept (and reused by the next backbone at
-    the same size), so decoding leaves the hot loop after the first backbone. A model with several outputs (taps)
-    gives a list of arrays, one per output.
+    ``batches`` is what ``bakeoff.decoded.image_batches`` gives: the dataset's decoded tensor read in bounded
+    batches (decoding left the loop), or the files decoded in it when that cache is off. A model with several
+    outputs (taps) gives a list of arrays, one per output.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bakeoff.data import cached_pixel_mask, image_dataset, write_pixels
-
     infer = inference_function(model)
-    shas = [str(s) for s in df["sha256"]]
-    fresh = [not hit for hit in cached_pixel_mask(df, image_size, pixel_cache)] if pixel_cache else []
     out = []
     start = time.perf_counter()
     columns = [
@@ -218,25 +266,13 @@ def compute_vectors(
         TimeRemainingColumn(),
     ]
     with Progress(*columns, transient=True, disable=not env.progress_enabled()) as progress:
-        task = progress.add_task(description, total=len(df), ips=0.0)
+        task = progress.add_task(description, total=total, ips=0.0)
         done = 0
-        for batch in image_dataset(df, image_size, batch_size=batch_size, pixel_cache=pixel_cache):
+        for batch in batches:
             result = infer(batch)
             out.append([r.numpy() for r in result] if isinstance(result, list | tuple) else result.numpy())
-            n = int(batch.shape[0])
-            if pixel_cache and any(fresh[done : done + n]):
-                pixels = batch.numpy()
-                try:
-                    for j in range(n):
-                        if fresh[done + j]:
-                            write_pixels(pixel_cache, shas[done + j], image_size, pixels[j])
-                except BakeoffError as exc:  # a cache is a hint: a full or read-only one costs speed, not the run
-                    import warnings
-
-                    warnings.warn(f"pixel cache off for this run: {exc}", stacklevel=2)
-                    pixel_cache = None
-            done += n
-            progress.update(task, advance=n, ips=done / max(time.perf_counter() - start, 1e-9))
+            done += int(batch.shape[0])
+            progress.update(task, advance=int(batch.shape[0]), ips=done / max(time.perf_counter() - start, 1e-9))
     if out and isinstance(out[0], list):
         return [np.concatenate(parts).astype(np.float32) for parts in zip(*out)]
     return np.concatenate(out).astype(np.float32)
@@ -259,6 +295,7 @@ def extract_features(
     cache_uri: str | None = None,
     weights_sha256: str | None = None,
     taps: bool = True,
+    precision: str = "auto",
 ) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned).
 
@@ -266,6 +303,7 @@ def extract_features(
     stored as ``tap_<layer>`` arrays beside ``features``; each output has its own cache key (the cut is in it).
     """
     from bakeoff.backbones import build_feature_extractor, get_backbone
+    from bakeoff.decoded import image_batches
     from bakeoff.weights import resolve_weights
 
     started = time.perf_counter()
@@ -274,6 +312,7 @@ def extract_features(
     if size < bb.min_size:
         raise BakeoffError(f"{bb.name} needs --image-size >= {bb.min_size}, got {size}")
     cut = cut or bb.cut_layer
+    precision = resolve_precision(precision, bb.name)
     resolved = resolve_weights(bb.name, weights, sha256=weights_sha256)
     df = manifest.read_manifest(dataset_dir)
     if len(df) == 0:
@@ -281,7 +320,7 @@ def extract_features(
     verify_local_hashes(df)
     tap_names = tuple(t for t in bb.taps if t != cut) if taps else ()
     caches = [
-        FeatureCache(cache_uri or env.feature_cache_uri(), *cache_key(bb.name, resolved, size, layer))
+        FeatureCache(cache_uri or env.feature_cache_uri(), *cache_key(bb.name, resolved, size, layer, precision))
         for layer in (cut, *tap_names)
     ]
     key = caches[0].key
@@ -292,11 +331,11 @@ def extract_features(
     computed: list[dict[str, np.ndarray]] = [{} for _ in caches]
     forward_seconds = 0.0
     if len(misses):
-        model = build_feature_extractor(bb, resolved, size, cut, tap_names)
+        with keras_policy(precision):
+            model = build_feature_extractor(bb, resolved, size, cut, tap_names)
         t0 = time.perf_counter()
-        vectors = compute_vectors(
-            model, misses, size, batch_size, description=f"{bb.name} features", pixel_cache=env.pixel_cache_dir()
-        )
+        batches = image_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not done yet
+        vectors = compute_vectors(model, batches, len(misses), description=f"{bb.name} features")
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]
         for cache, found, part in zip(caches, computed, vectors if tap_names else [vectors]):
@@ -327,6 +366,7 @@ def extract_features(
         "weights": {**resolved.to_json(), "preprocessing": resolved.preprocessing, "bn_epsilon": resolved.bn_epsilon},
         "image_size": size,
         "cut": cut,
+        "precision": precision,
         "feature_dim": feature_dim,
         "taps": {name: int(t.shape[1]) for name, t in zip(tap_names, tables[1:])},
         "n_images": len(df),

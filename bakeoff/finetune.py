@@ -26,17 +26,12 @@ from typing import Any
 import numpy as np
 
 from bakeoff import manifest, storage
+from bakeoff.backbones import gpu_visible
 from bakeoff.contract import HEAD_JSON, HEAD_KERAS, MODEL_JSON, MODEL_KERAS, HeadInfo
 from bakeoff.errors import BakeoffError
 from bakeoff.heads import class_weights, epoch_clock, keras_progress, load_keras, loss_for, save_keras
 
 MIXED_PRECISION_MODES = ("auto", "on", "off")
-
-
-def gpu_visible() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def use_mixed_precision(mode: str) -> bool:
@@ -125,7 +120,7 @@ def assemble(head_info: HeadInfo, head, *, blocks: int, augment: bool, seed: int
 
 
 def _datasets(dataset_dir: str, classes: list[str], size: int, batch_size: int, seed: int):
-    from bakeoff.data import image_dataset
+    from bakeoff.decoded import image_batches
 
     df = manifest.read_manifest(dataset_dir)
     unknown = sorted(set(df["label"]) - set(classes))
@@ -140,8 +135,9 @@ def _datasets(dataset_dir: str, classes: list[str], size: int, batch_size: int, 
     index = {c: i for i, c in enumerate(classes)}
     y_train = train["label"].map(index).to_numpy()
     return (
-        image_dataset(train, size, batch_size, classes=classes, shuffle=True, seed=seed),
-        image_dataset(val, size, batch_size, classes=classes),
+        # every epoch reads the dataset's decoded tensor (augmentation runs in the model, on these tensors)
+        image_batches(df, train, size, batch_size, classes=classes, shuffle=True, seed=seed),
+        image_batches(df, val, size, batch_size, classes=classes),
         y_train,
         len(train),
         len(val),

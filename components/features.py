@@ -9,19 +9,36 @@ def features(
     weights: str,
     image_size: int,
     batch_size: int,
+    precision: str,
     features: Output[Dataset],
 ):
-    """``weights`` may be a per-backbone mapping; ``image_size`` 0 means the backbone's default size."""
+    """``weights`` may be a per-backbone mapping; ``image_size`` 0 means the backbone's default size;
+    ``precision`` auto|float32|bfloat16 (auto: bfloat16 on CPUs with AVX512-BF16 or AMX)."""
     from bakeoff.features import extract_features
 
     # the per-image feature cache lives where $BAKEOFF_CACHE_URI says (a shared S3 prefix on a cluster)
     info = extract_features(
-        dataset.path, features.path, backbone, weights, image_size=image_size or None, batch_size=batch_size
+        dataset.path,
+        features.path,
+        backbone,
+        weights,
+        image_size=image_size or None,
+        batch_size=batch_size,
+        precision=precision,
     )
     features.metadata.update(
         {
             k: info.get(k)
-            for k in ("backbone", "image_size", "feature_dim", "n_images", "images_per_s", "cache_hits", "cache_misses")
+            for k in (
+                "backbone",
+                "image_size",
+                "feature_dim",
+                "n_images",
+                "images_per_s",
+                "cache_hits",
+                "cache_misses",
+                "precision",
+            )
         }
     )
     features.metadata["weights"] = (info.get("weights") or {}).get("name")

@@ -25,6 +25,7 @@ def validate(
     weights: str,
     image_size: int,
     batch_size: int,
+    precision: str,
     head_kind: str,
     head_epochs: int,
     head_lr: float,

@@ -188,6 +188,7 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
             weights=p["weights"],
             image_size=p["image_size"],
             batch_size=p["batch_size"],
+            precision=p["precision"],
         ).outputs["features"]
         head = step(
             "train_head",

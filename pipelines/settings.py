@@ -28,6 +28,7 @@ HeadKind = Literal[
     "dense", "logreg", "search"
 ]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
 GateTest = Literal[TESTS]  # the gate's paired tests, exactly those bakeoff.stats implements
+Precision = Literal["auto", "float32", "bfloat16"]  # = bakeoff.features.PRECISIONS (a test checks)
 
 
 class Parameters(BaseModel):
@@ -85,6 +86,12 @@ class Parameters(BaseModel):
     )
     batch_size: int = Field(
         32, ge=1, description="Images per batch in feature extraction, head training, fine-tuning and evaluation."
+    )
+    precision: Precision = Field(
+        "auto",
+        description="Arithmetic of feature extraction: float32, bfloat16, or auto: bfloat16 only on CPUs with "
+        "AVX512-BF16 or AMX and for backbones measured faster there with unchanged head accuracy (VGG16: 2.4-4.4x; "
+        "docs/models.md).",
     )
     head_kind: HeadKind = Field(
         "search",

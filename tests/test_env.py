@@ -124,7 +124,7 @@ def test_defaults_when_nothing_is_set(clean_env):
     cache = clean_env / "home" / ".cache" / "bakeoff"
     assert env.cache_dir("x") == cache / "x"
     assert env.feature_cache_uri() == str(cache / "features")
-    assert env.pixel_cache_dir() == str(cache / "pixels")
+    assert env.decoded_cache_dir() == str(cache / "decoded")
     assert env.image_cache_dir() == cache / "images"
     assert env.weights_cache_dir() == cache / "weights"
     assert env.progress_enabled() is True
@@ -145,9 +145,9 @@ def test_xdg_cache_home_moves_every_cache(clean_env, monkeypatch):
     [
         ("BAKEOFF_WEIGHTS_URI", "s3://b/weights", "weights_mirror_uri", "s3://b/weights"),
         ("BAKEOFF_CACHE_URI", "s3://b/features", "feature_cache_uri", "s3://b/features"),
-        ("BAKEOFF_PIXEL_CACHE", "/p", "pixel_cache_dir", "/p"),
-        ("BAKEOFF_PIXEL_CACHE", "off", "pixel_cache_dir", None),
-        ("BAKEOFF_PIXEL_CACHE", "FALSE", "pixel_cache_dir", None),
+        ("BAKEOFF_DECODED_CACHE", "/p", "decoded_cache_dir", "/p"),
+        ("BAKEOFF_DECODED_CACHE", "off", "decoded_cache_dir", None),
+        ("BAKEOFF_DECODED_CACHE", "FALSE", "decoded_cache_dir", None),
         ("BAKEOFF_IMAGE_CACHE", "/i", "image_cache_dir", Path("/i")),
         ("BAKEOFF_WEIGHTS_CACHE", "/w", "weights_cache_dir", Path("/w")),
         ("BAKEOFF_NO_PROGRESS", "1", "progress_enabled", False),

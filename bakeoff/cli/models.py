@@ -134,6 +134,12 @@ def features_cmd(
         None, "--cut", help="Take features from this layer (e.g. mixed7) instead of the top."
     ),
     batch_size: int = typer.Option(32, "--batch-size"),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="float32 | bfloat16 | auto: bfloat16 only on CPUs with AVX512-BF16 or AMX, for backbones measured faster "
+        "there with unchanged head accuracy (VGG16: 2.4-4.4x); float32 elsewhere.",
+    ),
     cache: str | None = typer.Option(
         None,
         "--cache",
@@ -163,11 +169,12 @@ def features_cmd(
         batch_size=batch_size,
         cache_uri=cache,
         weights_sha256=weights_sha256,
+        precision=precision,
     )
     flag = "" if info["weights"]["pretrained"] else "  [RANDOM WEIGHTS: smoke test only]"
     typer.echo(
         f"{info['n_images']} images -> {out} ({info['backbone']}, dim {info['feature_dim']}, "
-        f"{info['cache_hits']} cached, {info['cache_misses']} computed, {info['images_per_s']} img/s){flag}"
+        f"{info['cache_hits']} cached, {info['cache_misses']} computed, {info['images_per_s']} img/s, {info['precision']}){flag}"
     )
 
 

@@ -25,10 +25,10 @@ def tiny_dataset(tmp_path, make_image) -> Path:
 
 @pytest.fixture
 def mirror_env(weights_mirror, monkeypatch, tmp_path):
-    """The real weights mirror, no progress bars, and a pixel cache of this test's own."""
+    """The real weights mirror, no progress bars, and a decoded-image cache of this test's own."""
     monkeypatch.setenv("BAKEOFF_WEIGHTS_URI", weights_mirror)
     monkeypatch.setenv("BAKEOFF_NO_PROGRESS", "1")
-    monkeypatch.setenv("BAKEOFF_PIXEL_CACHE", str(tmp_path / "pixels"))
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", str(tmp_path / "decoded"))
     return weights_mirror
 
 

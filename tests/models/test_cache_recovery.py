@@ -1,4 +1,4 @@
-"""Caches are hints, never truth: a corrupt feature shard, pixel file or local image copy is detected, skipped with a
+"""Caches are hints, never truth: a corrupt feature shard, decoded tensor or local image copy is detected, skipped with a
 warning, recomputed and replaced; a cache that cannot be written costs speed, never the run."""
 
 from __future__ import annotations
@@ -117,41 +117,33 @@ def test_a_corrupt_shard_of_other_images_is_removed_once_its_images_are_computed
     assert not shard.exists() and len(_shards(cache)) == 1
 
 
-def test_corrupt_pixel_files_are_decoded_again_and_replaced(tiny_dataset, tmp_path, mirror_env):
-    """A truncated or empty pixel file (decoded-image cache) is not fed to the model: it is decoded afresh."""
-    from bakeoff.data import pixel_path
-
+def test_a_corrupt_decoded_tensor_is_decoded_again_and_replaced(tiny_dataset, tmp_path, mirror_env):
+    """A decoded tensor cut short (a crash, a full disk) is not fed to the model: the images are decoded afresh."""
     extract_features(
         str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=str(tmp_path / "c1")
     )
     clean = load_features(str(tmp_path / "a"))[0]["features"]
-    df = manifest.read_manifest(tiny_dataset)
-    stored = [Path(pixel_path(str(tmp_path / "pixels"), sha, 32)) for sha in df["sha256"]]
-    stored[0].write_bytes(stored[0].read_bytes()[:1000])
-    stored[1].write_bytes(b"")
+    (tensor,) = (tmp_path / "decoded").glob("*.npy")
+    size = tensor.stat().st_size
+    tensor.write_bytes(tensor.read_bytes()[:1000])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         info = extract_features(
             str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=str(tmp_path / "c2")
         )
-    pixel_warnings = sorted(str(w.message) for w in caught if "pixel cache" in str(w.message))
-    assert pixel_warnings == sorted(
-        [
-            f"corrupt pixel cache file {stored[0]} (1000 bytes, expected 3072); decoding the image again",
-            f"corrupt pixel cache file {stored[1]} (0 bytes, expected 3072); decoding the image again",
-        ]
-    )
+    found = [str(w.message) for w in caught if "decoded tensor" in str(w.message)]
+    assert found == [f"corrupt decoded tensor {tensor} (1000 bytes, expected {size}); decoding the images again"]
     assert info["cache_misses"] == 12
     np.testing.assert_allclose(load_features(str(tmp_path / "b"))[0]["features"], clean, atol=1e-5)
-    assert all(p.stat().st_size == 32 * 32 * 3 for p in stored)  # replaced, so the next run reads them again
+    assert tensor.stat().st_size == size  # replaced, so the next run reads it again
 
 
 def test_caches_that_cannot_be_written_cost_speed_not_the_run(tiny_dataset, tmp_path, mirror_env, monkeypatch):
-    """Feature and pixel caches under a path that cannot exist (a file where a folder should be): the features are
+    """Feature and decoded-image caches under a path that cannot exist (a file where a folder should be): the features are
     still written, with one warning per cache naming the path and the cause."""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file, not a folder")
-    monkeypatch.setenv("BAKEOFF_PIXEL_CACHE", str(blocker / "pixels"))
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", str(blocker / "decoded"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         info = extract_features(
@@ -161,5 +153,7 @@ def test_caches_that_cannot_be_written_cost_speed_not_the_run(tiny_dataset, tmp_
     messages = [str(w.message) for w in caught if "cannot write" in str(w.message)]
     assert len(messages) == 2, messages
     assert any(m.startswith(f"feature cache not updated: cannot write {blocker / 'features'}") for m in messages)
-    assert any(m.startswith(f"pixel cache off for this run: cannot write {blocker / 'pixels'}") for m in messages)
+    assert any(
+        m.startswith(f"decoded-image cache off for this run: cannot write {blocker / 'decoded'}") for m in messages
+    )
     assert all("Not a directory (errno 20)" in m for m in messages)

@@ -58,28 +58,30 @@ def test_taps_come_from_the_same_pass_and_share_the_cut_cache(tiny_dataset, tmp_
     np.testing.assert_allclose(load_features(str(tmp_path / "p"))[0]["features"], arrays["features"], atol=1e-5)
 
 
-def test_pixel_cache_is_shared_across_backbones_and_changes_nothing(tiny_dataset, tmp_path, mirror_env, monkeypatch):
-    """Decoded pixels are kept per image and size; the next backbone reads them and gets identical vectors."""
+def test_decoded_tensor_is_shared_across_backbones_and_changes_nothing(tiny_dataset, tmp_path, mirror_env, monkeypatch):
+    """The dataset is decoded once per size into one tensor; the next backbone reads it as is, and the vectors equal
+    those computed with the files decoded in the loop (the cache turned off)."""
     import keras
 
-    from bakeoff.data import pixel_path
-
-    keras.utils.set_random_seed(0)  # both runs must build the same random network
+    keras.utils.set_random_seed(0)  # every run must build the same random network
     first = extract_features(
         str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c1")
     )
-    df = manifest.read_manifest(tiny_dataset)
-    stored = [Path(pixel_path(str(tmp_path / "pixels"), sha, 32)) for sha in df["sha256"]]
-    assert all(p.exists() and p.stat().st_size == 32 * 32 * 3 for p in stored)
-    before = {p: p.stat().st_mtime_ns for p in stored}
+    (tensor,) = (tmp_path / "decoded").glob("*.npy")
+    before = tensor.stat().st_mtime_ns
     keras.utils.set_random_seed(0)
     second = extract_features(
         str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c2")
-    )  # empty vector cache: forward runs, on cached pixels
-    assert second["cache_misses"] == 12 and {p: p.stat().st_mtime_ns for p in stored} == before
-    # run 1 fed freshly decoded pixels, run 2 cached ones: same vectors
-    a, b = (load_features(str(tmp_path / x))[0]["features"] for x in "ab")
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    )  # empty vector cache: forward runs, on the stored tensor
+    assert second["cache_misses"] == 12 and tensor.stat().st_mtime_ns == before
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", "off")
+    keras.utils.set_random_seed(0)
+    extract_features(
+        str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", "none", image_size=32, cache_uri=str(tmp_path / "c3")
+    )
+    a, b, c = (load_features(str(tmp_path / x))[0]["features"] for x in "abc")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
     assert first["cache_key"] == second["cache_key"]
 
 
@@ -152,8 +154,10 @@ def test_key_changes_with_size_weights_and_cut(tiny_dataset, tmp_path, mirror_en
         cache_key("mobilenet_v2", resolve_weights("mobilenet_v2", "none"), 32, None)[0],
         cache_key("mobilenet_v2", pretrained, 32, "block_13_expand_relu")[0],
         cache_key("mobilenet_v3_small", resolve_weights("mobilenet_v3_small", "none"), 32, None)[0],
+        cache_key("mobilenet_v2", pretrained, 32, None, "bfloat16")[0],
     }
-    assert len(keys) == 5
+    assert len(keys) == 6
+    assert cache_key("mobilenet_v2", pretrained, 32, None, "float32") == cache_key("mobilenet_v2", pretrained, 32, None)
     assert cache_key("mobilenet_v2", pretrained, 32, None) == cache_key("mobilenet_v2", pretrained, 32, None)
     cache = str(tmp_path / "cache")
     base = extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache)
@@ -294,3 +298,44 @@ def test_truncated_features_npz_is_a_one_line_error_naming_it(tmp_path, capsys, 
     assert main(["train-head", str(folder), "--out", str(tmp_path / "head"), "--kind", "logreg"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {npz} is damaged") and "\n" not in err
+
+
+def test_bfloat16_vectors_are_close_cached_apart_and_recorded(tiny_dataset, tmp_path, mirror_env):
+    """bfloat16 arithmetic changes vectors a little (never stored under float32's key); the info says which ran."""
+    cache = str(tmp_path / "cache")
+    f32 = extract_features(
+        str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=cache, precision="float32"
+    )
+    bf16 = extract_features(
+        str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=cache, precision="bfloat16"
+    )
+    assert (f32["precision"], bf16["precision"]) == ("float32", "bfloat16")
+    assert bf16["cache_misses"] == 12 and bf16["cache_key"] != f32["cache_key"]
+    a, b = (load_features(str(tmp_path / x))[0]["features"] for x in "ab")
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
+    # bfloat16 keeps ~3 significant digits; errors add up over 50+ layers to a few % of a vector, same direction
+    assert np.abs(a - b).mean() < 0.15 * np.abs(a).mean() and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy is restored
+    with pytest.raises(BakeoffError, match="--precision must be one of auto, float32, bfloat16"):
+        extract_features(str(tiny_dataset), str(tmp_path / "c"), "mobilenet_v2", image_size=32, precision="half")
+
+
+def test_auto_precision_is_bfloat16_only_where_measured_faster(monkeypatch):
+    """auto: bfloat16 for a backbone measured faster in it (VGG16), on a CPU with AVX512-BF16/AMX, without a GPU."""
+    from bakeoff import backbones, features
+
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert features.cpu_has_bfloat16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    monkeypatch.setattr(backbones, "gpu_visible", lambda: False)
+    monkeypatch.setattr(features, "cpu_has_bfloat16", lambda: True)
+    assert features.resolve_precision("auto", "vgg16") == "bfloat16"
+    assert features.resolve_precision("auto", "mobilenet_v2") == "float32"  # measured slower in bfloat16
+    assert features.resolve_precision("float32", "vgg16") == "float32"
+    monkeypatch.setattr(features, "cpu_has_bfloat16", lambda: False)
+    assert features.resolve_precision("auto", "vgg16") == "float32"
+    assert features.resolve_precision("bfloat16", "mobilenet_v2") == "bfloat16"  # asked for: honoured
+    monkeypatch.setattr(features, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(backbones, "gpu_visible", lambda: True)
+    assert features.resolve_precision("auto", "vgg16") == "float32"

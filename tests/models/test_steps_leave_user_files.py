@@ -22,7 +22,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 def test_every_model_step_writing_into_the_dataset_folder_leaves_its_files_alone(tiny_dataset, monkeypatch, tmp_path):
     monkeypatch.setenv("BAKEOFF_NO_PROGRESS", "1")
-    monkeypatch.setenv("BAKEOFF_PIXEL_CACHE", "off")
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", "off")
     folder = str(tiny_dataset)
     (tiny_dataset / "notes.txt").write_text("the user's notes\n")
     before = _snapshot(tiny_dataset)

@@ -90,11 +90,13 @@ def test_help_teaches_each_parameter(capsys, monkeypatch):
 
 
 def test_choices_are_the_libraries_own():
+    from bakeoff.features import PRECISIONS
     from bakeoff.heads import HEAD_KINDS
 
     assert get_args(FIELDS["gate_test"].annotation) == stats.TESTS
     assert get_args(FIELDS["head_kind"].annotation) == HEAD_KINDS
-    assert set(CHOICE_FIELDS) == {"gate_test", "head_kind"}
+    assert get_args(FIELDS["precision"].annotation) == PRECISIONS
+    assert set(CHOICE_FIELDS) == {"gate_test", "head_kind", "precision"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
