@@ -103,3 +103,18 @@ def test_tensorflow_start_up_noise_goes_to_the_log_not_the_terminal(dataset, tmp
     log = (tmp_path / "xdg" / "bakeoff" / "logs" / "bakeoff.log").read_text()
     assert "bakeoff features" in log  # each command starts its section
     assert any(b in log for b in TF_BANNER)  # what TensorFlow printed is kept, in the log
+
+
+def test_the_cli_log_stays_bounded(tmp_path, monkeypatch):
+    """A log past its size limit starts afresh at the next command; one previous generation is kept whole."""
+    from bakeoff.cli import logs
+
+    log = tmp_path / "bakeoff.log"
+    log.write_text("old\n" * 10)
+    monkeypatch.setattr(logs, "ROTATE_BYTES", 20)
+    logs.rotate_if_large(log)
+    assert not log.exists() and (tmp_path / "bakeoff.log.1").read_text() == "old\n" * 10
+    log.write_text("new\n")
+    logs.rotate_if_large(log)  # under the limit: kept, appended to
+    assert log.read_text() == "new\n"
+    logs.rotate_if_large(tmp_path / "missing.log")  # no log yet: nothing to do, no error

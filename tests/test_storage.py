@@ -166,7 +166,10 @@ def test_a_missing_source_is_named_as_the_file_that_cannot_be_read(tmp_path):
 def test_cli_full_disk_exits_2_with_the_path(tmp_path):
     """The whole CLI path: `bakeoff demo-data` into a folder it cannot fill prints one `error:` line and exits 2."""
     out = tmp_path / "raw"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    cache = tmp_path / "cache"  # the CLI log lives under the cache root: already past the limit, like a full disk
+    (cache / "bakeoff" / "logs").mkdir(parents=True)
+    (cache / "bakeoff" / "logs" / "bakeoff.log").write_text("x" * 1000)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "XDG_CACHE_HOME": str(cache)}
     done = subprocess.run(
         [sys.executable, "-m", "bakeoff", "demo-data", "--out", str(out), "--per-class", "3"],
         capture_output=True,

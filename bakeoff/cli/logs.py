@@ -17,6 +17,24 @@ from bakeoff import env
 from bakeoff.redaction import RedactingFormatter
 
 _terminal: list[int] = []  # the descriptor that was 2 before routing, while routed
+ROTATE_BYTES = 5_000_000  # the log starts afresh (the old one kept as bakeoff.log.1) once it has grown past this
+
+
+class _BestEffortFileHandler(logging.FileHandler):
+    """The log is a convenience: a full disk or a file-size limit must not print logging's own tracebacks into the
+    terminal (the command's one-line error is what the user needs there)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def rotate_if_large(path: Path) -> None:
+    """Keep the log bounded: one previous generation, renamed (an atomic step: no half file)."""
+    try:
+        if path.stat().st_size > ROTATE_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+    except OSError:
+        pass  # no log yet, or one we cannot rename: appending is still fine
 
 
 def give_terminal_back() -> None:
@@ -32,6 +50,7 @@ def route_library_noise() -> Path | None:
     path = env.cli_log_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        rotate_if_large(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError:
         return None  # a read-only home: the noise stays on the terminal rather than the command failing
@@ -41,7 +60,7 @@ def route_library_noise() -> Path | None:
     os.dup2(fd, 2)
     os.close(fd)
     sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _BestEffortFileHandler(path, encoding="utf-8")
     handler.setFormatter(RedactingFormatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -77,13 +77,15 @@ def test_a_corrupt_shard_breaks_no_run_it_is_recomputed_and_replaced(tiny_datase
     """End to end (today: BadZipFile on every later run for this backbone): one warning naming the shard, every
     vector recomputed and equal to the clean ones, the shard replaced, the next run all hits and silent."""
     cache = tmp_path / "cache"
-    extract_features(str(tiny_dataset), str(tmp_path / "clean"), "mobilenet_v2", image_size=32, cache_uri=str(cache))
+    extract_features(
+        str(tiny_dataset), str(tmp_path / "clean"), "mobilenet_v2", image_size=32, cache_uri=str(cache), taps=False
+    )
     clean = load_features(str(tmp_path / "clean"))[0]["features"]
     (shard,) = _shards(cache)
     _damage(shard, "truncated")
     with pytest.warns(UserWarning, match=rf"corrupt feature cache shard {shard}.*recomputing"):
         info = extract_features(
-            str(tiny_dataset), str(tmp_path / "out"), "mobilenet_v2", image_size=32, cache_uri=str(cache)
+            str(tiny_dataset), str(tmp_path / "out"), "mobilenet_v2", image_size=32, cache_uri=str(cache), taps=False
         )
     assert (info["cache_hits"], info["cache_misses"]) == (0, 12)
     np.testing.assert_allclose(load_features(str(tmp_path / "out"))[0]["features"], clean, atol=1e-5)
@@ -93,7 +95,7 @@ def test_a_corrupt_shard_breaks_no_run_it_is_recomputed_and_replaced(tiny_datase
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning any more: the bad shard is gone
         again = extract_features(
-            str(tiny_dataset), str(tmp_path / "again"), "mobilenet_v2", image_size=32, cache_uri=str(cache)
+            str(tiny_dataset), str(tmp_path / "again"), "mobilenet_v2", image_size=32, cache_uri=str(cache), taps=False
         )
     assert (again["cache_hits"], again["cache_misses"]) == (12, 0)
 
@@ -104,14 +106,16 @@ def test_a_corrupt_shard_of_other_images_is_removed_once_its_images_are_computed
     """The damaged shard held 12 images, this dataset now has 6 of them: the 6 are recomputed into a shard of their
     own, and the damaged one (a different name) is deleted rather than warned about forever."""
     cache = tmp_path / "cache"
-    extract_features(str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=str(cache))
+    extract_features(
+        str(tiny_dataset), str(tmp_path / "a"), "mobilenet_v2", image_size=32, cache_uri=str(cache), taps=False
+    )
     (shard,) = _shards(cache)
     _damage(shard, "truncated")
     df = manifest.read_manifest(tiny_dataset, resolve=False)
     manifest.write_manifest(df.iloc[:6].reset_index(drop=True), tiny_dataset)
     with pytest.warns(UserWarning, match="corrupt feature cache shard"):
         info = extract_features(
-            str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=str(cache)
+            str(tiny_dataset), str(tmp_path / "b"), "mobilenet_v2", image_size=32, cache_uri=str(cache), taps=False
         )
     assert info["cache_misses"] == 6
     assert not shard.exists() and len(_shards(cache)) == 1
@@ -147,7 +151,12 @@ def test_caches_that_cannot_be_written_cost_speed_not_the_run(tiny_dataset, tmp_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         info = extract_features(
-            str(tiny_dataset), str(tmp_path / "out"), "mobilenet_v2", image_size=32, cache_uri=str(blocker / "features")
+            str(tiny_dataset),
+            str(tmp_path / "out"),
+            "mobilenet_v2",
+            image_size=32,
+            cache_uri=str(blocker / "features"),
+            taps=False,
         )
     assert info["cache_misses"] == 12 and load_features(str(tmp_path / "out"))[0]["features"].shape == (12, 1280)
     messages = [str(w.message) for w in caught if "cannot write" in str(w.message)]
