@@ -22,7 +22,7 @@ from support.datasets import build_tiny_dataset, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
 from support.limits import as_unprivileged, call_in_child, limit_file_size, small_filesystem, temp_leftovers
 from support.local_runs import local_run_env
-from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, server_command
+from support.mlflow_server import S3_KEY_ID, S3_SECRET, VENV_BIN, Server, server_command, server_sh
 from support.net import free_port, wait_http
 from support.procs import processes_mentioning, stop_process_group, wait_until_gone
 
@@ -51,6 +51,7 @@ __all__ = [
     "processes_mentioning",
     "red_values",
     "server_command",
+    "server_sh",
     "small_filesystem",
     "stop_process_group",
     "temp_leftovers",

@@ -3,11 +3,16 @@ only the server's environment holds (clients reach artifacts through the server'
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 S3_KEY_ID = "AKIAMOTOTESTKEY00001"
 S3_SECRET = "moto-test-secret-3f9a1c7e5b"
 
@@ -54,3 +59,40 @@ def server_command(port: int, workdir: Path, artifacts_destination: str) -> list
         "--workers",
         "1",
     ]
+
+
+@contextmanager
+def server_sh(workdir: Path, settings: dict[str, str]) -> Iterator[str]:
+    """``mlflow/server.sh`` (the tracking server's own entry point) on a free loopback port with ``settings`` on top
+    of a clean environment (no AWS_/MLFLOW_ variables of the caller's); yields its URL once /health answers."""
+    from support.net import free_port, wait_http
+    from support.procs import stop_process_group
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
+    env.update(
+        {
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
+            "MLFLOW_HOST": "127.0.0.1",
+            "MLFLOW_PORT": str(port),
+            "MLFLOW_WORKERS": "1",
+            "MLFLOW_SERVER_ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
+            "MLFLOW_BIN": str(VENV_BIN / "mlflow"),
+            "TMPDIR": str(workdir),
+            **settings,
+        }
+    )
+    log = workdir / "server.log"
+    proc = subprocess.Popen(
+        ["sh", str(REPO / "mlflow" / "server.sh")],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc, 300, log)
+        yield url
+    finally:
+        stop_process_group(proc)

@@ -13,18 +13,15 @@ cache on; without it every request paid a PBKDF2 hash and the same tests took 2-
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from bakeoff import registry, tracking
 from bakeoff.cli import main
 
-from support import VENV_BIN, free_port, stop_process_group, wait_http
+from support import server_sh
 
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN, ADMIN_PASSWORD = "admin", "admin-pass-4471"
 
 
@@ -36,7 +33,6 @@ def auth_server(tmp_path_factory) -> str:
     request pays a PBKDF2 hash (about 1 s each on a loaded 2-core machine). Permissions themselves are not cached.
     """
     work = tmp_path_factory.mktemp("mlflow-auth")
-    port = free_port()
     ini = work / "basic_auth.ini"
     ini.write_text(
         "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
@@ -44,36 +40,14 @@ def auth_server(tmp_path_factory) -> str:
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "auth_cache_ttl_seconds = 300\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env.update(
-        {
-            "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{work / 'mlflow.db'}",
-            "MLFLOW_ARTIFACTS_DESTINATION": str(work / "artifacts"),
-            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-            "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
-            "MLFLOW_HOST": "127.0.0.1",
-            "MLFLOW_PORT": str(port),
-            "MLFLOW_WORKERS": "1",
-            "MLFLOW_SERVER_ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
-            "MLFLOW_BIN": str(VENV_BIN / "mlflow"),
-            "TMPDIR": str(work),
-        }
-    )
-    log = work / "server.log"
-    proc = subprocess.Popen(
-        ["sh", str(ROOT / "mlflow" / "server.sh")],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc, 300, log)
+    settings = {
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(work / "artifacts"),
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    with server_sh(work, settings) as url:
         yield url
-    finally:
-        stop_process_group(proc)
 
 
 def _as(monkeypatch, url: str, user: str, password: str) -> None:

@@ -6,53 +6,28 @@ Slow (one more server start, ~10-60 s depending on load): `make test-slow`.
 from __future__ import annotations
 
 import os
-import subprocess
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from support import S3_KEY_ID, S3_SECRET, VENV_BIN, free_port, stop_process_group, wait_http
-
-ROOT = Path(__file__).resolve().parents[2]
+from support import S3_KEY_ID, S3_SECRET, server_sh
 
 
 @pytest.mark.slow
 def test_server_sh_runs_basic_auth_with_proxied_s3(mlflow_server, tmp_path, monkeypatch):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env.update(
-        {
-            "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{mlflow_server.bucket}/authed",
-            "MLFLOW_S3_ENDPOINT_URL": mlflow_server.s3_endpoint,
-            "AWS_ACCESS_KEY_ID": S3_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'auth.db'}",
-            "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-            "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pass-123",
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
-            "MLFLOW_HOST": "127.0.0.1",
-            "MLFLOW_PORT": str(port),
-            "MLFLOW_WORKERS": "1",
-            "MLFLOW_SERVER_ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
-            "MLFLOW_BIN": str(VENV_BIN / "mlflow"),
-            "TMPDIR": str(tmp_path),
-        }
-    )
-    log = tmp_path / "server.log"
-    proc = subprocess.Popen(
-        ["sh", str(ROOT / "mlflow" / "server.sh")],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc, 300, log)
+    settings = {
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{mlflow_server.bucket}/authed",
+        "MLFLOW_S3_ENDPOINT_URL": mlflow_server.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'auth.db'}",
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pass-123",
+    }
+    with server_sh(tmp_path, settings) as url:
         # anonymous API calls are refused
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
@@ -87,5 +62,3 @@ def test_server_sh_runs_basic_auth_with_proxied_s3(mlflow_server, tmp_path, monk
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
         with pytest.raises(mlflow.exceptions.MlflowException):
             MlflowClient(tracking_uri=url).search_experiments()
-    finally:
-        stop_process_group(proc)
