@@ -64,10 +64,13 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
         raise BakeoffError(f"cannot read Fashion-MNIST file {path}: {exc}; reinstall dataset-fashion-mnist") from exc
 
 
-def load_fashion_mnist(data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The 60k training images (uint8 [n, 28, 28]) and labels from the Debian IDX files."""
+def load_fashion_mnist(data_dir: str | Path | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The images (uint8 [n, 28, 28]) and labels of one split from the Debian IDX files: ``train`` (60k) or
+    ``test`` (10k, the ``t10k`` files)."""
     data_dir = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
-    images_path, labels_path = data_dir / IMAGES_FILE, data_dir / LABELS_FILE
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images_path = data_dir / IMAGES_FILE.replace("train", prefix, 1)
+    labels_path = data_dir / LABELS_FILE.replace("train", prefix, 1)
     if not images_path.exists() or not labels_path.exists():
         raise BakeoffError(f"Fashion-MNIST not found in {data_dir}: {INSTALL_HINT}")
     pixels = _read_idx(images_path, 16)

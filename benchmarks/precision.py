@@ -14,7 +14,6 @@ the same tensors, both precisions in each round (rotating order), median of the 
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import time
 from pathlib import Path
@@ -26,21 +25,17 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CASES = [("mobilenet_v2", "imagenet", 96), ("vgg16", "hed", 64)]
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def fashion_mnist(per_class: int, n_test: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_test, y_test) uint8 28x28: ``per_class`` train images of each class, ``n_test`` test."""
-    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
-        raise SystemExit("Fashion-MNIST missing: apt-get install -y dataset-fashion-mnist (make apt-runtime)")
-    x, y = _idx(FASHION_DIR / "train-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "train-labels-idx1-ubyte.gz")
+    from bakeoff.demo_data import load_fashion_mnist
+    from bakeoff.errors import BakeoffError
+
+    try:
+        x, y = load_fashion_mnist(FASHION_DIR)
+        x_test, y_test = load_fashion_mnist(FASHION_DIR, split="test")
+    except BakeoffError as exc:
+        raise SystemExit(str(exc)) from exc
     chosen = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
-    x_test, y_test = _idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
     return x[chosen], y[chosen], x_test[:n_test], y_test[:n_test]
 
 

@@ -5,7 +5,6 @@ Shared by the backbone/features and the heads/finetune/evaluate tests: add fixtu
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
@@ -38,14 +37,6 @@ def make_tiny_dataset(make_image):
     return build_tiny_dataset
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 @pytest.fixture(scope="session")
 def fashion_mnist_subset():
     """(x_train, y_train, x_test, y_test) uint8 28x28 from Debian's dataset-fashion-mnist.
@@ -55,11 +46,10 @@ def fashion_mnist_subset():
     """
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST missing: apt-get install -y dataset-fashion-mnist (make apt-runtime)")
-    x_train, y_train = (
-        _idx(FASHION_DIR / "train-images-idx3-ubyte.gz"),
-        _idx(FASHION_DIR / "train-labels-idx1-ubyte.gz"),
-    )
-    x_test, y_test = _idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz"), _idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
+    from bakeoff.demo_data import load_fashion_mnist
+
+    x_train, y_train = load_fashion_mnist(FASHION_DIR)
+    x_test, y_test = load_fashion_mnist(FASHION_DIR, split="test")
     per_class = int(os.environ.get("BAKEOFF_FMNIST_PER_CLASS", 30))
     n_test = int(os.environ.get("BAKEOFF_FMNIST_TEST", 1000))
     chosen = np.concatenate([np.flatnonzero(y_train == c)[:per_class] for c in range(10)])
