@@ -226,12 +226,15 @@ class HeadInfo(StepInfo):
     weights: Mapping[str, Any] = field(default_factory=dict)
     image_size: int | None = None
     cut: str | None = None
+    tta: bool = False  # the search chose flip test-time averaging: the servable model averages image and mirror
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     history: Mapping[str, list] = field(default_factory=dict)
     epoch_end_ms: tuple[int, ...] = ()  # wall-clock end of each history epoch (ms); MLflow logs the curves at it
 
     def _checked(self, source: str) -> HeadInfo:
-        return dataclasses.replace(self, classes=_classes(self.classes), epoch_end_ms=_times(self.epoch_end_ms))
+        return dataclasses.replace(
+            self, classes=_classes(self.classes), tta=bool(self.tta), epoch_end_ms=_times(self.epoch_end_ms)
+        )
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,7 @@ class ModelInfo(StepInfo):
     weights: Mapping[str, Any] = field(default_factory=dict)
     cut: str | None = None
     head_kind: str | None = None
+    tta: bool = False  # out = mean(model(x), model(flip(x))), inside the saved model
     finetuned: bool = False
     finetune_val_gain: float | None = None  # fine-tuned minus frozen val accuracy (kept only when > 0)
     unfrozen_layers: tuple[str, ...] = ()
@@ -262,6 +266,7 @@ class ModelInfo(StepInfo):
             self,
             classes=_classes(self.classes),
             image_size=int(self.image_size),
+            tta=bool(self.tta),
             finetuned=bool(self.finetuned),
             unfrozen_layers=tuple(self.unfrozen_layers),
             epoch_end_ms=_times(self.epoch_end_ms),

@@ -80,10 +80,16 @@ def keras_policy(precision: str) -> Iterator[None]:
 
 
 def cache_key(
-    backbone: str, weights: ResolvedWeights, image_size: int, cut: str | None, precision: str = "float32"
+    backbone: str,
+    weights: ResolvedWeights,
+    image_size: int,
+    cut: str | None,
+    precision: str = "float32",
+    flip: bool = False,
 ) -> tuple[str, dict]:
     """Hash of everything that changes a vector, and the readable dict it hashes. ``precision`` enters the key only
-    when it is not float32, so the float32 vectors cached before precisions existed keep their key."""
+    when it is not float32 and ``flip`` (vectors of the horizontally mirrored image) only when set, so the vectors
+    cached before either existed keep their key."""
     from bakeoff.backbones import get_backbone
     from bakeoff.data import RESIZE_METHOD
 
@@ -102,6 +108,8 @@ def cache_key(
     }
     if precision != "float32":
         parts["precision"] = precision
+    if flip:
+        parts["flip"] = "horizontal"
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32], parts
 
@@ -283,6 +291,52 @@ def tap_key(name: str) -> str:
     return f"tap_{name}"
 
 
+def flip_key(array: str) -> str:
+    """The features.npz array of the same vectors computed on horizontally flipped images (``flip_features``)."""
+    return f"flip_{array}"
+
+
+def _flipped(batches):
+    """The same batches mirrored left-right (width is axis 2 of [b, S, S, 3]): no second decode, no new pixels."""
+    import tensorflow as tf
+
+    return batches.map(lambda x: tf.reverse(x, axis=[2]))
+
+
+def _cached_tables(
+    df, caches: list[FeatureCache], extractor, size: int, batch_size: int, description: str, flip: bool
+) -> tuple[list[np.ndarray], int, int, float]:
+    """One table per cache (rows in manifest order): cached vectors, the misses computed in one forward pass and
+    stored as a new shard. Returns (tables, manifest rows missed, images computed, forward seconds).
+    ``extractor()`` builds the model only when something is missing."""
+    from bakeoff.decoded import image_batches
+
+    cached = [cache.load() for cache in caches]
+    shas = [str(s) for s in df["sha256"]]
+    miss_mask = np.array([any(s not in found for found in cached) for s in shas])
+    misses = df[miss_mask].drop_duplicates("sha256")
+    computed: list[dict[str, np.ndarray]] = [{} for _ in caches]
+    forward_seconds = 0.0
+    if len(misses):
+        model = extractor()
+        t0 = time.perf_counter()
+        batches = image_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not done yet
+        vectors = compute_vectors(model, _flipped(batches) if flip else batches, len(misses), description)
+        forward_seconds = time.perf_counter() - t0
+        miss_shas = [str(s) for s in misses["sha256"]]
+        for cache, found, part in zip(caches, computed, vectors if len(caches) > 1 else [vectors]):
+            found.update(zip(miss_shas, part))
+            cache.add(miss_shas, part)
+    else:
+        for cache in caches:
+            cache.drop_corrupt()
+    tables = [
+        np.stack([fresh[s] if s in fresh else old[s] for s in shas]).astype(np.float32)
+        for fresh, old in zip(computed, cached)
+    ]
+    return tables, int(miss_mask.sum()), int(len(misses)), forward_seconds
+
+
 def extract_features(
     dataset_dir: str,
     out_dir: str,
@@ -296,14 +350,16 @@ def extract_features(
     weights_sha256: str | None = None,
     taps: bool = True,
     precision: str = "auto",
+    flip: bool = False,
 ) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned).
 
     With ``taps`` the registry's intermediate layers (``Backbone.taps``) are pooled in the same forward pass and
     stored as ``tap_<layer>`` arrays beside ``features``; each output has its own cache key (the cut is in it).
+    With ``flip`` a second pass over the same decoded pixels mirrored left-right adds ``flip_<array>`` for each
+    array (cached under keys that say flip): the head search's flip augmentation and flip test-time averaging.
     """
     from bakeoff.backbones import build_feature_extractor, get_backbone
-    from bakeoff.decoded import image_batches
     from bakeoff.weights import resolve_weights
 
     started = time.perf_counter()
@@ -319,35 +375,29 @@ def extract_features(
         raise BakeoffError(f"manifest in {dataset_dir} has no images")
     verify_local_hashes(df)
     tap_names = tuple(t for t in bb.taps if t != cut) if taps else ()
-    caches = [
-        FeatureCache(cache_uri or env.feature_cache_uri(), *cache_key(bb.name, resolved, size, layer, precision))
-        for layer in (cut, *tap_names)
-    ]
-    key = caches[0].key
-    cached = [cache.load() for cache in caches]
+    root = cache_uri or env.feature_cache_uri()
+    model = []  # built once, on the first miss, shared by the plain and the flipped pass
+
+    def extractor():
+        if not model:
+            with keras_policy(precision):
+                model.append(build_feature_extractor(bb, resolved, size, cut, tap_names))
+        return model[0]
+
+    passes = {}  # flipped: (tables, rows missed, images computed, forward seconds, cache)
+    for mirrored in (False, True) if flip else (False,):
+        caches = [
+            FeatureCache(root, *cache_key(bb.name, resolved, size, layer, precision, flip=mirrored))
+            for layer in (cut, *tap_names)
+        ]
+        label = f"{bb.name} features{' (flipped)' if mirrored else ''}"
+        passes[mirrored] = (*_cached_tables(df, caches, extractor, size, batch_size, label, mirrored), caches[0])
+    tables, missed_rows, n_misses, _, first_cache = passes[False]
+    forward_images = sum(p[2] for p in passes.values())
+    forward_seconds = sum(p[3] for p in passes.values())
     shas = [str(s) for s in df["sha256"]]
-    miss_mask = np.array([any(s not in found for found in cached) for s in shas])
-    misses = df[miss_mask].drop_duplicates("sha256")
-    computed: list[dict[str, np.ndarray]] = [{} for _ in caches]
-    forward_seconds = 0.0
-    if len(misses):
-        with keras_policy(precision):
-            model = build_feature_extractor(bb, resolved, size, cut, tap_names)
-        t0 = time.perf_counter()
-        batches = image_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not done yet
-        vectors = compute_vectors(model, batches, len(misses), description=f"{bb.name} features")
-        forward_seconds = time.perf_counter() - t0
-        miss_shas = [str(s) for s in misses["sha256"]]
-        for cache, found, part in zip(caches, computed, vectors if tap_names else [vectors]):
-            found.update(zip(miss_shas, part))
-            cache.add(miss_shas, part)
-    else:
-        for cache in caches:
-            cache.drop_corrupt()
-    tables = [
-        np.stack([fresh[s] if s in fresh else old[s] for s in shas]).astype(np.float32)
-        for fresh, old in zip(computed, cached)
-    ]
+    names = ["features", *(tap_key(name) for name in tap_names)]
+    flipped = {flip_key(name): t for name, t in zip(names, passes[True][0])} if flip else {}
     table = tables[0]
     feature_dim = int(table.shape[1])
     storage.write_bytes(
@@ -358,6 +408,7 @@ def extract_features(
             label=np.asarray(df["label"].astype(str).tolist(), dtype=str),
             features=table,
             **{tap_key(name): t for name, t in zip(tap_names, tables[1:])},
+            **flipped,
         ),
     )
     elapsed = time.perf_counter() - started
@@ -367,18 +418,19 @@ def extract_features(
         "image_size": size,
         "cut": cut,
         "precision": precision,
+        "flip": bool(flip),
         "feature_dim": feature_dim,
         "taps": {name: int(t.shape[1]) for name, t in zip(tap_names, tables[1:])},
         "n_images": len(df),
-        "images_per_s": round(len(misses) / forward_seconds, 2) if forward_seconds else round(len(df) / elapsed, 2),
-        "cache_hits": int(len(df) - miss_mask.sum()),
-        "cache_misses": int(len(misses)),
-        "forward_images": int(len(misses)),
+        "images_per_s": round(forward_images / forward_seconds, 2) if forward_seconds else round(len(df) / elapsed, 2),
+        "cache_hits": int(len(df) - missed_rows),
+        "cache_misses": n_misses,
+        "forward_images": forward_images,
         "seconds": round(elapsed, 3),
         "dataset_hash": manifest.dataset_hash(df),
         "classes": manifest.class_names(df),
-        "cache_key": key,
-        "cache_uri": caches[0].dir,
+        "cache_key": first_cache.key,
+        "cache_uri": first_cache.dir,
     }
     storage.write_json(storage.join(out_dir, FEATURES_JSON), info)
     return info

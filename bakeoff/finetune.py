@@ -13,6 +13,9 @@ Why each choice:
   inference, so the saved model serves clean pixels.
 * Mixed precision (``mixed_float16``, output layer in float32) only when a GPU is visible; the saved model is
   rebuilt in float32 so it serves on any CPU, and loads with plain ``keras.models.load_model``.
+* Flip test-time averaging (``tta`` in head.json, chosen by the head search on val): training fits the plain
+  model (its random flip already teaches both orientations; training through the average would double the cost),
+  and the model compared on val and saved is ``flip_averaged``: what is measured is what is served.
 * Fine-tuning must earn its place: the fine-tuned model replaces its frozen starting point (backbone + the trained
   head) only if its VAL accuracy beats the head's; otherwise the frozen model is saved. ``finetune_val_gain``
   (fine-tuned minus frozen val accuracy) records what it gained either way.
@@ -50,6 +53,36 @@ def augmentation_layers(seed: int = 0) -> list:
         keras.layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1, name="augment_rotation"),
         keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2, name="augment_zoom"),
     ]
+
+
+def horizontal_flip(size: int, name: str = "flip"):
+    """A deterministic left-right mirror of [b, S, S, 3] images from stock Keras layers, so the saved model loads
+    with plain ``keras.models.load_model`` (no custom objects) and exports to SavedModel/TFLite/ONNX unchanged.
+
+    Why not RandomFlip: it is a no-op at inference. The mirror is a matmul of the width axis with the exchange
+    matrix (ones on the anti-diagonal, frozen): every output is one input times 1.0 plus exact zeros, so it
+    reproduces the pixels bit for bit (S^2 * 3 * S multiply-adds: about 1% of MobileNetV2's forward pass at 224)."""
+    import keras
+
+    width_last = keras.layers.Permute((1, 3, 2), name=f"{name}_width_last")
+    mirror = keras.layers.Dense(size, use_bias=False, trainable=False, dtype="float32", name=f"{name}_mirror")
+    width_back = keras.layers.Permute((1, 3, 2), name=f"{name}_width_back")
+    inputs = keras.Input((size, size, 3), name="image", dtype="float32")
+    model = keras.Model(inputs, width_back(mirror(width_last(inputs))), name=name)
+    mirror.set_weights([np.eye(size, dtype=np.float32)[::-1]])
+    return model
+
+
+def flip_averaged(model):
+    """``out = mean(model(x), model(flip(x)))`` as ONE model (the same weights, called twice): flip test-time
+    averaging that any serving path runs without knowing about it."""
+    import keras
+
+    size = int(model.input.shape[1])
+    inputs = keras.Input((size, size, 3), name="image", dtype="float32")
+    mirrored = horizontal_flip(size)(inputs)
+    out = keras.layers.Average(name="flip_average", dtype="float32")([model(inputs), model(mirrored)])
+    return keras.Model(inputs, out, name=f"{model.name}_flip_tta")
 
 
 def _clone_head_layers(head) -> list:
@@ -187,6 +220,11 @@ def finetune(
     head = load_keras(storage.join(head_dir, HEAD_KERAS))
     classes = list(head_info.classes)
     mixed = use_mixed_precision(mixed_precision) and epochs > 0
+
+    def servable(core):
+        """What is compared on val and saved: the plain model, or its flip average when the search chose TTA."""
+        return flip_averaged(core) if head_info.tta else core
+
     previous_policy = keras.mixed_precision.global_policy()
 
     keras.utils.set_random_seed(seed)
@@ -231,9 +269,9 @@ def finetune(
             keras.mixed_precision.set_global_policy("float32")
             model, _ = assemble(head_info, head, blocks=blocks, augment=augment, seed=seed)
             frozen = model.get_weights()  # freshly assembled: the pretrained backbone + the trained head
-            frozen_acc = _frozen_val_accuracy(head_dir, model, classes, size, dataset_dir, batch_size)
+            frozen_acc = _frozen_val_accuracy(head_dir, servable(model), classes, size, dataset_dir, batch_size)
             model.set_weights(trained)
-            tuned_acc = _val_accuracy(model, classes, size, dataset_dir, batch_size)
+            tuned_acc = _val_accuracy(servable(model), classes, size, dataset_dir, batch_size)
             gain = tuned_acc - frozen_acc
             extra.update(finetune_val_gain=gain, frozen_val_accuracy=frozen_acc, finetuned_val_accuracy=tuned_acc)
             if gain <= 0 and keep_if_better:  # not better on val: the frozen starting point is the candidate
@@ -250,6 +288,7 @@ def finetune(
         "cut": head_info.cut,
         "classes": classes,
         "head_kind": head_info.kind or None,
+        "tta": head_info.tta,
         "head_dir": str(head_dir),
         "dataset_hash": manifest.dataset_hash(manifest.read_manifest(dataset_dir, resolve=False)),
         "unfrozen_layers": unfrozen,
@@ -271,6 +310,6 @@ def finetune(
         "history": history,
         **extra,
     }
-    save_keras(model, storage.join(out_dir, MODEL_KERAS))
+    save_keras(servable(model), storage.join(out_dir, MODEL_KERAS))
     storage.write_json(storage.join(out_dir, MODEL_JSON), result)
     return result

@@ -13,8 +13,13 @@ Two kinds, one artifact shape, so fine-tuning and evaluation never care which wa
   top and each tap of ``Backbone.taps``), then the dense head on the feature set logreg ranked first; the best
   on VAL accuracy is kept (ties: lower val log-loss, then the simpler logreg). Why dense only once: it is the
   costly fit (tens of seconds on a busy CPU), and logreg ranks feature sets well for seconds. The table of every
-  try is written as ``search.md`` and in ``head.json`` (``search``). The winner's ``cut`` is its tap, so the servable model is the backbone cut there +
-  pooling + this head, and fine-tuning, evaluation and serving need no change.
+  try is written as ``search.md`` and in ``head.json`` (``search``). The winner's ``cut`` is its tap, so the servable
+  model is the backbone cut there + pooling + this head, and fine-tuning, evaluation and serving need no change.
+  When the features folder also holds the flipped images' vectors (``features --flip``), each feature set is tried
+  four ways: plain, ``flip-aug`` (trained on the plain and the flipped train vectors), ``flip-tta`` (val scored on
+  the mean of the plain and the flipped probabilities) and both; a flip variant is kept only when it beats plain on
+  val. ``tta`` in ``head.json`` makes the servable model average itself over the image and its mirror
+  (``bakeoff.finetune.flip_averaged``).
 
 Only the train and val splits are read here; the test split is left for ``bakeoff evaluate``.
 """
@@ -32,7 +37,7 @@ import numpy as np
 from bakeoff import env, storage
 from bakeoff.contract import HEAD_JSON, HEAD_KERAS, HEAD_SEARCH_MD
 from bakeoff.errors import BakeoffError
-from bakeoff.features import load_features, tap_key
+from bakeoff.features import flip_key, load_features, tap_key
 
 SEARCH = "search"
 HEAD_KINDS = ("dense", "logreg", SEARCH)
@@ -207,8 +212,13 @@ def _fit_dense(
     return model, {"history": hist, **extra}
 
 
-def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, balanced: bool) -> tuple[Any, dict]:
-    """Fit scikit-learn's LogisticRegression over a small C grid (picked by val log-loss), export as a Dense head."""
+def _fit_logreg(
+    x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, balanced: bool, x_val_flip=None
+) -> tuple[Any, dict]:
+    """Fit scikit-learn's LogisticRegression over a small C grid (picked by val log-loss), export as a Dense head.
+
+    With ``x_val_flip`` the val probabilities are the mean over the plain and the flipped images (flip test-time
+    averaging), so C is picked for the model that will be served."""
     import keras
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, log_loss
@@ -217,6 +227,12 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, ba
 
     scaler = StandardScaler().fit(x_train)
     xs_train, xs_val = scaler.transform(x_train), scaler.transform(x_val)
+    xs_flip = None if x_val_flip is None else scaler.transform(x_val_flip)
+
+    def val_proba(clf):
+        prob = clf.predict_proba(xs_val)
+        return prob if xs_flip is None else (prob + clf.predict_proba(xs_flip)) / 2.0
+
     labels = list(range(n_classes))
     search = []
     best = None
@@ -226,8 +242,9 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, ba
         # busy 2-core box: 0.5 s single-threaded vs 40 s with the default thread pool for 400 x 1280 features).
         with threadpool_limits(limits=1, user_api="blas"):
             clf.fit(xs_train, y_train)
-        val_loss = float(log_loss(y_val, clf.predict_proba(xs_val), labels=labels))
-        search.append({"C": c, "val_loss": val_loss, "val_accuracy": float(accuracy_score(y_val, clf.predict(xs_val)))})
+        prob = val_proba(clf)
+        val_loss = float(log_loss(y_val, prob, labels=labels))
+        search.append({"C": c, "val_loss": val_loss, "val_accuracy": float(accuracy_score(y_val, prob.argmax(1)))})
         if best is None or val_loss < best[0]:
             best = (val_loss, c, clf)
     _, best_c, clf = best
@@ -241,7 +258,7 @@ def _fit_logreg(x_train, y_train, x_val, y_val, n_classes: int, *, seed: int, ba
     out_layer = _output_layer(n_classes)
     model = keras.Model(inputs, out_layer(inputs), name="head")
     out_layer.set_weights([kernel, bias])
-    train_p, val_p = clf.predict_proba(xs_train), clf.predict_proba(xs_val)
+    train_p, val_p = clf.predict_proba(xs_train), val_proba(clf)
     hist = {
         "loss": [float(log_loss(y_train, train_p, labels=labels))],
         "accuracy": [float(accuracy_score(y_train, train_p.argmax(1)))],
@@ -268,6 +285,25 @@ def feature_sets(arrays: dict[str, np.ndarray], meta: dict) -> dict[str | None, 
     return sets
 
 
+def flipped_sets(arrays: dict[str, np.ndarray], meta: dict) -> dict[str | None, np.ndarray]:
+    """The same feature sets on horizontally flipped images (``features --flip``); empty when they were not made."""
+    sets = {meta.get("cut"): arrays.get(flip_key("features"))}
+    for name in meta.get("taps") or {}:
+        sets[name] = arrays.get(flip_key(tap_key(name)))
+    return {cut: x for cut, x in sets.items() if x is not None}
+
+
+# (flip augmentation, flip test-time averaging): plain first, so a tie keeps the cheaper, simpler model
+FLIP_VARIANTS = ((False, False), (True, False), (False, True), (True, True))
+
+
+def variant_name(augment: bool, tta: bool) -> str:
+    """How a search-table row used the flipped features."""
+    return {(False, False): "plain", (True, False): "flip-aug", (False, True): "flip-tta"}.get(
+        (augment, tta), "flip-aug+tta"
+    )
+
+
 @dataclass
 class _Fit:
     """One head fitted on one feature set, with its val score (accuracy, then minus log-loss: higher is better)."""
@@ -281,14 +317,26 @@ class _Fit:
     x_val: np.ndarray
     y_val: np.ndarray
     score: tuple[float, float]
+    augment: bool = False  # trained on plain + flipped train features
+    tta: bool = False  # val probabilities averaged over the plain and the flipped image
+    x_val_flip: np.ndarray | None = None
+
+    def predict(self, n_classes: int) -> np.ndarray:
+        """Val probabilities as the served model gives them (the flip mean when ``tta``)."""
+        prob = probabilities(self.model.predict(self.x_val, batch_size=256, verbose=0), n_classes)
+        if self.tta:
+            prob = (prob + probabilities(self.model.predict(self.x_val_flip, batch_size=256, verbose=0), n_classes)) / 2
+        return prob
 
     def rows(self) -> list[dict]:
         """Search-table rows: one per C of a logreg (the kept C marked), one for a dense head."""
         name = self.cut or "top"
+        variant = variant_name(self.augment, self.tta)
         if self.kind == "logreg":
             return [
                 {
                     "feature_set": name,
+                    "variant": variant,
                     "head": "logreg",
                     "C": r["C"],
                     "val_accuracy": r["val_accuracy"],
@@ -301,6 +349,7 @@ class _Fit:
         return [
             {
                 "feature_set": name,
+                "variant": variant,
                 "head": "dense",
                 "C": None,
                 "val_accuracy": self.score[0],
@@ -311,13 +360,31 @@ class _Fit:
         ]
 
 
-def _fit_one(arrays, classes: list[str], cut: str | None, x_all: np.ndarray, kind: str, where: str, **hp) -> _Fit:
-    """Fit one head kind on one feature set's train rows and score it on its val rows."""
+def _fit_one(
+    arrays,
+    classes: list[str],
+    cut: str | None,
+    x_all: np.ndarray,
+    kind: str,
+    where: str,
+    flip_all: np.ndarray | None = None,
+    augment: bool = False,
+    tta: bool = False,
+    **hp,
+) -> _Fit:
+    """Fit one head kind on one feature set's train rows and score it on its val rows.
+
+    ``flip_all`` (the set's vectors of the flipped images) enables ``augment`` (train on the plain and the flipped
+    train rows) and ``tta`` (score the mean of the plain and the flipped val probabilities)."""
     import keras
     from sklearn.metrics import accuracy_score, log_loss
 
     x_train, y_train = _split_xy(arrays, classes, "train", x_all)
     x_val, y_val = _split_xy(arrays, classes, "val", x_all)
+    x_val_flip = _split_xy(arrays, classes, "val", flip_all)[0] if tta else None
+    if augment:
+        x_train = np.concatenate([x_train, _split_xy(arrays, classes, "train", flip_all)[0]])
+        y_train = np.concatenate([y_train, y_train])
     if len(x_train) == 0 or len(x_val) == 0:
         raise BakeoffError(
             f"features in {where} need train and val rows (found {len(x_train)} train, "
@@ -332,27 +399,35 @@ def _fit_one(arrays, classes: list[str], cut: str | None, x_all: np.ndarray, kin
         model, info = _fit_dense(x_train, y_train, x_val, y_val, len(classes), **dense, weights=weights)
     else:
         model, info = _fit_logreg(
-            x_train, y_train, x_val, y_val, len(classes), seed=hp["seed"], balanced=hp["balance_classes"]
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            len(classes),
+            seed=hp["seed"],
+            balanced=hp["balance_classes"],
+            x_val_flip=x_val_flip,
         )
-    prob = probabilities(model.predict(x_val, batch_size=256, verbose=0), len(classes))
+    fit = _Fit(cut, kind, model, info, weights, y_train, x_val, y_val, (0.0, 0.0), augment, tta, x_val_flip)
+    prob = fit.predict(len(classes))
     clipped = np.clip(prob, 1e-7, 1.0)  # float32 outputs: keep log-loss finite and rows summing to one
     loss = log_loss(y_val, clipped / clipped.sum(axis=1, keepdims=True), labels=list(range(len(classes))))
-    score = (float(accuracy_score(y_val, prob.argmax(axis=1))), -float(loss))
-    return _Fit(cut, kind, model, info, weights, y_train, x_val, y_val, score)
+    fit.score = (float(accuracy_score(y_val, prob.argmax(axis=1))), -float(loss))
+    return fit
 
 
 def search_markdown(rows: list[dict]) -> str:
     """The search table (one row per fit, every C of a logreg) with the kept fit marked."""
     lines = [
         "# Head search (chosen on val)\n",
-        "| feature set | head | C | val accuracy | val log-loss | kept |",
-        "|---|---|---|---|---|---|",
+        "| feature set | flip | head | C | val accuracy | val log-loss | kept |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         c = "" if row.get("C") is None else f"{row['C']:g}"
         kept = "**yes**" if row["kept"] else ""
         lines.append(
-            f"| {row['feature_set']} | {row['head']} | {c} | {row['val_accuracy']:.4f} | {row['val_loss']:.4f} "
+            f"| {row['feature_set']} | {row['variant']} | {row['head']} | {c} | {row['val_accuracy']:.4f} | {row['val_loss']:.4f} "
             f"| {kept} |"
         )
     return "\n".join(lines) + "\n"
@@ -403,12 +478,30 @@ def train_head(
         "balance_classes": balance_classes,
     }
     where = str(features_dir)
+    flips: dict[str | None, np.ndarray] = {}
     if kind == SEARCH:
         # logreg (seconds) on every feature set ranks them; the dense head (the costly fit) joins on the best one
-        sets = feature_sets(arrays, meta)
-        fits = [_fit_one(arrays, classes, cut, x, "logreg", where, **hp) for cut, x in sets.items()]
-        lead = max(fits, key=lambda f: f.score).cut
-        fits.append(_fit_one(arrays, classes, lead, sets[lead], "dense", where, **hp))
+        sets, flips = feature_sets(arrays, meta), flipped_sets(arrays, meta)
+        fits = [
+            _fit_one(arrays, classes, cut, x, "logreg", where, flips.get(cut), aug, tta, **hp)
+            for cut, x in sets.items()
+            for aug, tta in (FLIP_VARIANTS if cut in flips else FLIP_VARIANTS[:1])
+        ]
+        lead = max(fits, key=lambda f: f.score)
+        fits.append(
+            _fit_one(
+                arrays,
+                classes,
+                lead.cut,
+                sets[lead.cut],
+                "dense",
+                where,
+                flips.get(lead.cut),
+                lead.augment,
+                lead.tta,
+                **hp,
+            )
+        )
     else:
         fits = [_fit_one(arrays, classes, meta.get("cut"), arrays["features"], kind, where, **hp)]
     best = max(fits, key=lambda f: f.score)  # the first of equals: the top before taps, logreg before dense
@@ -419,11 +512,13 @@ def train_head(
             row["kept"] = fit is best and best_of_kind
             rows.append(row)
 
-    val_pred = probabilities(best.model.predict(best.x_val, batch_size=256, verbose=0), len(classes)).argmax(axis=1)
+    val_pred = best.predict(len(classes)).argmax(axis=1)
     hyper = dict(hp)
     if best.kind == "logreg":
         hyper = {"C": best.info["C"], "C_grid": list(LOGREG_C_GRID), "balance_classes": balance_classes, "seed": seed}
     hyper["search"] = kind == SEARCH
+    if flips:  # MLflow shows them as head_flip_augment / head_tta: the flip choice made on val
+        hyper.update(flip_augment=best.augment, tta=best.tta)
     result = {
         "kind": best.kind,
         "hyperparameters": hyper,
@@ -433,9 +528,11 @@ def train_head(
         "weights": meta.get("weights"),
         "image_size": meta.get("image_size"),
         "cut": best.cut,
+        "flip_augment": best.augment,
+        "tta": best.tta,
         "dataset_hash": meta.get("dataset_hash"),
         "features_dir": str(features_dir),
-        "n_train": int(len(best.y_train)),
+        "n_train": int(len(best.y_train) // (2 if best.augment else 1)),  # images, not the augmented rows
         "n_val": int(len(best.y_val)),
         "class_weights": {classes[i]: w for i, w in best.weights.items()} if best.weights else None,
         "val_accuracy": best.score[0],

@@ -10,10 +10,12 @@ def features(
     image_size: int,
     batch_size: int,
     precision: str,
+    flip: str,
     features: Output[Dataset],
 ):
     """``weights`` may be a per-backbone mapping; ``image_size`` 0 means the backbone's default size;
-    ``precision`` auto|float32|bfloat16 (auto: bfloat16 on CPUs with AVX512-BF16 or AMX)."""
+    ``precision`` auto|float32|bfloat16 (auto: bfloat16 on CPUs with AVX512-BF16 or AMX); ``flip`` on|off: a
+    second pass over the mirrored images for the head search's flip variants."""
     from bakeoff.features import extract_features
 
     # the per-image feature cache lives where $BAKEOFF_CACHE_URI says (a shared S3 prefix on a cluster)
@@ -25,6 +27,7 @@ def features(
         image_size=image_size or None,
         batch_size=batch_size,
         precision=precision,
+        flip=flip == "on",
     )
     features.metadata.update(
         {
@@ -38,6 +41,7 @@ def features(
                 "cache_hits",
                 "cache_misses",
                 "precision",
+                "flip",
             )
         }
     )

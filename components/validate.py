@@ -26,6 +26,7 @@ def validate(
     image_size: int,
     batch_size: int,
     precision: str,
+    flip: str,
     head_kind: str,
     head_epochs: int,
     head_lr: float,

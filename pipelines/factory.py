@@ -189,6 +189,7 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
             image_size=p["image_size"],
             batch_size=p["batch_size"],
             precision=p["precision"],
+            flip=p["flip"],
         ).outputs["features"]
         head = step(
             "train_head",

@@ -29,6 +29,7 @@ HeadKind = Literal[
 ]  # = bakeoff.heads.HEAD_KINDS (a test checks; importing heads costs pandas)
 GateTest = Literal[TESTS]  # the gate's paired tests, exactly those bakeoff.stats implements
 Precision = Literal["auto", "float32", "bfloat16"]  # = bakeoff.features.PRECISIONS (a test checks)
+Flip = Literal["off", "on"]
 
 
 class Parameters(BaseModel):
@@ -92,6 +93,12 @@ class Parameters(BaseModel):
         description="Arithmetic of feature extraction: float32, bfloat16, or auto: bfloat16 only on CPUs with "
         "AVX512-BF16 or AMX and for backbones measured faster there with unchanged head accuracy (VGG16: 2.4-4.4x; "
         "docs/models.md).",
+    )
+    flip: Flip = Field(
+        "off",
+        description="on: features of the horizontally mirrored images too (a second forward pass: extraction costs "
+        "twice), and the head search tries flip augmentation and flip test-time averaging, each kept only where it "
+        "wins on validation; off: one pass (docs/models.md has the measured cost and gain).",
     )
     head_kind: HeadKind = Field(
         "search",

@@ -140,6 +140,12 @@ def features_cmd(
         help="float32 | bfloat16 | auto: bfloat16 only on CPUs with AVX512-BF16 or AMX, for backbones measured faster "
         "there with unchanged head accuracy (VGG16: 2.4-4.4x); float32 elsewhere.",
     ),
+    flip: bool = typer.Option(
+        False,
+        "--flip/--no-flip",
+        help="Also the vectors of the horizontally mirrored images (a second pass), for the head search's flip "
+        "augmentation and flip test-time averaging.",
+    ),
     cache: str | None = typer.Option(
         None,
         "--cache",
@@ -170,6 +176,7 @@ def features_cmd(
         cache_uri=cache,
         weights_sha256=weights_sha256,
         precision=precision,
+        flip=flip,
     )
     flag = "" if info["weights"]["pretrained"] else "  [RANDOM WEIGHTS: smoke test only]"
     typer.echo(

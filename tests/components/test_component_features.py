@@ -19,7 +19,7 @@ def test_features_writes_vectors_and_reports_the_cache(
     n = len(manifest.read_manifest(tiny_dataset_dir))
 
     first = artifact(Dataset, "features")
-    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "auto", first)
+    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "auto", "off", first)
     arrays = np.load(f"{first.path}/{contract.FEATURES_NPZ}")
     assert arrays["features"].shape == (n, 1280) and arrays["features"].dtype == np.float32
     info = contract.FeaturesInfo.read(first.path)
@@ -30,7 +30,12 @@ def test_features_writes_vectors_and_reports_the_cache(
     assert meta["weights"] == info.weights["name"] and meta["images_per_s"] > 0
     assert meta["precision"] == "float32"  # auto: MobileNetV2 is not faster in bfloat16 (docs/benchmarks.md)
 
-    again = artifact(Dataset, "features-again")  # same data, same backbone: every vector from the cache
-    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "float32", again)
-    assert again.metadata["cache_hits"] == n and again.metadata["cache_misses"] == 0
-    np.testing.assert_array_equal(np.load(f"{again.path}/{contract.FEATURES_NPZ}")["features"], arrays["features"])
+    assert meta["flip"] is False and "flip_features" not in arrays
+
+    # same data, same backbone: every plain vector from the cache; flip on adds the mirrored images' vectors
+    again = artifact(Dataset, "features-again")
+    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "float32", "on", again)
+    assert again.metadata["cache_hits"] == n and again.metadata["cache_misses"] == 0 and again.metadata["flip"]
+    flipped = np.load(f"{again.path}/{contract.FEATURES_NPZ}")
+    np.testing.assert_array_equal(flipped["features"], arrays["features"])
+    assert flipped["flip_features"].shape == (n, 1280)

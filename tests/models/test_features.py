@@ -339,3 +339,50 @@ def test_auto_precision_is_bfloat16_only_where_measured_faster(monkeypatch):
     monkeypatch.setattr(features, "cpu_has_bfloat16", lambda: True)
     monkeypatch.setattr(backbones, "gpu_visible", lambda: True)
     assert features.resolve_precision("auto", "vgg16") == "float32"
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    """The bytes support.write_dataset stores for these pixels (its file name is their sha256)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_flip_features_are_the_mirrored_images_vectors_cached_apart(make_tiny_dataset, tmp_path, mirror_env):
+    """``flip`` adds, for the top and each tap, the vectors of the left-right mirrored image: the same numbers as a
+    dataset whose files ARE mirrored, under cache keys of their own; a rerun computes nothing."""
+    from PIL import Image
+
+    dataset = make_tiny_dataset(tmp_path / "d", size=(32, 32))  # no resize: mirroring commutes exactly
+    cache, tap = str(tmp_path / "cache"), "tap_block_13_expand_relu"
+    info = extract_features(
+        str(dataset), str(tmp_path / "f"), "mobilenet_v2", image_size=32, cache_uri=cache, flip=True
+    )
+    arrays, _ = load_features(str(tmp_path / "f"))
+    assert info["flip"] is True and info["forward_images"] == 24 and info["cache_misses"] == 12
+    assert arrays["flip_features"].shape == arrays["features"].shape and arrays[f"flip_{tap}"].shape == (12, 576)
+    assert not np.allclose(arrays["flip_features"], arrays["features"])  # the images are not symmetric
+
+    df = manifest.read_manifest(dataset)
+    mirrored = [np.asarray(Image.open(uri).convert("RGB"))[:, ::-1] for uri in df["uri"]]
+    twin = write_dataset(tmp_path / "m", mirrored, df["label"], df["split"])
+    extract_features(str(twin), str(tmp_path / "t"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    twin_arrays, _ = load_features(str(tmp_path / "t"))
+    # the twin's manifest is sorted by its own sha256s: line its rows up with the originals
+    order = [twin_arrays["sha256"].tolist().index(hashlib.sha256(_png(m)).hexdigest()) for m in mirrored]
+    np.testing.assert_allclose(arrays["flip_features"], twin_arrays["features"][order], atol=1e-4)
+    np.testing.assert_allclose(arrays[f"flip_{tap}"], twin_arrays[tap][order], atol=1e-4)
+
+    keys = {json.dumps(json.loads(p.read_text()), sort_keys=True) for p in Path(cache).glob("*/key.json")}
+    assert sum('"flip": "horizontal"' in k for k in keys) == 2  # top and tap, flipped, each under its own key
+    again = extract_features(
+        str(dataset), str(tmp_path / "g"), "mobilenet_v2", image_size=32, cache_uri=cache, flip=True
+    )
+    assert (again["forward_images"], again["cache_hits"]) == (0, 12)
+    np.testing.assert_array_equal(load_features(str(tmp_path / "g"))[0]["flip_features"], arrays["flip_features"])
+    plain = extract_features(str(dataset), str(tmp_path / "p"), "mobilenet_v2", image_size=32, cache_uri=cache)
+    assert plain["forward_images"] == 0 and "flip_features" not in load_features(str(tmp_path / "p"))[0]

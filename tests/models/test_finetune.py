@@ -185,3 +185,36 @@ def test_a_finetune_that_gains_on_val_replaces_the_frozen_model(hfe_faces_datase
     assert info["frozen_val_accuracy"] == pytest.approx(weak["val_accuracy"])
     assert info["finetuned"] is True and info["finetune_val_gain"] > 0
     assert info["val_accuracy"] == pytest.approx(info["finetuned_val_accuracy"])
+
+
+def test_a_tta_head_becomes_one_model_that_averages_image_and_mirror(
+    hfe_faces_dataset, hfe_faces_head, hfe_faces_finetuned, tmp_path
+):
+    """A head the search chose with flip test-time averaging: the saved model (plain load, no custom objects) is
+    mean(model(x), model(mirror of x)) of the plain assembled model, exactly mirror-symmetric, and stays so after
+    fine-tuning (training fits the plain model; the average is what is compared on val and saved)."""
+    import shutil
+
+    from bakeoff import manifest
+    from bakeoff.data import image_dataset
+    from bakeoff.finetune import finetune
+
+    head = tmp_path / "head"
+    shutil.copytree(hfe_faces_head, head)
+    info = json.loads((head / "head.json").read_text())
+    (head / "head.json").write_text(json.dumps({**info, "tta": True}))
+    finetune(hfe_faces_dataset, str(head), str(tmp_path / "m0"), epochs=0, blocks=2)
+    tuned = finetune(hfe_faces_dataset, str(head), str(tmp_path / "m1"), epochs=1, blocks=2, batch_size=16)
+
+    rows = manifest.read_manifest(hfe_faces_dataset)
+    images = next(iter(image_dataset(rows[rows["split"] == "val"], 64, batch_size=16))).numpy()
+    mirrored = images[:, :, ::-1]
+    plain = _load(hfe_faces_finetuned[0])  # the same head assembled without TTA (epochs=0, blocks=2)
+    expected = (plain.predict(images, verbose=0) + plain.predict(mirrored, verbose=0)) / 2
+    assert np.abs(plain.predict(images, verbose=0) - expected).max() > 1e-4  # the mirror matters to this model
+    tta = _load(str(tmp_path / "m0"))
+    np.testing.assert_allclose(tta.predict(images, verbose=0), expected, atol=1e-5)
+    assert json.loads((tmp_path / "m0" / "model.json").read_text())["tta"] is True
+    assert tuned["tta"] is True and "finetune_val_gain" in tuned
+    after = _load(str(tmp_path / "m1"))
+    np.testing.assert_allclose(after.predict(images, verbose=0), after.predict(mirrored, verbose=0), atol=1e-5)

@@ -250,3 +250,49 @@ def test_head_reads_and_writes_s3(tmp_path, s3_server):
     )
     model = load_keras("s3://bakeoff-test/runs/head/head.keras")
     assert model.output.shape[-1] == 3
+
+
+def _with_flipped(folder: Path, flipped: np.ndarray) -> str:
+    """Add ``flip_features`` (what ``features --flip`` writes) to a features folder; test rows stay poisoned."""
+    data = dict(np.load(folder / "features.npz"))
+    flipped = np.asarray(flipped, dtype=np.float32).copy()
+    flipped[data["split"] == "test"] = np.nan
+    data["flip_features"] = flipped
+    np.savez(folder / "features.npz", **data)
+    return str(folder)
+
+
+def test_flip_variants_are_kept_only_when_they_win_on_val(tmp_path):
+    """Two noisy views of the digits (plain and "mirrored", independent noise): augmenting and averaging over both
+    beat one view on val, so a flip variant is kept. Mirrored vectors of the wrong class: plain is kept."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(n_class=3)
+    rng = np.random.default_rng(0)
+    clean = digits.data.astype(np.float32)
+    views = [clean + rng.normal(0, 9, size=clean.shape).astype(np.float32) for _ in range(2)]
+    good = tmp_path / "good"
+    _digits_features(good)
+    data = dict(np.load(good / "features.npz"))
+    data["features"] = np.where(data["split"][:, None] == "test", np.nan, views[0]).astype(np.float32)
+    np.savez(good / "features.npz", **data)
+    info = train_head(_with_flipped(good, views[1]), str(tmp_path / "hg"), kind="search", epochs=10, hidden=16)
+
+    rows = info["search"]
+    assert {r["variant"] for r in rows} == {"plain", "flip-aug", "flip-tta", "flip-aug+tta"}
+    assert len([r for r in rows if r["head"] == "logreg"]) == 4 * 4  # every C, per variant
+    best_plain = max(r["val_accuracy"] for r in rows if r["variant"] == "plain")
+    kept = next(r for r in rows if r["kept"])
+    assert kept["variant"] != "plain" and info["val_accuracy"] > best_plain
+    assert (info["flip_augment"], info["tta"]) == ("aug" in kept["variant"], "tta" in kept["variant"])
+    table = (tmp_path / "hg" / "search.md").read_text()
+    assert "| flip |" in table and "| flip-tta |" in table and "| flip-aug+tta |" in table
+
+    bad = tmp_path / "bad"
+    _digits_features(bad)
+    data = dict(np.load(bad / "features.npz"))
+    labels = data["label"]
+    wrong = np.stack([clean[np.flatnonzero(labels != labels[i])[i % 50]] for i in range(len(labels))])
+    info = train_head(_with_flipped(bad, wrong), str(tmp_path / "hb"), kind="search", epochs=10, hidden=16)
+    assert (info["flip_augment"], info["tta"]) == (False, False)
+    assert next(r for r in info["search"] if r["kept"])["variant"] == "plain"

@@ -96,7 +96,7 @@ def test_choices_are_the_libraries_own():
     assert get_args(FIELDS["gate_test"].annotation) == stats.TESTS
     assert get_args(FIELDS["head_kind"].annotation) == HEAD_KINDS
     assert get_args(FIELDS["precision"].annotation) == PRECISIONS
-    assert set(CHOICE_FIELDS) == {"gate_test", "head_kind", "precision"}
+    assert set(CHOICE_FIELDS) == {"flip", "gate_test", "head_kind", "precision"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

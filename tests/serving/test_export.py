@@ -114,3 +114,50 @@ def test_every_request_problem_is_reported_at_once_before_any_work(tmp_path, cap
         "--overwrite",
     ):
         assert expected in err, expected
+
+
+def test_a_flip_averaged_model_exports_and_serves_as_the_mean_of_both_passes(mlflow_store, tmp_path):
+    """The head search's flip TTA ships inside ONE model: MLflow's tensorflow flavor, the pyfunc (image bytes in)
+    and every `bakeoff export` format give mean(model(x), model(mirror of x)) with no custom objects anywhere."""
+    import io
+
+    import keras
+    import pandas as pd
+    from PIL import Image
+
+    import mlflow
+    from bakeoff import contract, export
+    from bakeoff.finetune import flip_averaged
+    from bakeoff.serving.log import log_model
+
+    size, classes = 32, ["left", "middle", "right"]
+    inputs = keras.Input((size, size, 3), name="image")
+    logits = keras.layers.Dense(3, name="head_output", activation="softmax")
+    core = keras.Model(inputs, logits(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255.0)(inputs))))
+    rng = np.random.default_rng(7)
+    logits.set_weights([rng.normal(0, 0.05, (size * size * 3, 3)).astype("float32"), np.zeros(3, "float32")])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    flip_averaged(core).save(folder / "model.keras")
+    (folder / "model.json").write_text(json.dumps({"classes": classes, "image_size": size, "tta": True}))
+
+    images = rng.integers(0, 256, (6, size, size, 3)).astype("float32")
+    expected = (core.predict(images, verbose=0) + core.predict(images[:, :, ::-1], verbose=0)) / 2
+    assert np.abs(core.predict(images, verbose=0) - expected).max() > 1e-3  # position-dependent: the mirror matters
+
+    result = export.export_model(str(folder), str(tmp_path / "export"), ["savedmodel", "tflite", "onnx"])
+    for fmt, run in export.RUNNERS.items():
+        np.testing.assert_allclose(run(str(tmp_path / "export" / result.files[fmt]), images), expected, atol=1e-5)
+
+    with mlflow.start_run():
+        logged = log_model(str(folder / "model.keras"), str(folder / "model.json"), classes, size, "flip-tta")
+    network = mlflow.tensorflow.load_model(logged.model_uri, keras_model_kwargs={"compile": False})
+    np.testing.assert_allclose(network.predict(images, verbose=0), expected, atol=1e-5)
+    pngs = []
+    for pixels in images.astype(np.uint8):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    served = mlflow.pyfunc.load_model(logged.model_uri).predict(pd.DataFrame({"image": pngs}))
+    got = served[[contract.prob_column(c) for c in classes]].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
