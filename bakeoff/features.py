@@ -337,6 +337,42 @@ def _cached_tables(
     return tables, int(miss_mask.sum()), int(len(misses)), forward_seconds
 
 
+def size_key(size: int, array: str) -> str:
+    """The features.npz array of the same vectors at an extra input size (``features`` at 128 px: ``s128_features``)."""
+    return f"s{int(size)}_{array}"
+
+
+def _arrays_at(df, bb, resolved, size: int, cut, tap_names, precision: str, flip: bool, batch_size: int, root: str):
+    """Every array of one input size ({name: table}, features/tap_*/flip_*) and its cache numbers: one forward pass
+    per orientation over the misses, one extractor built at most."""
+    from bakeoff.backbones import build_feature_extractor
+
+    model = []  # built once, on the first miss, shared by the plain and the flipped pass
+
+    def extractor():
+        if not model:
+            with keras_policy(precision):
+                model.append(build_feature_extractor(bb, resolved, size, cut, tap_names))
+        return model[0]
+
+    names = ["features", *(tap_key(name) for name in tap_names)]
+    arrays: dict[str, np.ndarray] = {}
+    stats: dict = {"forward_images": 0, "forward_seconds": 0.0}
+    for mirrored in (False, True) if flip else (False,):
+        caches = [
+            FeatureCache(root, *cache_key(bb.name, resolved, size, layer, precision, flip=mirrored))
+            for layer in (cut, *tap_names)
+        ]
+        label = f"{bb.name} features @{size}{' (flipped)' if mirrored else ''}"
+        tables, missed_rows, misses, seconds = _cached_tables(df, caches, extractor, size, batch_size, label, mirrored)
+        arrays.update({flip_key(n) if mirrored else n: t for n, t in zip(names, tables)})
+        stats["forward_images"] += misses
+        stats["forward_seconds"] += seconds
+        if not mirrored:
+            stats.update(missed_rows=missed_rows, misses=misses, cache=caches[0])
+    return arrays, stats
+
+
 def extract_features(
     dataset_dir: str,
     out_dir: str,
@@ -351,6 +387,7 @@ def extract_features(
     taps: bool = True,
     precision: str = "auto",
     flip: bool = False,
+    extra_sizes: tuple[int, ...] | list[int] = (),
 ) -> dict:
     """Pooled vectors for every manifest row -> ``out_dir/features.npz`` + ``features.json`` (returned).
 
@@ -358,8 +395,10 @@ def extract_features(
     stored as ``tap_<layer>`` arrays beside ``features``; each output has its own cache key (the cut is in it).
     With ``flip`` a second pass over the same decoded pixels mirrored left-right adds ``flip_<array>`` for each
     array (cached under keys that say flip): the head search's flip augmentation and flip test-time averaging.
+    Each of ``extra_sizes`` (input sizes besides ``image_size``) adds every array again as ``s<size>_<array>``,
+    from the dataset's decoded tensor at that size, so the head search can choose the input size on val.
     """
-    from bakeoff.backbones import build_feature_extractor, get_backbone
+    from bakeoff.backbones import get_backbone
     from bakeoff.weights import resolve_weights
 
     started = time.perf_counter()
@@ -376,39 +415,24 @@ def extract_features(
     verify_local_hashes(df)
     tap_names = tuple(t for t in bb.taps if t != cut) if taps else ()
     root = cache_uri or env.feature_cache_uri()
-    model = []  # built once, on the first miss, shared by the plain and the flipped pass
-
-    def extractor():
-        if not model:
-            with keras_policy(precision):
-                model.append(build_feature_extractor(bb, resolved, size, cut, tap_names))
-        return model[0]
-
-    passes = {}  # flipped: (tables, rows missed, images computed, forward seconds, cache)
-    for mirrored in (False, True) if flip else (False,):
-        caches = [
-            FeatureCache(root, *cache_key(bb.name, resolved, size, layer, precision, flip=mirrored))
-            for layer in (cut, *tap_names)
-        ]
-        label = f"{bb.name} features{' (flipped)' if mirrored else ''}"
-        passes[mirrored] = (*_cached_tables(df, caches, extractor, size, batch_size, label, mirrored), caches[0])
-    tables, missed_rows, n_misses, _, first_cache = passes[False]
-    forward_images = sum(p[2] for p in passes.values())
-    forward_seconds = sum(p[3] for p in passes.values())
+    sizes = [size, *sorted({int(s) for s in extra_sizes} - {size})]
+    for extra in sizes[1:]:
+        if extra < bb.min_size:
+            raise BakeoffError(f"{bb.name} needs extra image sizes >= {bb.min_size}, got {extra}")
+    found = {s: _arrays_at(df, bb, resolved, s, cut, tap_names, precision, flip, batch_size, root) for s in sizes}
+    arrays, stats = found[size]
+    for extra in sizes[1:]:
+        arrays.update({size_key(extra, name): table for name, table in found[extra][0].items()})
+    forward_images = sum(st["forward_images"] for _, st in found.values())
+    forward_seconds = sum(st["forward_seconds"] for _, st in found.values())
     shas = [str(s) for s in df["sha256"]]
-    names = ["features", *(tap_key(name) for name in tap_names)]
-    flipped = {flip_key(name): t for name, t in zip(names, passes[True][0])} if flip else {}
-    table = tables[0]
-    feature_dim = int(table.shape[1])
     storage.write_bytes(
         storage.join(out_dir, FEATURES_NPZ),
         _npz_bytes(
             sha256=np.asarray(shas, dtype="<U64"),
             split=np.asarray(df["split"].astype(str).tolist(), dtype="<U5"),
             label=np.asarray(df["label"].astype(str).tolist(), dtype=str),
-            features=table,
-            **{tap_key(name): t for name, t in zip(tap_names, tables[1:])},
-            **flipped,
+            **arrays,
         ),
     )
     elapsed = time.perf_counter() - started
@@ -419,18 +443,19 @@ def extract_features(
         "cut": cut,
         "precision": precision,
         "flip": bool(flip),
-        "feature_dim": feature_dim,
-        "taps": {name: int(t.shape[1]) for name, t in zip(tap_names, tables[1:])},
+        "extra_image_sizes": sizes[1:],
+        "feature_dim": int(arrays["features"].shape[1]),
+        "taps": {name: int(arrays[tap_key(name)].shape[1]) for name in tap_names},
         "n_images": len(df),
         "images_per_s": round(forward_images / forward_seconds, 2) if forward_seconds else round(len(df) / elapsed, 2),
-        "cache_hits": int(len(df) - missed_rows),
-        "cache_misses": n_misses,
+        "cache_hits": int(len(df) - stats["missed_rows"]),
+        "cache_misses": stats["misses"],
         "forward_images": forward_images,
         "seconds": round(elapsed, 3),
         "dataset_hash": manifest.dataset_hash(df),
         "classes": manifest.class_names(df),
-        "cache_key": first_cache.key,
-        "cache_uri": first_cache.dir,
+        "cache_key": stats["cache"].key,
+        "cache_uri": stats["cache"].dir,
     }
     storage.write_json(storage.join(out_dir, FEATURES_JSON), info)
     return info

@@ -19,7 +19,8 @@ Two kinds, one artifact shape, so fine-tuning and evaluation never care which wa
   four ways: plain, ``flip-aug`` (trained on the plain and the flipped train vectors), ``flip-tta`` (val scored on
   the mean of the plain and the flipped probabilities) and both; a flip variant is kept only when it beats plain on
   val. ``tta`` in ``head.json`` makes the servable model average itself over the image and its mirror
-  (``bakeoff.finetune.flip_averaged``).
+  (``bakeoff.finetune.flip_averaged``). Features made at extra input sizes (``features --extra-sizes``) are more
+  feature sets (size x layer); the kept one's size is ``head.json``'s ``image_size``, the served model's input.
 
 Only the train and val splits are read here; the test split is left for ``bakeoff evaluate``.
 """
@@ -37,7 +38,7 @@ import numpy as np
 from bakeoff import env, storage
 from bakeoff.contract import HEAD_JSON, HEAD_KERAS, HEAD_SEARCH_MD
 from bakeoff.errors import BakeoffError
-from bakeoff.features import flip_key, load_features, tap_key
+from bakeoff.features import flip_key, load_features, size_key, tap_key
 
 SEARCH = "search"
 HEAD_KINDS = ("dense", "logreg", SEARCH)
@@ -276,21 +277,22 @@ def _fit_logreg(
     }
 
 
-def feature_sets(arrays: dict[str, np.ndarray], meta: dict) -> dict[str | None, np.ndarray]:
-    """Cut layer (None: the top) -> the vectors of every image: the features' own output plus each tap's."""
-    sets = {meta.get("cut"): arrays["features"]}
-    for name in meta.get("taps") or {}:
-        if tap_key(name) in arrays:
-            sets[name] = arrays[tap_key(name)]
+def feature_sets(
+    arrays: dict[str, np.ndarray], meta: dict, flipped: bool = False
+) -> dict[tuple[int | None, str | None], np.ndarray]:
+    """(input size, cut layer (None: the top)) -> the vectors of every image: the features' own output plus each
+    tap's, at the features' size and at each extra size. ``flipped``: the same sets on the mirrored images
+    (``features --flip``), empty when they were not made."""
+    size = meta.get("image_size")
+    names = {meta.get("cut"): "features", **{tap: tap_key(tap) for tap in meta.get("taps") or {}}}
+    sets = {}
+    for at in [size, *(meta.get("extra_image_sizes") or [])]:
+        for cut, name in names.items():
+            name = flip_key(name) if flipped else name
+            found = arrays.get(name if at == size else size_key(at, name))
+            if found is not None:
+                sets[(at, cut)] = found
     return sets
-
-
-def flipped_sets(arrays: dict[str, np.ndarray], meta: dict) -> dict[str | None, np.ndarray]:
-    """The same feature sets on horizontally flipped images (``features --flip``); empty when they were not made."""
-    sets = {meta.get("cut"): arrays.get(flip_key("features"))}
-    for name in meta.get("taps") or {}:
-        sets[name] = arrays.get(flip_key(tap_key(name)))
-    return {cut: x for cut, x in sets.items() if x is not None}
 
 
 # (flip augmentation, flip test-time averaging): plain first, so a tie keeps the cheaper, simpler model
@@ -317,6 +319,7 @@ class _Fit:
     x_val: np.ndarray
     y_val: np.ndarray
     score: tuple[float, float]
+    size: int | None = None  # the input size of the feature set (the served model's input size if kept)
     augment: bool = False  # trained on plain + flipped train features
     tta: bool = False  # val probabilities averaged over the plain and the flipped image
     x_val_flip: np.ndarray | None = None
@@ -336,6 +339,7 @@ class _Fit:
             return [
                 {
                     "feature_set": name,
+                    "size": self.size,
                     "variant": variant,
                     "head": "logreg",
                     "C": r["C"],
@@ -349,6 +353,7 @@ class _Fit:
         return [
             {
                 "feature_set": name,
+                "size": self.size,
                 "variant": variant,
                 "head": "dense",
                 "C": None,
@@ -363,7 +368,7 @@ class _Fit:
 def _fit_one(
     arrays,
     classes: list[str],
-    cut: str | None,
+    key: tuple[int | None, str | None],
     x_all: np.ndarray,
     kind: str,
     where: str,
@@ -372,7 +377,7 @@ def _fit_one(
     tta: bool = False,
     **hp,
 ) -> _Fit:
-    """Fit one head kind on one feature set's train rows and score it on its val rows.
+    """Fit one head kind on one feature set (``key``: input size, cut) train rows and score it on its val rows.
 
     ``flip_all`` (the set's vectors of the flipped images) enables ``augment`` (train on the plain and the flipped
     train rows) and ``tta`` (score the mean of the plain and the flipped val probabilities)."""
@@ -408,7 +413,8 @@ def _fit_one(
             balanced=hp["balance_classes"],
             x_val_flip=x_val_flip,
         )
-    fit = _Fit(cut, kind, model, info, weights, y_train, x_val, y_val, (0.0, 0.0), augment, tta, x_val_flip)
+    score = (0.0, 0.0)
+    fit = _Fit(key[1], kind, model, info, weights, y_train, x_val, y_val, score, key[0], augment, tta, x_val_flip)
     prob = fit.predict(len(classes))
     clipped = np.clip(prob, 1e-7, 1.0)  # float32 outputs: keep log-loss finite and rows summing to one
     loss = log_loss(y_val, clipped / clipped.sum(axis=1, keepdims=True), labels=list(range(len(classes))))
@@ -420,15 +426,16 @@ def search_markdown(rows: list[dict]) -> str:
     """The search table (one row per fit, every C of a logreg) with the kept fit marked."""
     lines = [
         "# Head search (chosen on val)\n",
-        "| feature set | flip | head | C | val accuracy | val log-loss | kept |",
-        "|---|---|---|---|---|---|---|",
+        "| feature set | size | flip | head | C | val accuracy | val log-loss | kept |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         c = "" if row.get("C") is None else f"{row['C']:g}"
         kept = "**yes**" if row["kept"] else ""
+        size = row.get("size") or ""
         lines.append(
-            f"| {row['feature_set']} | {row['variant']} | {row['head']} | {c} | {row['val_accuracy']:.4f} | {row['val_loss']:.4f} "
-            f"| {kept} |"
+            f"| {row['feature_set']} | {size} | {row['variant']} | {row['head']} | {c} "
+            f"| {row['val_accuracy']:.4f} | {row['val_loss']:.4f} | {kept} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -481,30 +488,22 @@ def train_head(
     flips: dict[str | None, np.ndarray] = {}
     if kind == SEARCH:
         # logreg (seconds) on every feature set ranks them; the dense head (the costly fit) joins on the best one
-        sets, flips = feature_sets(arrays, meta), flipped_sets(arrays, meta)
+        sets, flips = feature_sets(arrays, meta), feature_sets(arrays, meta, flipped=True)
         fits = [
-            _fit_one(arrays, classes, cut, x, "logreg", where, flips.get(cut), aug, tta, **hp)
-            for cut, x in sets.items()
-            for aug, tta in (FLIP_VARIANTS if cut in flips else FLIP_VARIANTS[:1])
+            _fit_one(arrays, classes, key, x, "logreg", where, flips.get(key), aug, tta, **hp)
+            for key, x in sets.items()
+            for aug, tta in (FLIP_VARIANTS if key in flips else FLIP_VARIANTS[:1])
         ]
         lead = max(fits, key=lambda f: f.score)
+        key = (lead.size, lead.cut)
         fits.append(
-            _fit_one(
-                arrays,
-                classes,
-                lead.cut,
-                sets[lead.cut],
-                "dense",
-                where,
-                flips.get(lead.cut),
-                lead.augment,
-                lead.tta,
-                **hp,
-            )
+            _fit_one(arrays, classes, key, sets[key], "dense", where, flips.get(key), lead.augment, lead.tta, **hp)
         )
     else:
-        fits = [_fit_one(arrays, classes, meta.get("cut"), arrays["features"], kind, where, **hp)]
-    best = max(fits, key=lambda f: f.score)  # the first of equals: the top before taps, logreg before dense
+        key = (meta.get("image_size"), meta.get("cut"))
+        fits = [_fit_one(arrays, classes, key, arrays["features"], kind, where, **hp)]
+    # the first of equals: the features' own size before extra sizes, the top before taps, logreg before dense
+    best = max(fits, key=lambda f: f.score)
     rows = []
     for fit in fits:
         for row in fit.rows():
@@ -526,7 +525,7 @@ def train_head(
         "feature_dim": int(best.x_val.shape[1]),
         "backbone": meta.get("backbone"),
         "weights": meta.get("weights"),
-        "image_size": meta.get("image_size"),
+        "image_size": best.size,  # the kept feature set's input size: the served model's
         "cut": best.cut,
         "flip_augment": best.augment,
         "tta": best.tta,

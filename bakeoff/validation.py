@@ -119,6 +119,8 @@ def validate(
         _check_weights_spec(report, str(params.get("weights") or ""))
     if "image_size" not in skip:
         _check_image_size(report, int(params.get("image_size") or 0), names)
+    if "extra_image_sizes" not in skip:
+        _check_extra_sizes(report, params.get("extra_image_sizes"), names)
     for name in ("experiment", "model_name"):
         if name not in skip:
             _check_mlflow_name(report, name, str(params.get(name) or ""))
@@ -232,6 +234,20 @@ def _check_image_size(report: Report, size: int, selected: list[str]) -> None:
         bb = registry.REGISTRY[name]
         if size < bb.min_size:
             report.add("image_size", f"{size} px is below {name}'s minimum of {bb.min_size}; use >= {bb.min_size}")
+
+
+def _check_extra_sizes(report: Report, value, selected: list[str]) -> None:
+    """Each extra input size is a whole number of pixels at or above every selected backbone's minimum."""
+    try:
+        sizes = [int(v) for v in split_list(value)]
+    except ValueError:
+        report.add("extra_image_sizes", f"{value!r} is not a comma-separated list of pixel sizes, e.g. 96,128")
+        return
+    for name in selected:
+        low = [s for s in sizes if s < registry.REGISTRY[name].min_size]
+        if low:
+            minimum = registry.REGISTRY[name].min_size
+            report.add("extra_image_sizes", f"{low} px is below {name}'s minimum of {minimum}; use >= {minimum}")
 
 
 def _check_mlflow_name(report: Report, name: str, value: str) -> None:

@@ -1,5 +1,7 @@
 """features: one frozen backbone over the whole Dataset -> pooled bottleneck vectors (content-addressed cache)."""
 
+from typing import List
+
 from kfp.dsl import Dataset, Input, Output
 
 
@@ -11,11 +13,13 @@ def features(
     batch_size: int,
     precision: str,
     flip: str,
+    extra_image_sizes: List[int],
     features: Output[Dataset],
 ):
     """``weights`` may be a per-backbone mapping; ``image_size`` 0 means the backbone's default size;
     ``precision`` auto|float32|bfloat16 (auto: bfloat16 on CPUs with AVX512-BF16 or AMX); ``flip`` on|off: a
-    second pass over the mirrored images for the head search's flip variants."""
+    second pass over the mirrored images for the head search's flip variants; ``extra_image_sizes``: more input
+    sizes whose features the head search also tries."""
     from bakeoff.features import extract_features
 
     # the per-image feature cache lives where $BAKEOFF_CACHE_URI says (a shared S3 prefix on a cluster)
@@ -28,6 +32,7 @@ def features(
         batch_size=batch_size,
         precision=precision,
         flip=flip == "on",
+        extra_sizes=list(extra_image_sizes),
     )
     features.metadata.update(
         {
@@ -42,6 +47,7 @@ def features(
                 "cache_misses",
                 "precision",
                 "flip",
+                "extra_image_sizes",
             )
         }
     )

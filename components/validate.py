@@ -24,6 +24,7 @@ def validate(
     backbones: List[str],
     weights: str,
     image_size: int,
+    extra_image_sizes: List[int],
     batch_size: int,
     precision: str,
     flip: str,

@@ -190,6 +190,7 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
             batch_size=p["batch_size"],
             precision=p["precision"],
             flip=p["flip"],
+            extra_image_sizes=p["extra_image_sizes"],
         ).outputs["features"]
         head = step(
             "train_head",

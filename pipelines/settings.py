@@ -85,6 +85,12 @@ class Parameters(BaseModel):
     image_size: int = Field(
         0, ge=0, description="Square input size in pixels; 0: each backbone's default (e.g. 224 for VGG16)."
     )
+    extra_image_sizes: list[int] = Field(
+        default_factory=list,
+        description="More square input sizes to try besides image_size (comma-separated, e.g. 96,128): features at "
+        "each size, the head search picks size, layer and head on validation and the model serves at the chosen "
+        "size; each extra size costs one more feature pass. Empty: one size.",
+    )
     batch_size: int = Field(
         32, ge=1, description="Images per batch in feature extraction, head training, fine-tuning and evaluation."
     )

@@ -111,6 +111,17 @@ def _weights_table(rows: list[dict]):
     return output.table_of("weights mirror", WEIGHTS_COLUMNS.values(), shown, WEIGHTS_COLUMNS)
 
 
+def _sizes(text: str) -> list[int]:
+    """``--extra-sizes 96,128`` -> [96, 128], or a one-line error."""
+    from bakeoff.errors import BakeoffError
+    from bakeoff.validation import split_list
+
+    try:
+        return [int(v) for v in split_list(text)]
+    except ValueError:
+        raise BakeoffError(f"--extra-sizes takes comma-separated pixel sizes, e.g. 96,128; got {text!r}") from None
+
+
 def features_cmd(
     dataset: str = typer.Argument(
         ..., help="Dataset folder (or s3:// prefix) with manifest.parquet from `bakeoff ingest`."
@@ -139,6 +150,11 @@ def features_cmd(
         "--precision",
         help="float32 | bfloat16 | auto: bfloat16 only on CPUs with AVX512-BF16 or AMX, for backbones measured faster "
         "there with unchanged head accuracy (VGG16: 2.4-4.4x); float32 elsewhere.",
+    ),
+    extra_sizes: str = typer.Option(
+        "",
+        "--extra-sizes",
+        help="More input sizes, comma-separated (e.g. 96,128): every array again at each, for the head search.",
     ),
     flip: bool = typer.Option(
         False,
@@ -177,6 +193,7 @@ def features_cmd(
         weights_sha256=weights_sha256,
         precision=precision,
         flip=flip,
+        extra_sizes=_sizes(extra_sizes),
     )
     flag = "" if info["weights"]["pretrained"] else "  [RANDOM WEIGHTS: smoke test only]"
     typer.echo(

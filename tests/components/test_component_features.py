@@ -19,7 +19,7 @@ def test_features_writes_vectors_and_reports_the_cache(
     n = len(manifest.read_manifest(tiny_dataset_dir))
 
     first = artifact(Dataset, "features")
-    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "auto", "off", first)
+    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "auto", "off", [], first)
     arrays = np.load(f"{first.path}/{contract.FEATURES_NPZ}")
     assert arrays["features"].shape == (n, 1280) and arrays["features"].dtype == np.float32
     info = contract.FeaturesInfo.read(first.path)
@@ -34,7 +34,7 @@ def test_features_writes_vectors_and_reports_the_cache(
 
     # same data, same backbone: every plain vector from the cache; flip on adds the mirrored images' vectors
     again = artifact(Dataset, "features-again")
-    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "float32", "on", again)
+    features(Dataset(uri=str(tiny_dataset_dir)), "mobilenet_v2", "imagenet", SIZE, 8, "float32", "on", [], again)
     assert again.metadata["cache_hits"] == n and again.metadata["cache_misses"] == 0 and again.metadata["flip"]
     flipped = np.load(f"{again.path}/{contract.FEATURES_NPZ}")
     np.testing.assert_array_equal(flipped["features"], arrays["features"])

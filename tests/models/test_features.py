@@ -386,3 +386,20 @@ def test_flip_features_are_the_mirrored_images_vectors_cached_apart(make_tiny_da
     np.testing.assert_array_equal(load_features(str(tmp_path / "g"))[0]["flip_features"], arrays["flip_features"])
     plain = extract_features(str(dataset), str(tmp_path / "p"), "mobilenet_v2", image_size=32, cache_uri=cache)
     assert plain["forward_images"] == 0 and "flip_features" not in load_features(str(tmp_path / "p"))[0]
+
+
+def test_extra_sizes_add_every_array_at_each_size_from_that_sizes_cache(tiny_dataset, tmp_path, mirror_env):
+    """``extra_sizes`` stores ``s<size>_<array>``: the same vectors a plain extraction at that size gives (its
+    cache is shared: that extraction is all hits)."""
+    cache, tap = str(tmp_path / "cache"), "tap_block_13_expand_relu"
+    kwargs = {"image_size": 32, "cache_uri": cache}
+    info = extract_features(str(tiny_dataset), str(tmp_path / "f"), "mobilenet_v2", extra_sizes=[48, 32], **kwargs)
+    arrays, _ = load_features(str(tmp_path / "f"))
+    assert info["extra_image_sizes"] == [48] and info["image_size"] == 32 and info["forward_images"] == 24
+    assert arrays["s48_features"].shape == (12, 1280) and arrays[f"s48_{tap}"].shape == (12, 576)
+    assert not np.allclose(arrays["s48_features"], arrays["features"])
+    at48 = extract_features(str(tiny_dataset), str(tmp_path / "g"), "mobilenet_v2", image_size=48, cache_uri=cache)
+    assert at48["forward_images"] == 0
+    np.testing.assert_array_equal(load_features(str(tmp_path / "g"))[0]["features"], arrays["s48_features"])
+    with pytest.raises(BakeoffError, match="extra image sizes >= 32, got 16"):
+        extract_features(str(tiny_dataset), str(tmp_path / "h"), "mobilenet_v2", extra_sizes=[16], **kwargs)

@@ -218,3 +218,27 @@ def test_a_tta_head_becomes_one_model_that_averages_image_and_mirror(
     assert tuned["tta"] is True and "finetune_val_gain" in tuned
     after = _load(str(tmp_path / "m1"))
     np.testing.assert_allclose(after.predict(images, verbose=0), after.predict(mirrored, verbose=0), atol=1e-5)
+
+
+def test_a_search_over_two_sizes_records_both_and_serves_the_chosen_one(make_tiny_dataset, tmp_path, mirror_env):
+    """Features at 32 px and (extra) 48 px; the 32 px vectors are replaced by noise, so val must choose 48: both
+    sizes are in search.md, head.json says 48, and the assembled model takes 48 px images."""
+    from bakeoff.features import extract_features
+    from bakeoff.finetune import finetune
+    from bakeoff.heads import train_head
+
+    dataset = make_tiny_dataset(tmp_path / "d", per_class=10)
+    feats = tmp_path / "f"
+    extract_features(str(dataset), str(feats), "mobilenet_v2", image_size=32, extra_sizes=[48], taps=False)
+    data = dict(np.load(feats / "features.npz"))
+    data["features"] = np.random.default_rng(0).normal(size=data["features"].shape).astype(np.float32)
+    np.savez(feats / "features.npz", **data)
+
+    info = train_head(str(feats), str(tmp_path / "h"), kind="search", epochs=5, hidden=8)
+    assert {r["size"] for r in info["search"]} == {32, 48}
+    kept = next(r for r in info["search"] if r["kept"])
+    assert kept["size"] == 48 == info["image_size"]
+    table = (tmp_path / "h" / "search.md").read_text()
+    assert "| top | 32 |" in table and "| top | 48 |" in table
+    model = finetune(str(dataset), str(tmp_path / "h"), str(tmp_path / "m"), epochs=0)
+    assert model["image_size"] == 48 and _load(str(tmp_path / "m")).input.shape[1:] == (48, 48, 3)

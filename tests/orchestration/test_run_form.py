@@ -25,7 +25,11 @@ FIELDS = Parameters.model_fields
 CHOICE_FIELDS = [name for name, info in FIELDS.items() if get_origin(info.annotation) is Literal]
 
 
-VALID_OTHER = {"image_size": ("64", 64), "classes": ("dog,horse", "dog,horse")}
+VALID_OTHER = {
+    "image_size": ("64", 64),
+    "extra_image_sizes": ("96, 128", [96, 128]),
+    "classes": ("dog,horse", "dog,horse"),
+}
 
 
 def _click_command(name: str):

@@ -92,6 +92,7 @@ def test_every_problem_of_a_config_file_is_reported_at_once(isolated, demo_raw, 
                     "backbones": "mobilenet_v2,vgg61",
                     "weights": "mobilenet_v2=imagenet,vgg=hed",
                     "image_size": 16,
+                    "extra_image_sizes": "64,16",
                     "val_fraction": 0.9,
                     "classes": "sneakr,bag",
                     "label_map_uri": demo_raw.label_map,
@@ -103,13 +104,14 @@ def test_every_problem_of_a_config_file_is_reported_at_once(isolated, demo_raw, 
     )
     assert main(["run", "--config", str(config), "--data", demo_raw.raw_dir]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: config {config}: 7 problems: ") and "\n" not in err
+    assert err.startswith(f"error: config {config}: 8 problems: ") and "\n" not in err
     for expected in (
         "parameters.val_fraction: Input should be less than 0.5",
         "settings.parallelism: Input should be greater than or equal to 1",
         "parameters.backbones: unknown backbone 'vgg61' (did you mean vgg16?)",
         "parameters.weights: mapping key 'vgg' is not a backbone (did you mean vgg16?)",
         "parameters.image_size: 16 px is below mobilenet_v2's minimum of 32",
+        "parameters.extra_image_sizes: [16] px is below mobilenet_v2's minimum of 32",
         "parameters.model_name: 'team/classifier': MLflow model names cannot contain '/' or ':'",
         "parameters.classes: no class 'sneakr' in",
     ):
