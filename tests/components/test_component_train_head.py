@@ -39,6 +39,6 @@ def test_train_head_search_shows_its_table_in_the_kfp_ui(tiny_features_dir, arti
     info = contract.HeadInfo.read(head.path)
     table = open(search.path).read()
     assert table.startswith("# Head search (chosen on val)") and table.count("**yes**") == 1
-    assert "| top | logreg |" in table and "| block_13_expand_relu | logreg |" in table
+    assert "| top | 32 | plain | logreg |" in table and "| block_13_expand_relu | 32 | plain | logreg |" in table
     assert table.count("| dense |") == 1  # on the feature set logreg ranked first
     assert head.metadata["kind"] == info.kind in ("logreg", "dense") and head.metadata["cut"] == info.cut
