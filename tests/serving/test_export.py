@@ -149,7 +149,8 @@ def test_a_flip_averaged_model_exports_and_serves_as_the_mean_of_both_passes(mlf
     for fmt, run in export.RUNNERS.items():
         np.testing.assert_allclose(run(str(tmp_path / "export" / result.files[fmt]), images), expected, atol=1e-5)
 
-    with mlflow.start_run():
+    where = mlflow.create_experiment("flip-tta", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=where):  # artifacts under tmp_path, never the working directory
         logged = log_model(str(folder / "model.keras"), str(folder / "model.json"), classes, size, "flip-tta")
     network = mlflow.tensorflow.load_model(logged.model_uri, keras_model_kwargs={"compile": False})
     np.testing.assert_allclose(network.predict(images, verbose=0), expected, atol=1e-5)
