@@ -236,7 +236,7 @@ def inference_function(model):
     import tensorflow as tf
 
     def forward(x):
-        result = model(x, training=False)
+        result = model(tf.cast(x, tf.float32), training=False)  # decoded tensors arrive as uint8
         if isinstance(result, list | tuple):
             return [tf.cast(r, tf.float32) for r in result]
         return tf.cast(result, tf.float32)
@@ -249,8 +249,9 @@ def inference_function(model):
 def compute_vectors(model, batches, total: int, description: str = "features") -> np.ndarray | list[np.ndarray]:
     """Run the frozen extractor over a dataset of image batches, with a rich progress bar that shows images/s.
 
-    ``batches`` is what ``bakeoff.decoded.image_batches`` gives: the dataset's decoded tensor read in bounded
-    batches (decoding left the loop), or the files decoded in it when that cache is off. A model with several
+    ``batches`` is what ``bakeoff.decoded.inference_batches`` gives: uint8 batches of the dataset's decoded tensor
+    (decoding left the loop, or overlaps it while the tensor is written), or the files decoded in the loop when
+    that cache is off. A model with several
     outputs (taps) gives a list of arrays, one per output.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -303,7 +304,7 @@ def extract_features(
     stored as ``tap_<layer>`` arrays beside ``features``; each output has its own cache key (the cut is in it).
     """
     from bakeoff.backbones import build_feature_extractor, get_backbone
-    from bakeoff.decoded import image_batches
+    from bakeoff.decoded import inference_batches
     from bakeoff.weights import resolve_weights
 
     started = time.perf_counter()
@@ -334,7 +335,7 @@ def extract_features(
         with keras_policy(precision):
             model = build_feature_extractor(bb, resolved, size, cut, tap_names)
         t0 = time.perf_counter()
-        batches = image_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not done yet
+        batches = inference_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not yet
         vectors = compute_vectors(model, batches, len(misses), description=f"{bb.name} features")
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]

@@ -68,13 +68,14 @@ def _forward(model, images: np.ndarray, batch_size: int) -> float:
 
 
 def _files_to_features(model, df, size: int, batch_size: int, decoded: str) -> float:
-    """What `bakeoff features` runs after its cache lookup: image_batches (tensor or decoding) + the forward loop."""
-    from bakeoff.decoded import image_batches
+    """What `bakeoff features` runs after its cache lookup: inference_batches (tensor, or decoding into it, or
+    decoding only) + the forward loop."""
+    from bakeoff.decoded import inference_batches
     from bakeoff.features import compute_vectors
 
     start = time.perf_counter()
     with _decoded_cache(decoded):
-        compute_vectors(model, image_batches(df, df, size, batch_size), len(df))
+        compute_vectors(model, inference_batches(df, df, size, batch_size), len(df))
     return len(df) / (time.perf_counter() - start)
 
 
