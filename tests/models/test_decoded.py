@@ -12,6 +12,7 @@ import pytest
 from bakeoff import decoded, manifest, storage
 from bakeoff.data import image_dataset
 from bakeoff.errors import BakeoffError
+
 from support.limits import small_filesystem
 
 
