@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the report, not bars, on the terminal
+
 AFTER_TREE = Path(__file__).resolve().parents[1]
 DEFAULT_BEFORE = "3560fcc"  # main when issue 10 was started
 DUMP_PER_CLASS = {"demo": 200, "digits": 150}  # the demo as `make demo` builds it; digits: 150 of the 174-183
@@ -129,7 +131,6 @@ def read_result(run: Run) -> None:
     run.run_id = decision["challenger_run_id"]
     row = next(r for r in run.result["rows"] if r["run_id"] == run.run_id)
     run.val_acc, run.test_acc = row.get("val_accuracy"), row.get("test_accuracy")
-    run.champion = f"{row['backbone']} ({row['weights']})"
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=run.result["tracking_uri"])
