@@ -198,3 +198,47 @@ def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
     assert code == 1  # the form was valid, the pipeline ran and failed: exit 1, not the usage error's 2
     assert err.startswith("error: task 'ingest' failed:") and "classes" in err and "pipeline.log" in err
     assert "\n" not in err
+
+
+def test_kfp_ui_and_mlflow_show_the_candidates_the_val_choice_the_curve_and_the_label_issues(first_run):
+    """Issue 10's last "done means": what a person opens (the KFP task artifacts, the MLflow runs) shows every
+    candidate head tried, that the challenger is the val winner, the learning curve and the label-issue report."""
+    from mlflow import MlflowClient
+
+    code, _, result, run_dir = first_run
+    assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
+    root = Path(result["pipeline_root"])
+    decision = result["decision"]
+
+    # KFP UI: each branch's train-head shows its search table (every head tried on val, exactly one kept)
+    heads = sorted(root.glob("*/for-loop-*-iteration-*/train-head/executor_output.json"))
+    assert len(heads) == 2
+    for path in heads:
+        table = Path(json.loads(path.read_text())["artifacts"]["search"]["artifacts"][0]["uri"]).read_text()
+        assert table.startswith("# Head search (chosen on val)") and table.count("**yes**") == 1
+    # ... and select-and-register's leaderboard: val beside test, best val first, and that row is the challenger
+    board = result["leaderboard"]
+    header = next(line for line in board.splitlines() if line.startswith("| backbone"))
+    assert header.index("val_accuracy") < header.index("test_accuracy")
+    ranks = [(row["val_accuracy"], row["val_f1_macro"]) for row in result["rows"]]
+    assert ranks == sorted(ranks, reverse=True)
+    [challenger] = [row for row in result["rows"] if row["run_id"] == decision["challenger_run_id"]]
+    assert (challenger["val_accuracy"], challenger["val_f1_macro"]) == ranks[0]  # the val winner (ties: any of them)
+    assert f"challenger {decision['challenger_run_id']}" in board
+    # ... and the insight task's two reports
+    assert "Learning curve" in Path(result["insight"]["learning_curve_html"]).read_text()
+    assert "Suspected label errors" in Path(result["insight"]["label_issues_html"]).read_text()
+
+    # MLflow: every candidate run carries its search table; the parent the leaderboard (val column), the gate's
+    # report and the insight files, learning curve and label issues as pages a browser shows
+    client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
+    for row in result["rows"]:
+        configs = {f.path for f in client.list_artifacts(row["run_id"], "config")}
+        assert "config/search.md" in configs, configs
+    parent = client.get_run(decision["challenger_run_id"]).data.tags["mlflow.parentRunId"]
+    top = {f.path for f in client.list_artifacts(parent)}
+    assert {"leaderboard.md", "gate_report.md"} <= top, top
+    leaderboard = Path(client.download_artifacts(parent, "leaderboard.md")).read_text()
+    assert "val_accuracy" in leaderboard and decision["challenger_run_id"] in leaderboard
+    insight = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(parent, "insight")}
+    assert {"learning_curve.html", "learning_curve.md", "label_issues.html", "label_issues.csv"} <= insight
