@@ -57,6 +57,7 @@ def val_score(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     from sklearn.metrics import accuracy_score, log_loss
 
     probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows can miss 1.0 by a hair
     labels = list(range(probs.shape[1]))
     return float(accuracy_score(y, probs.argmax(axis=1))), float(log_loss(y, probs, labels=labels))
 

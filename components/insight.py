@@ -32,7 +32,8 @@ def insight(
 
     tracking.configure()
     chosen = json.loads(decision)
-    backbone, cut = features_subject(tracking.client().get_run(chosen["challenger_run_id"]))
+    run = tracking.client().get_run(chosen["challenger_run_id"])
+    backbone, cut = features_subject(run, chosen["challenger_backbone"])
     record = insight_for_challenger(
         dataset.path, [item.path for item in features], backbone, cut, report.path, seed=seed
     )
