@@ -31,8 +31,9 @@ def _run_ensemble(artifact, dataset, parent, run_ids, model_name, max_members=3)
 
 
 def test_the_ensemble_is_one_more_candidate_with_its_members_and_competes(
-    tracking_store, dataset, candidates, artifact, model_name, capsys
+    tracking_store, dataset, candidates, artifact, model_name, capsys, tmp_path
 ):
+    from bakeoff.export import export_model
     from bakeoff.predict import predict_source
     from bakeoff.tracking.ensemble_run import features_subject
 
@@ -84,6 +85,9 @@ def test_the_ensemble_is_one_more_candidate_with_its_members_and_competes(
     # the champion is the ensemble: predict serves it like any model (encoded images in, class names out)
     preds = predict_source(f"models:/{model_name}@champion", str(dataset / "images"))
     assert set(preds["predicted"]) == {"blue", "red"} and (preds["error"] == "").all()
+    # ... and exports like any model: SavedModel and TFLite, each checked against Keras before it is written
+    exported = export_model(f"models:/{model_name}@champion", str(tmp_path / "export"))
+    assert (tmp_path / "export" / "model.tflite").exists(), exported
 
 
 def test_with_one_candidate_or_max_members_below_two_the_list_passes_through(
