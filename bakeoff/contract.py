@@ -117,6 +117,7 @@ GATE_TAG_PREFIX = "bakeoff.gate."  # + a GateDecision field name
 GATE_CHALLENGER_TAG = f"{GATE_TAG_PREFIX}challenger_run_id"  # set once a decision is recorded on a pipeline run
 FAILURE_TAG = "bakeoff.failure"  # why a pipeline run (and its candidates) ended FAILED
 TASK_KEY_TAG = "bakeoff.task_key"  # a candidate's key within its pipeline run (the backbone): retries reuse the run
+ENSEMBLE_MEMBERS_TAG = "bakeoff.ensemble_members"  # an ensemble candidate: its members' run ids, comma-separated
 # the registry-wide lock (a registered model named <model>.lock) carries these
 LOCK_OWNER_TAG = "bakeoff.lock_owner"
 LOCK_EXPIRES_TAG = "bakeoff.lock_expires"  # seconds since the epoch; renewed by the holder's heartbeat

@@ -1,0 +1,116 @@
+"""components.ensemble: two real candidates averaged into one more MLflow candidate that competes at the gate.
+
+The red/blue candidates (support.candidates) are exact "redness" models: threshold 100 and threshold 150 each miss
+one val image (red 114 and red 141), and their average acts like threshold 125, right on all of val. So the ensemble
+is made, wins on val, becomes the challenger and the champion, and is then served like any model.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kfp.dsl import Dataset, Markdown, Metrics, Model
+
+from bakeoff import contract, tracking
+from components.ensemble import ensemble
+from components.select_and_register import select_and_register
+
+
+def _run_ensemble(artifact, dataset, parent, run_ids, model_name, max_members=3):
+    return ensemble(
+        Dataset(uri=str(dataset)),
+        parent,
+        run_ids,
+        max_members,
+        model_name,
+        32,
+        0,
+        artifact(Model, "ensemble-model"),
+        artifact(Dataset, "ensemble-report"),
+    )
+
+
+def test_the_ensemble_is_one_more_candidate_with_its_members_and_competes(
+    tracking_store, dataset, candidates, artifact, model_name, capsys, tmp_path
+):
+    from bakeoff.export import export_model
+    from bakeoff.predict import predict_source
+    from bakeoff.tracking.ensemble_run import features_subject
+
+    experiment = f"components-{model_name}"
+    parent = tracking.start_pipeline_run(experiment, str(dataset))
+    low = tracking.log_candidate(parent, model_name=model_name, **candidates(100.0).dirs)
+    high = tracking.log_candidate(parent, model_name=model_name, **candidates(150.0, backbone="vgg16").dirs)
+
+    out = _run_ensemble(artifact, dataset, parent, [low, high], model_name)
+
+    assert out[:2] == [low, high] and len(out) == 3
+    c = tracking.client()
+    run, members = c.get_run(out[2]), {r: c.get_run(r) for r in (low, high)}
+    assert run.data.tags[contract.PARENT_RUN_TAG] == parent and run.info.status == "FINISHED"
+    assert run.data.tags[contract.KIND_TAG] == contract.KIND_CANDIDATE
+    assert run.data.tags[contract.ENSEMBLE_MEMBERS_TAG] == run.data.params["ensemble_member_run_ids"]
+    assert set(run.data.params["ensemble_member_run_ids"].split(",")) == {low, high}
+    assert sorted(run.data.params["ensemble_members"].split(",")) == ["mobilenet_v2", "vgg16"]
+    uris = {members[r].data.tags[contract.MODEL_URI_TAG] for r in (low, high)}
+    assert set(run.data.params["ensemble_member_model_uris"].split(",")) == uris
+    assert run.data.params["ensemble_weights"] == "0.5,0.5"
+    assert run.data.tags[contract.BACKBONE_TAG].startswith("ensemble:")
+    assert run.data.tags[contract.WEIGHTS_PRETRAINED_TAG] == "true"
+    metrics = run.data.metrics
+    assert metrics["val_accuracy"] == 1.0 > max(m.data.metrics["val_accuracy"] for m in members.values())
+    assert 0.9 < metrics["test_accuracy"] <= 1.0  # the test estimate, read after the choice
+    assert "ensemble of" in capsys.readouterr().out
+    # insight reads the first member's features (the best single candidate on val)
+    assert features_subject(run, run.data.tags[contract.BACKBONE_TAG])[0] in {"mobilenet_v2", "vgg16"}
+
+    result = json.loads(
+        select_and_register(
+            Dataset(uri=str(dataset)),
+            parent,
+            out,
+            [artifact(Metrics, f"m{i}", backbone=f"b{i}", accuracy=0.9) for i in range(2)],
+            experiment,
+            model_name,
+            "mcnemar",
+            0.05,
+            artifact(Markdown, "leaderboard"),
+            artifact(Metrics, "decision"),
+        )
+    )
+
+    assert result["challenger_run_id"] == out[2] and result["promoted"] is True  # it competed, and won on val
+    board = tracking.leaderboard(experiment, parent_run_id=parent)
+    assert list(board["run_id"])[0] == out[2] and set(board["run_id"]) == set(out)
+    # the champion is the ensemble: predict serves it like any model (encoded images in, class names out)
+    preds = predict_source(f"models:/{model_name}@champion", str(dataset / "images"))
+    assert set(preds["predicted"]) == {"blue", "red"} and (preds["error"] == "").all()
+    # ... and exports like any model: SavedModel and TFLite, each checked against Keras before it is written
+    exported = export_model(f"models:/{model_name}@champion", str(tmp_path / "export"))
+    assert (tmp_path / "export" / "model.tflite").exists(), exported
+
+
+def test_with_one_candidate_or_max_members_below_two_the_list_passes_through(
+    tracking_store, dataset, candidates, artifact, model_name, capsys
+):
+    parent = tracking.start_pipeline_run(f"components-{model_name}", str(dataset))
+    low = tracking.log_candidate(parent, model_name=model_name, **candidates(100.0).dirs)
+    high = tracking.log_candidate(parent, model_name=model_name, **candidates(150.0, backbone="vgg16").dirs)
+
+    assert _run_ensemble(artifact, dataset, parent, [low], model_name) == [low]
+    assert "1 usable candidate(s); an ensemble needs 2 or more" in capsys.readouterr().out
+    assert _run_ensemble(artifact, dataset, parent, [low, high], model_name, max_members=1) == [low, high]
+    assert "ensemble_max_members is 1: no ensemble" in capsys.readouterr().out
+    assert len(tracking.candidate_runs(parent)) == 2  # no ensemble run was made
+
+
+def test_a_retried_ensemble_step_reuses_its_run(tracking_store, dataset, candidates, artifact, model_name):
+    parent = tracking.start_pipeline_run(f"components-{model_name}", str(dataset))
+    low = tracking.log_candidate(parent, model_name=model_name, **candidates(100.0).dirs)
+    high = tracking.log_candidate(parent, model_name=model_name, **candidates(150.0, backbone="vgg16").dirs)
+
+    first = _run_ensemble(artifact, dataset, parent, [low, high], model_name)
+    again = _run_ensemble(artifact, dataset, parent, [low, high], model_name)
+
+    assert first == again and len(first) == 3
+    assert len(tracking.candidate_runs(parent)) == 3  # the two members and ONE ensemble
