@@ -118,16 +118,42 @@ def build_model(models: Sequence, image_sizes: Sequence[int], n_classes: int):
     return keras.Model(inputs, keras.layers.Average(name="probabilities")(outputs), name="ensemble")
 
 
-def member_val_probs(members: Sequence[Member], models: Sequence, dataset_dir: str, batch_size: int) -> dict:
-    """run id -> [n_val, n_classes] probabilities of each member on the val split (``evaluate.predict_split``)."""
+def member_probs(
+    members: Sequence[Member],
+    models: Sequence,
+    dataset_dir: str,
+    split: str,
+    batch_size: int,
+    logged: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> dict:
+    """run id -> [n, n_classes] probabilities of each member on ``split`` (manifest order): the member's own
+    logged evaluation where given (``logged[run_id][split]``), else predicted (``evaluate.predict_split``)."""
     from bakeoff.contract import prob_column
     from bakeoff.evaluate import predict_split
 
     out = {}
     for member, model in zip(members, models, strict=True):
-        preds = predict_split(model, list(member.classes), member.image_size, dataset_dir, "val", batch_size)
+        known = (logged or {}).get(member.run_id, {}).get(split)
+        if known is not None:
+            out[member.run_id] = np.asarray(known)
+            continue
+        preds = predict_split(model, list(member.classes), member.image_size, dataset_dir, split, batch_size)
         out[member.run_id] = preds[[prob_column(c) for c in member.classes]].to_numpy()
     return out
+
+
+def check_average(model, dataset_dir: str, classes: list[str], size: int, expected: np.ndarray, n: int = 8) -> None:
+    """The built model on the first ``n`` test images must give the members' mean probabilities (what the
+    ensemble's evaluation reports without predicting again); a difference is a bug, never a silent number."""
+    from bakeoff.decoded import image_batches
+    from bakeoff.evaluate import split_rows
+
+    df, rows = split_rows(dataset_dir, "test", classes)
+    rows = rows.head(n)
+    got = model.predict(image_batches(df, rows, size, batch_size=len(rows)), verbose=0)
+    if not np.allclose(got, expected[: len(rows)], atol=1e-4):
+        worst = float(np.abs(got - expected[: len(rows)]).max())
+        raise BakeoffError(f"the ensemble model differs from its members' mean by {worst:.2g} on test images")
 
 
 def val_labels(dataset_dir: str, classes: Sequence[str]) -> np.ndarray:
@@ -164,9 +190,9 @@ def _weights(members: Sequence[Member]) -> dict:
     }
 
 
-def write_ensemble(members: Sequence[Member], models: Sequence, selection: Selection, out_dir: str) -> dict:
+def write_ensemble(members: Sequence[Member], models: Sequence, selection: Selection, out_dir: str) -> tuple:
     """Build the averaged model of the chosen members; write model.keras and model.json (with a ``members``
-    record) to ``out_dir``; return model.json's content."""
+    record) to ``out_dir``; return (model.json's content, the model)."""
     from bakeoff.heads import save_keras
 
     by_id = {m.run_id: (m, model) for m, model in zip(members, models, strict=True)}
@@ -189,7 +215,7 @@ def write_ensemble(members: Sequence[Member], models: Sequence, selection: Selec
     }
     save_keras(model, storage.join(out_dir, MODEL_KERAS))
     storage.write_json(storage.join(out_dir, MODEL_JSON), info)
-    return info
+    return info, model
 
 
 def mlflow_params(info: dict) -> dict:
@@ -206,23 +232,47 @@ def mlflow_params(info: dict) -> dict:
 
 
 def make_ensemble(
-    members: Sequence[Member], dataset_dir: str, out_dir: str, *, max_members: int, batch_size: int = 32
-) -> tuple[dict | None, str]:
-    """Choose members on val, build and write the ensemble to ``out_dir``; (model.json content, message), or
-    (None, why not) when no ensemble is made (too few candidates, no val split, one member is best alone)."""
+    members: Sequence[Member],
+    dataset_dir: str,
+    out_dir: str,
+    *,
+    max_members: int,
+    batch_size: int = 32,
+    logged: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> tuple[dict | None, str, dict]:
+    """Choose members on val, build and write the ensemble to ``out_dir``.
+
+    Returns (model.json content, message, split -> the ensemble's probabilities): the mean of the chosen members'
+    val and test probabilities, checked against the built model on a few test images, so its evaluation needs no
+    second pass over the images (empty when the members' input sizes differ). (None, why not, {}) when no ensemble is made (too few candidates, no val split,
+    one member is best alone). ``logged``: run id -> split -> a member's probabilities from its own evaluation.
+    """
     from bakeoff.predict import load_keras_model
 
     if max_members < 2:
-        return None, f"ensemble_max_members is {max_members}: no ensemble"
+        return None, f"ensemble_max_members is {max_members}: no ensemble", {}
     if reason := usable(members, dataset_dir):
-        return None, f"no ensemble: {reason}"
+        return None, f"no ensemble: {reason}", {}
     models = [load_keras_model(m.model_uri) for m in members]
-    probs = member_val_probs(members, models, dataset_dir, batch_size)
+    probs = member_probs(members, models, dataset_dir, "val", batch_size, logged)
     selection = choose_members(probs, val_labels(dataset_dir, members[0].classes), max_members)
     if len(selection.members) < 2:
-        return None, "no ensemble: no second candidate improves the best one on val"
-    info = write_ensemble(members, models, selection, out_dir)
-    return info, (
-        f"ensemble of {info['backbone'][len(ENSEMBLE_PREFIX) :]}: val accuracy {selection.val_accuracy:.4f} "
-        f"(log-loss {selection.val_log_loss:.4f})"
+        return None, "no ensemble: no second candidate improves the best one on val", {}
+    info, model = write_ensemble(members, models, selection, out_dir)
+    chosen = [(m, mdl) for m, mdl in zip(members, models, strict=True) if m.run_id in selection.members]
+    known: dict = {}
+    if len({m.image_size for m, _ in chosen}) == 1:  # a resized member sees other pixels than in its own run
+        test = member_probs(*zip(*chosen), dataset_dir, "test", batch_size, logged)
+        known = {
+            "val": np.mean([probs[r] for r in selection.members], axis=0),
+            "test": np.mean([test[r] for r in selection.members], axis=0),  # read for the estimate, not the choice
+        }
+        check_average(model, dataset_dir, info["classes"], info["image_size"], known["test"])
+    return (
+        info,
+        (
+            f"ensemble of {info['backbone'][len(ENSEMBLE_PREFIX) :]}: val accuracy {selection.val_accuracy:.4f} "
+            f"(log-loss {selection.val_log_loss:.4f})"
+        ),
+        known,
     )

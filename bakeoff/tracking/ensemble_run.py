@@ -9,7 +9,10 @@ that made it.
 
 from __future__ import annotations
 
+import tempfile
 import time
+
+import numpy as np
 
 from bakeoff import contract
 from bakeoff.ensemble import ENSEMBLE_PREFIX, Member, make_ensemble, mlflow_params
@@ -47,6 +50,34 @@ def ensemble_members(run_ids: list[str]) -> list[Member]:
     return out
 
 
+def logged_probabilities(members: list[Member], dataset_dir: str) -> dict[str, dict[str, np.ndarray]]:
+    """run id -> split -> the member's probabilities from its own evaluation artifacts, for the splits whose
+    logged rows are exactly this dataset's (same images, same order); what is missing is predicted again."""
+    import mlflow.artifacts
+    import pandas as pd
+
+    from bakeoff.contract import prob_column
+    from bakeoff.evaluate import split_rows
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for member in members:
+            for split, name in contract.SPLIT_PREDICTIONS.items():
+                try:
+                    path = mlflow.artifacts.download_artifacts(
+                        run_id=member.run_id, artifact_path=f"{contract.EVALUATION_ARTIFACTS}/{name}", dst_path=tmp
+                    )
+                    preds = pd.read_parquet(path)
+                    rows = split_rows(dataset_dir, split, list(member.classes))[1]
+                except Exception:  # an older run without the file, or another dataset: predict instead
+                    continue
+                if preds["sha256"].astype(str).tolist() == rows["sha256"].astype(str).tolist():
+                    out.setdefault(member.run_id, {})[split] = preds[
+                        [prob_column(c) for c in member.classes]
+                    ].to_numpy()
+    return out
+
+
 def log_ensemble(
     parent_run_id: str,
     candidate_run_ids: list[str],
@@ -65,10 +96,13 @@ def log_ensemble(
 
     started = time.perf_counter()
     members = ensemble_members(candidate_run_ids)
-    info, message = make_ensemble(members, dataset_dir, model_dir, max_members=max_members, batch_size=batch_size)
+    logged = logged_probabilities(members, dataset_dir)
+    info, message, known = make_ensemble(
+        members, dataset_dir, model_dir, max_members=max_members, batch_size=batch_size, logged=logged
+    )
     if info is None:
         return None, message
-    evaluate(model_dir, dataset_dir, eval_dir, batch_size=batch_size, seed=seed)
+    evaluate(model_dir, dataset_dir, eval_dir, batch_size=batch_size, seed=seed, known=known)
     params = {**mlflow_params(info), "ensemble_build_seconds": round(time.perf_counter() - started, 1)}
     run_id = log_candidate(
         parent_run_id,

@@ -30,12 +30,34 @@ def _run_ensemble(artifact, dataset, parent, run_ids, model_name, max_members=3)
     )
 
 
+def _assert_logged_predictions_equal_the_models(run, dataset, tmp_path) -> None:
+    import mlflow.artifacts
+    import numpy as np
+    import pandas as pd
+
+    from bakeoff.evaluate import predict_split
+    from bakeoff.predict import load_keras_model, model_info
+
+    uri = run.data.tags[contract.MODEL_URI_TAG]
+    info, model = model_info(uri), load_keras_model(uri)
+    for split, name in contract.SPLIT_PREDICTIONS.items():
+        logged = pd.read_parquet(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path=f"{contract.EVALUATION_ARTIFACTS}/{name}", dst_path=str(tmp_path)
+            )
+        )
+        fresh = predict_split(model, list(info.classes), info.image_size, str(dataset), split)
+        columns = [contract.prob_column(c) for c in info.classes]
+        assert logged["sha256"].tolist() == fresh["sha256"].tolist()
+        np.testing.assert_allclose(logged[columns].to_numpy(), fresh[columns].to_numpy(), atol=1e-4)
+
+
 def test_the_ensemble_is_one_more_candidate_with_its_members_and_competes(
     tracking_store, dataset, candidates, artifact, model_name, capsys, tmp_path
 ):
     from bakeoff.export import export_model
     from bakeoff.predict import predict_source
-    from bakeoff.tracking.ensemble_run import features_subject
+    from bakeoff.tracking.ensemble_run import ensemble_members, features_subject, logged_probabilities
 
     experiment = f"components-{model_name}"
     parent = tracking.start_pipeline_run(experiment, str(dataset))
@@ -61,6 +83,12 @@ def test_the_ensemble_is_one_more_candidate_with_its_members_and_competes(
     assert metrics["val_accuracy"] == 1.0 > max(m.data.metrics["val_accuracy"] for m in members.values())
     assert 0.9 < metrics["test_accuracy"] <= 1.0  # the test estimate, read after the choice
     assert "ensemble of" in capsys.readouterr().out
+    # its evaluation reused the members' logged val/test probabilities: the numbers equal predicting with the model
+    for member in (low, high):
+        logged = {f.path for f in c.list_artifacts(member, contract.EVALUATION_ARTIFACTS)}
+        assert {f"{contract.EVALUATION_ARTIFACTS}/{n}" for n in contract.SPLIT_PREDICTIONS.values()} <= logged
+    assert set(logged_probabilities(ensemble_members([low, high]), str(dataset))) == {low, high}
+    _assert_logged_predictions_equal_the_models(run, dataset, tmp_path)
     # insight reads the first member's features (the best single candidate on val)
     assert features_subject(run, run.data.tags[contract.BACKBONE_TAG])[0] in {"mobilenet_v2", "vgg16"}
 

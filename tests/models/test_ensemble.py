@@ -87,3 +87,20 @@ def test_a_member_with_the_wrong_number_of_outputs_is_refused():
 
     with pytest.raises(BakeoffError, match="member 0 gives 2 outputs for 3 classes"):
         build_model([threshold_model(100.0)], [32], n_classes=3)
+
+
+def test_the_average_check_refuses_a_model_that_is_not_its_members_mean(tiny_dataset, tmp_path, monkeypatch):
+    """The ensemble's evaluation reports the members' mean probabilities without predicting again; the built model
+    is checked against them on test images first, so a wiring bug is an error, never a silent number."""
+    from bakeoff import manifest
+    from bakeoff.ensemble import check_average
+    from bakeoff.evaluate import predict_split
+
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", str(tmp_path / "decoded"))
+    classes = sorted(set(manifest.read_manifest(tiny_dataset)["label"]))
+    model = build_model([_sigmoid_model(24), _sigmoid_model(24)], [24, 24], n_classes=2)
+    own = predict_split(model, classes, 24, str(tiny_dataset), "test")
+    probs = own[[f"prob_{c}" for c in classes]].to_numpy()
+    check_average(model, str(tiny_dataset), classes, 24, probs)  # its own predictions pass
+    with pytest.raises(BakeoffError, match="differs from its members' mean by 0.1"):
+        check_average(model, str(tiny_dataset), classes, 24, np.clip(probs + [[0.1, -0.1]], 0, 1))
