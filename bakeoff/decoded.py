@@ -32,7 +32,8 @@ import itertools
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,6 +107,20 @@ class DecodedImages:
             os.close(fd)
         return out
 
+    def batches(self, df: pd.DataFrame, batch_size: int) -> Iterator[np.ndarray]:
+        """uint8 batches of manifest rows ``df`` in order. The next batch is read in a thread while the caller
+        computes on this one (``preadv`` releases the GIL), so at most two batches are in memory."""
+        rows = self.rows(df["sha256"])
+        starts = range(0, len(rows), batch_size)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bakeoff-decoded") as pool:
+            ahead = pool.submit(self.read, rows[:batch_size])
+            for start in starts:
+                batch = ahead.result()
+                following = rows[start + batch_size : start + 2 * batch_size]
+                if len(following):
+                    ahead = pool.submit(self.read, following)
+                yield batch
+
     def dataset(
         self,
         df: pd.DataFrame,
@@ -173,8 +188,16 @@ def _verify(path: Path, ids: set[str], image_size: int) -> DecodedImages:
     return DecodedImages(path, stored, image_size, int(array.offset))
 
 
-def _build(path: Path, df: pd.DataFrame, image_size: int) -> DecodedImages:
-    """Decode ``df``'s images (one row each) through the one reader and store them; sidecar written last."""
+def _decode_into(
+    path: Path, df: pd.DataFrame, image_size: int, batch_size: int
+) -> Generator[np.ndarray, None, DecodedImages | None]:
+    """Decode ``df``'s images (one row each) through the one reader, yielding each uint8 batch and storing it.
+
+    The consumer's forward pass overlaps the decoding (tf.data decodes ahead in its own threads), so the first
+    reader of a dataset at a size does not wait for a separate decoding pass. The tensor is committed (renamed,
+    then the sidecar written) only after the last batch, and returned; a consumer that stops early leaves nothing
+    behind. A folder that cannot be written costs one warning, and the batches keep coming.
+    """
     from bakeoff.data import RESIZE_METHOD, image_dataset
 
     ids = tuple(str(s) for s in df["sha256"])
@@ -184,27 +207,54 @@ def _build(path: Path, df: pd.DataFrame, image_size: int) -> DecodedImages:
         header, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
     )
     digest = hashlib.sha256(header.getvalue())
+    batches = iter(image_dataset(df, image_size, batch_size=batch_size))
     written = 0
-    with storage.atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(header.getvalue())
-        for batch in image_dataset(df, image_size, batch_size=_BUILD_BATCH):
-            block = batch.numpy().astype(np.uint8).tobytes()
-            handle.write(block)
-            digest.update(block)
-            written += int(batch.shape[0])
-        if written != len(ids):
-            raise BakeoffError(f"decoded {written} images for {len(ids)} manifest rows")
-    meta = {
-        "format": FORMAT,
-        "image_size": image_size,
-        "resize": RESIZE_METHOD,
-        "shape": list(shape),
-        "bytes": path.stat().st_size,
-        "sha256": digest.hexdigest(),
-        "ids": list(ids),
-    }
-    storage.write_json(_sidecar(path), meta)
-    return DecodedImages(path, ids, image_size, len(header.getvalue()))
+    try:
+        with storage.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            handle.write(header.getvalue())
+            for batch in batches:
+                block = batch.numpy().astype(np.uint8)
+                yield block
+                handle.write(memoryview(block).cast("B"))
+                digest.update(block)
+                written += len(block)
+            if written != len(ids):
+                raise BakeoffError(f"decoded {written} images for {len(ids)} manifest rows")
+        meta = {
+            "format": FORMAT,
+            "image_size": image_size,
+            "resize": RESIZE_METHOD,
+            "shape": list(shape),
+            "bytes": path.stat().st_size,
+            "sha256": digest.hexdigest(),
+            "ids": list(ids),
+        }
+        storage.write_json(_sidecar(path), meta)
+        return DecodedImages(path, ids, image_size, len(header.getvalue()))
+    except BakeoffError as exc:
+        if not str(exc).startswith("cannot write"):
+            raise  # a bad image or a changed s3 object is the data's problem, not the cache's
+        warnings.warn(f"decoded-image cache off for this run: {exc}", stacklevel=2)
+        for batch in batches:
+            yield batch.numpy().astype(np.uint8)
+        return None
+
+
+def _existing(path: Path, ids: set[str], image_size: int) -> DecodedImages | None:
+    """The stored tensor at ``path`` if it passes every check; None (with a warning if it was damaged) if not."""
+    if not (_sidecar(path).exists() or path.exists()):
+        return None
+    try:
+        return _verify(path, ids, image_size)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a hint that fails a check: rebuild it
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        warnings.warn(f"corrupt decoded tensor {path} ({reason}); decoding the images again", stacklevel=3)
+        return None
+
+
+def _tensor_path(unique: pd.DataFrame, image_size: int, folder: str) -> tuple[Path, set[str]]:
+    ids = {str(s) for s in unique["sha256"]}
+    return Path(folder) / f"{tensor_key(ids, image_size)}.npy", ids
 
 
 def decoded_images(df: pd.DataFrame, image_size: int, folder: str | None = None) -> DecodedImages | None:
@@ -214,21 +264,16 @@ def decoded_images(df: pd.DataFrame, image_size: int, folder: str | None = None)
     if not folder:
         return None
     unique = df.drop_duplicates("sha256")
-    ids = {str(s) for s in unique["sha256"]}
-    path = Path(folder) / f"{tensor_key(ids, image_size)}.npy"
-    if _sidecar(path).exists() or path.exists():
+    path, ids = _tensor_path(unique, image_size, folder)
+    found = _existing(path, ids, image_size)
+    if found is not None:
+        return found
+    build = _decode_into(path, unique, image_size, _BUILD_BATCH)
+    while True:
         try:
-            return _verify(path, ids, image_size)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # a hint that fails a check: rebuild it
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            warnings.warn(f"corrupt decoded tensor {path} ({reason}); decoding the images again", stacklevel=2)
-    try:
-        return _build(path, unique, image_size)
-    except BakeoffError as exc:
-        if not str(exc).startswith("cannot write"):
-            raise  # a bad image or a changed s3 object is the data's problem, not the cache's
-        warnings.warn(f"decoded-image cache off for this run: {exc}", stacklevel=2)
-        return None
+            next(build)
+        except StopIteration as done:
+            return done.value
 
 
 def image_batches(
@@ -249,3 +294,32 @@ def image_batches(
     if tensor is None:
         return image_dataset(rows, image_size, batch_size, classes=classes, shuffle=shuffle, seed=seed)
     return tensor.dataset(rows, batch_size, classes=classes, shuffle=shuffle, seed=seed)
+
+
+def inference_batches(
+    dataset: pd.DataFrame, rows: pd.DataFrame, image_size: int, batch_size: int = 32
+) -> Iterator[np.ndarray] | tf.data.Dataset:
+    """What a forward-only pass reads (features, the frozen-feature paths): uint8 [b, S, S, 3] batches of ``rows``
+    in order, cast to float inside the traced forward function.
+
+    No tf.data here: a batch is one ``preadv`` of a few MB (a fraction of a millisecond), while a tf.data
+    generator costs milliseconds per batch and a thread that competes with the model for the cores. When the
+    tensor is not there yet and ``rows`` are the dataset's images in order (a cold feature run), the batches come
+    straight from the decoder while the tensor is written, so the first backbone at a size overlaps decoding
+    with its forward pass. With the cache off, the files are decoded in the loop (float32 batches).
+    """
+    from bakeoff.data import check_selection, image_dataset
+
+    check_selection(rows, image_size, batch_size)
+    folder = env.decoded_cache_dir()
+    if not folder:
+        return image_dataset(rows, image_size, batch_size)
+    unique = dataset.drop_duplicates("sha256")
+    path, ids = _tensor_path(unique, image_size, folder)
+    tensor = _existing(path, ids, image_size)
+    if tensor is None and rows["sha256"].astype(str).tolist() == unique["sha256"].astype(str).tolist():
+        return _decode_into(path, unique, image_size, batch_size)
+    tensor = tensor or decoded_images(dataset, image_size, folder)
+    if tensor is None:
+        return image_dataset(rows, image_size, batch_size)
+    return tensor.batches(rows, batch_size)

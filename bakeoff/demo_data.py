@@ -80,15 +80,16 @@ def load_fashion_mnist(data_dir: str | Path | None = None, split: str = "train")
     return pixels.reshape(-1, 28, 28), labels
 
 
-def _resolve_classes(classes: list[str] | str | None) -> list[int]:
+def resolve_classes(classes: list[str] | str | None, table: list[tuple[str, str]] = CLASSES) -> list[int]:
+    """Indices into ``table`` ((raw folder, English) pairs) of the classes asked for by either name; all if None."""
     if classes is None:
-        return list(range(len(CLASSES)))
+        return list(range(len(table)))
     if isinstance(classes, str):
         classes = [c for c in classes.split(",") if c.strip()]
-    lookup = {name: i for i, pair in enumerate(CLASSES) for name in pair}
+    lookup = {name: i for i, pair in enumerate(table) for name in pair}
     unknown = [c for c in classes if c.strip() not in lookup]
     if unknown:
-        names = ", ".join(f"{it}/{en}" for it, en in CLASSES)
+        names = ", ".join(f"{raw}/{en}" for raw, en in table)
         raise BakeoffError(f"unknown demo classes {unknown}; choose from {names}")
     picked = sorted({lookup[c.strip()] for c in classes})
     if len(picked) < 2:
@@ -96,7 +97,7 @@ def _resolve_classes(classes: list[str] | str | None) -> list[int]:
     return picked
 
 
-def _encode(img, fmt: str, **kwargs) -> bytes:
+def encode_image(img, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
@@ -115,8 +116,8 @@ def _variant(pixels: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
         side = int(rng.choice([56, 64, 96]))
         img = img.resize((side, side), Image.Resampling.BICUBIC)
     if rng.random() < 0.5:
-        return _encode(img, "JPEG", quality=int(rng.integers(85, 96))), "jpeg"
-    return _encode(img, "PNG"), "png"
+        return encode_image(img, "JPEG", quality=int(rng.integers(85, 96))), "jpeg"
+    return encode_image(img, "PNG"), "png"
 
 
 def make_demo_data(
@@ -132,7 +133,7 @@ def make_demo_data(
 
     if per_class < 3:
         raise BakeoffError(f"--per-class must be at least 3 (one image each for train/val/test), got {per_class}")
-    picked = _resolve_classes(classes)
+    picked = resolve_classes(classes)
     pixels, labels = load_fashion_mnist(data_dir)
     class_a, class_b = CLASSES[picked[0]][0], CLASSES[picked[1]][0]  # the planted trouble goes in these two
     planted = {
@@ -176,18 +177,18 @@ def make_demo_data(
         pixels_b = first_files[class_b][1]
         broken = {
             planted["vuoto"]: b"",
-            planted["troncato"]: _encode(Image.fromarray(pixels_a, "L").resize((64, 64)), "JPEG")[:400],
+            planted["troncato"]: encode_image(Image.fromarray(pixels_a, "L").resize((64, 64)), "JPEG")[:400],
             planted["leggimi"]: b"This is not an image, it is a note someone saved with the wrong name.\n",
             planted["ds_store"]: b"\x00\x00\x00\x01Bud1" + bytes(64),
             planted["ds_store_b"]: b"\x00\x00\x00\x01Bud1" + bytes(64),
-            planted["senza_cartella"]: _encode(Image.fromarray(pixels_b, "L"), "PNG"),
+            planted["senza_cartella"]: encode_image(Image.fromarray(pixels_b, "L"), "PNG"),
         }
         for rel, data in broken.items():
             write(rel, data)
         # an exact copy under another name, and a resized JPEG-60 re-encode of the same garment
         write(f"{RAW_DIR}/{class_a}/copia_{rel_a.rsplit('/', 1)[1]}", (out / rel_a).read_bytes())
         near = Image.fromarray(pixels_a, "L").convert("RGB").resize((56, 56), Image.Resampling.BICUBIC)
-        write(planted["quasi_uguale"], _encode(near, "JPEG", quality=60))
+        write(planted["quasi_uguale"], encode_image(near, "JPEG", quality=60))
 
         label_map = {CLASSES[i][0]: CLASSES[i][1] for i in picked}
         record.add(LABEL_MAP_NAME)

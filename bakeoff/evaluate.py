@@ -34,6 +34,7 @@ from bakeoff.contract import (
     REPORT_JSON,
     ROC_PNG,
     TOP_K,
+    VAL_PREDICTIONS,
     MetricsInfo,
     ModelInfo,
     prob_column,
@@ -46,12 +47,8 @@ from bakeoff.redaction import redact
 ROC_MAX_POINTS = 200  # enough for a smooth curve in the KFP UI, small enough for its metadata store
 
 
-def predict_split(
-    model, classes: list[str], image_size: int, dataset_dir: str, split: str = "test", batch_size: int = 32
-) -> pd.DataFrame:
-    """Run ``model`` over one split of a dataset; one row per image in manifest order."""
-    from bakeoff.decoded import image_batches
-
+def split_rows(dataset_dir: str, split: str, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the whole manifest, its ``split`` rows in manifest order): the rows every prediction of a split lists."""
     df = manifest.read_manifest(dataset_dir)
     rows = df[df["split"] == split].reset_index(drop=True)
     if rows.empty:
@@ -62,11 +59,14 @@ def predict_split(
             f"{split} labels {unknown} are not among the model's classes {classes}; "
             "evaluate on the dataset the model was trained on"
         )
-    # the dataset's decoded tensor: shared with features and fine-tuning, and with the gate's re-scoring of the champion
-    raw = model.predict(image_batches(df, rows, image_size, batch_size=batch_size), verbose=0)
-    probs = probabilities(raw, len(classes))
+    return df, rows
+
+
+def predictions_frame(rows: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One predictions.parquet row per image of ``rows``: label, predicted class, correct, path, each class's
+    probability and the top-k classes."""
     if len(probs) != len(rows):
-        raise BakeoffError(f"got {len(probs)} predictions for {len(rows)} {split} images")
+        raise BakeoffError(f"got {len(probs)} predictions for {len(rows)} images")
     predicted = [classes[i] for i in probs.argmax(axis=1)]
     out = pd.DataFrame(
         {
@@ -83,6 +83,18 @@ def predict_split(
     for rank in range(min(TOP_K, len(classes))):
         out[top_column(rank + 1)] = [classes[i] for i in ranked[:, rank]]
     return out
+
+
+def predict_split(
+    model, classes: list[str], image_size: int, dataset_dir: str, split: str = "test", batch_size: int = 32
+) -> pd.DataFrame:
+    """Run ``model`` over one split of a dataset; one row per image in manifest order."""
+    from bakeoff.decoded import image_batches
+
+    df, rows = split_rows(dataset_dir, split, classes)
+    # the dataset's decoded tensor: shared with features and fine-tuning, and with the gate's re-scoring of the champion
+    raw = model.predict(image_batches(df, rows, image_size, batch_size=batch_size), verbose=0)
+    return predictions_frame(rows, probabilities(raw, len(classes)), classes)
 
 
 def bootstrap_ci(
@@ -203,14 +215,10 @@ def compute_metrics(
     return metrics, report, matrix
 
 
-def val_metrics(model, classes: list[str], image_size: int, dataset_dir: str, batch_size: int = 32) -> dict:
-    """``val_accuracy``, ``val_f1_macro`` and ``val_n`` of ``model`` on the val split (empty without val images)."""
+def val_metrics(preds: pd.DataFrame, classes: list[str]) -> dict:
+    """``val_accuracy``, ``val_f1_macro`` and ``val_n`` of val predictions (``predict_split(..., "val")``)."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    df = manifest.read_manifest(dataset_dir, resolve=False)
-    if not (df["split"] == "val").any():
-        return {}
-    preds = predict_split(model, classes, image_size, dataset_dir, "val", batch_size)
     y_true, probs = _labels_and_probs(preds, classes)
     y_pred = probs.argmax(axis=1)
     f1 = f1_score(y_true, y_pred, labels=list(range(len(classes))), average="macro", zero_division=0)
@@ -250,10 +258,21 @@ def _first_image(dataset_dir: str, image_size: int) -> np.ndarray:
 
 
 def evaluate(
-    model_dir: str, dataset_dir: str, out_dir: str, *, batch_size: int = 32, n_bootstrap: int = 1000, seed: int = 0
+    model_dir: str,
+    dataset_dir: str,
+    out_dir: str,
+    *,
+    batch_size: int = 32,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    known: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Score model_dir/model.keras on the test split (and val: ``val_*`` keys); write metrics, report, predictions
-    and plots to out_dir."""
+    of both splits and plots to out_dir.
+
+    ``known``: split -> the model's probabilities on that split (manifest order), already computed and checked
+    (an ensemble's are the mean of its members' logged ones); those splits are not predicted again.
+    """
     from bakeoff import plots
     from bakeoff.insight import error_report
 
@@ -263,13 +282,21 @@ def evaluate(
     classes, image_size = list(info.classes), info.image_size
     model_uri = storage.join(model_dir, MODEL_KERAS)
     model = load_keras(model_uri)
+    known = known or {}
 
-    preds = predict_split(model, classes, image_size, dataset_dir, "test", batch_size)
+    def split_predictions(split: str) -> pd.DataFrame:
+        if split in known:
+            return predictions_frame(split_rows(dataset_dir, split, classes)[1], np.asarray(known[split]), classes)
+        return predict_split(model, classes, image_size, dataset_dir, split, batch_size)
+
+    preds = split_predictions("test")
     y_true, probs = _labels_and_probs(preds, classes)
     metrics, report, matrix = compute_metrics(y_true, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
 
     df = manifest.read_manifest(dataset_dir, resolve=False)
-    metrics.update(val_metrics(model, classes, image_size, dataset_dir, batch_size))
+    val = split_predictions("val") if (df["split"] == "val").any() else None
+    if val is not None:
+        metrics.update(val_metrics(val, classes))
     metrics.update(
         {
             "latency_ms_per_image": round(measure_latency(model, _first_image(dataset_dir, image_size)), 3),
@@ -287,6 +314,10 @@ def evaluate(
     buffer = io.BytesIO()
     preds.to_parquet(buffer, index=False)
     storage.write_bytes(storage.join(out_dir, PREDICTIONS), buffer.getvalue())
+    if val is not None:
+        buffer = io.BytesIO()
+        val.to_parquet(buffer, index=False)
+        storage.write_bytes(storage.join(out_dir, VAL_PREDICTIONS), buffer.getvalue())
     storage.write_json(storage.join(out_dir, REPORT_JSON), report)
     storage.write_bytes(storage.join(out_dir, CONFUSION_PNG), plots.confusion_matrix_png(matrix, classes))
     storage.write_bytes(storage.join(out_dir, ROC_PNG), plots.roc_png(y_true, probs, classes))

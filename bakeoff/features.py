@@ -244,7 +244,7 @@ def inference_function(model):
     import tensorflow as tf
 
     def forward(x):
-        result = model(x, training=False)
+        result = model(tf.cast(x, tf.float32), training=False)  # decoded tensors arrive as uint8
         if isinstance(result, list | tuple):
             return [tf.cast(r, tf.float32) for r in result]
         return tf.cast(result, tf.float32)
@@ -257,8 +257,9 @@ def inference_function(model):
 def compute_vectors(model, batches, total: int, description: str = "features") -> np.ndarray | list[np.ndarray]:
     """Run the frozen extractor over a dataset of image batches, with a rich progress bar that shows images/s.
 
-    ``batches`` is what ``bakeoff.decoded.image_batches`` gives: the dataset's decoded tensor read in bounded
-    batches (decoding left the loop), or the files decoded in it when that cache is off. A model with several
+    ``batches`` is what ``bakeoff.decoded.inference_batches`` gives: uint8 batches of the dataset's decoded tensor
+    (decoding left the loop, or overlaps it while the tensor is written), or the files decoded in the loop when
+    that cache is off. A model with several
     outputs (taps) gives a list of arrays, one per output.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -297,10 +298,13 @@ def flip_key(array: str) -> str:
 
 
 def _flipped(batches):
-    """The same batches mirrored left-right (width is axis 2 of [b, S, S, 3]): no second decode, no new pixels."""
+    """The same batches mirrored left-right (width is axis 2 of [b, S, S, 3]): no second decode, no new pixels.
+    ``inference_batches`` gives uint8 arrays (a tf.data dataset only with the decoded cache off)."""
     import tensorflow as tf
 
-    return batches.map(lambda x: tf.reverse(x, axis=[2]))
+    if isinstance(batches, tf.data.Dataset):
+        return batches.map(lambda x: tf.reverse(x, axis=[2]))
+    return (np.ascontiguousarray(batch[:, :, ::-1]) for batch in batches)
 
 
 def _cached_tables(
@@ -309,7 +313,7 @@ def _cached_tables(
     """One table per cache (rows in manifest order): cached vectors, the misses computed in one forward pass and
     stored as a new shard. Returns (tables, manifest rows missed, images computed, forward seconds).
     ``extractor()`` builds the model only when something is missing."""
-    from bakeoff.decoded import image_batches
+    from bakeoff.decoded import inference_batches
 
     cached = [cache.load() for cache in caches]
     shas = [str(s) for s in df["sha256"]]
@@ -320,7 +324,7 @@ def _cached_tables(
     if len(misses):
         model = extractor()
         t0 = time.perf_counter()
-        batches = image_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not done yet
+        batches = inference_batches(df, misses, size, batch_size)  # decodes the dataset once per size, if not yet
         vectors = compute_vectors(model, _flipped(batches) if flip else batches, len(misses), description)
         forward_seconds = time.perf_counter() - t0
         miss_shas = [str(s) for s in misses["sha256"]]

@@ -31,9 +31,17 @@ CSV_HEADER = "path,predicted,probability,error"
 
 
 def _model_artifact(model_uri: str, name: str, dst: str) -> str:
+    """``name`` under the model's ``artifacts/``. A logged model's own URI (``models:/m-<id>``, a candidate's
+    ``bakeoff.model_uri``) takes no sub-path in MLflow (it would be read as a registered model's name), so its
+    files are read from its artifact location; registered ones (``models:/NAME/1``, ``models:/NAME@alias``) as
+    they are."""
     import mlflow.artifacts
 
-    return mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/{name}", dst_path=dst)
+    root = model_uri.rstrip("/")
+    logged = root.removeprefix("models:/")
+    if root.startswith("models:/m-") and "/" not in logged and "@" not in logged:
+        root = tracking.client().get_logged_model(logged).artifact_location.rstrip("/")
+    return mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/artifacts/{name}", dst_path=dst)
 
 
 def _read_model_file(model_uri: str, name: str, read):

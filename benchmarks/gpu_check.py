@@ -4,7 +4,7 @@ For ResNet50 and MobileNetV2 at 224 px under Keras's ``mixed_float16`` policy, b
 real photos:
   decode     building the dataset's decoded tensor (bakeoff.decoded: tf.data decode + resize on the CPU), img/s
   tensor     files -> features the way `bakeoff features` runs for a 2nd backbone: batches read from the tensor
-             (bakeoff.decoded.image_batches) feeding the traced forward function
+             (bakeoff.decoded, one batch read ahead) feeding the traced forward function
   forward    the same forward function on batches already on the GPU (the ceiling)
 tensor / forward >= 0.9 means compute-bound (the input path keeps up); below, the run is input-bound. decode /
 forward < 1 means the first backbone at a size is decode-bound (decoding is paid once per dataset and size).
@@ -73,7 +73,7 @@ def check(dataset: Path, repeats: int) -> dict:
                     infer(batch).numpy()
                 forward.append(len(df) / (time.perf_counter() - start))
                 start = time.perf_counter()
-                compute_vectors(model, tensor.dataset(df, BATCH), len(df))
+                compute_vectors(model, tensor.batches(df, BATCH), len(df))
                 from_tensor.append(len(df) / (time.perf_counter() - start))
             ratio = float(np.median(np.array(from_tensor) / np.array(forward)))
             rows[backbone] = {

@@ -21,6 +21,7 @@ STEPS = (
     "train_head",
     "finetune",
     "evaluate",
+    "ensemble",
     "select_and_register",
     "insight",
     "finalize",

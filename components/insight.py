@@ -18,7 +18,8 @@ def insight(
 ) -> str:
     """Returns insight.json's record as JSON (the verdict, the counts, and any report skipped with its reason).
 
-    ``decision`` is select_and_register's JSON: its challenger names the backbone whose features are read.
+    ``decision`` is select_and_register's JSON: its challenger names the backbone whose features are read (an
+    ensemble's: its first member's, the best single candidate on val).
     """
     import html
     import json
@@ -27,17 +28,14 @@ def insight(
 
     from bakeoff import contract, tracking
     from bakeoff.insight.run import insight_for_challenger
+    from bakeoff.tracking.ensemble_run import features_subject
 
     tracking.configure()
     chosen = json.loads(decision)
     run = tracking.client().get_run(chosen["challenger_run_id"])
+    backbone, cut = features_subject(run, chosen["challenger_backbone"])
     record = insight_for_challenger(
-        dataset.path,
-        [item.path for item in features],
-        chosen["challenger_backbone"],
-        run.data.params.get("cut"),
-        report.path,
-        seed=seed,
+        dataset.path, [item.path for item in features], backbone, cut, report.path, seed=seed
     )
     tracking.log_insight(parent_run_id, report.path, dataset.path, record)
     for output, name, key in (

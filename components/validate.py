@@ -35,6 +35,7 @@ def validate(
     head_dropout: float,
     finetune_epochs: int,
     finetune_top_k: int,
+    ensemble_max_members: int,
     finetune_lr: float,
     finetune_blocks: int,
     experiment: str,

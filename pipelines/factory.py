@@ -6,7 +6,8 @@ DAG::
         validate (never cached, never retried) -> fingerprint (never cached) -> ingest (cached) -> open_run
         -> ParallelFor(backbones, parallelism=N) {
             features (cached, GPU) -> train_head -> finetune (GPU) -> evaluate (+ MLflow candidate) }
-        -> select_and_register(Collected run ids, Collected metrics) -> leaderboard (Markdown), decision
+        -> ensemble(Collected run ids) -> the run ids + the ensemble candidate's (members chosen on val)
+        -> select_and_register(those run ids, Collected metrics) -> leaderboard (Markdown), decision
         -> insight(Collected features, decision) -> learning curve, label issues (HTML) }
     finalize: after the body, whatever happened; on failure it ends the MLflow runs FAILED
 
@@ -36,11 +37,12 @@ RETRIED_STEPS = (
     "features",
     "finetune",
     "evaluate",
+    "ensemble",
     "select_and_register",
     "insight",
     "finalize",
 )
-MLFLOW_STEPS = ("open_run", "evaluate", "select_and_register", "insight", "finalize")
+MLFLOW_STEPS = ("open_run", "evaluate", "ensemble", "select_and_register", "insight", "finalize")
 # what the KFP UI's graph shows for each task (the task names in the IR stay the step names)
 DISPLAY_NAMES = {
     "validate": "Validate run form",
@@ -51,6 +53,7 @@ DISPLAY_NAMES = {
     "train_head": "Train classifier head",
     "finetune": "Fine-tune backbone",
     "evaluate": "Evaluate on test split",
+    "ensemble": "Ensemble across backbones",
     "select_and_register": "Select, register, gate",
     "insight": "Learning curve, label issues",
     "finalize": "Finalize MLflow runs",
@@ -226,11 +229,22 @@ def _body(step: Callable, p: dict, names: list[str], run_id: str, settings: Sett
             batch_size=p["batch_size"],
             seed=p["seed"],
         )
+    # one more candidate: the members that together do best on val, averaged into one servable model
+    combined = step(
+        "ensemble",
+        dataset=data,
+        parent_run_id=opened.outputs["Output"],
+        candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
+        max_members=p["ensemble_max_members"],
+        model_name=p["model_name"],
+        batch_size=p["batch_size"],
+        seed=p["seed"],
+    )
     selected = step(
         "select_and_register",
         dataset=data,
         parent_run_id=opened.outputs["Output"],
-        candidate_run_ids=dsl.Collected(evaluation.outputs["Output"]),
+        candidate_run_ids=combined.outputs["Output"],
         candidate_metrics=dsl.Collected(evaluation.outputs["metrics"]),
         experiment=p["experiment"],
         model_name=p["model_name"],

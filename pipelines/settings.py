@@ -138,6 +138,13 @@ class Parameters(BaseModel):
         "backbone 0 skips fine-tuning and 1 or more fine-tunes it. A fine-tuned model replaces the frozen one only "
         "if it beats it on validation.",
     )
+    ensemble_max_members: int = Field(
+        3,
+        ge=0,
+        description="Most backbones averaged into one ensemble candidate, chosen on validation by greedy forward "
+        "selection (added only while validation improves); it competes at the gate like any candidate; "
+        "0 or 1: no ensemble.",
+    )
     finetune_lr: float = Field(
         1e-5,
         gt=0,

@@ -38,8 +38,8 @@ NOT_METRICS = ("image_size",)
 class CandidateFolders:
     """The four step folders of one candidate, with their JSONs read (features/head are optional)."""
 
-    features_dir: str
-    head_dir: str
+    features_dir: str | None
+    head_dir: str | None
     model_dir: str
     eval_dir: str
     features: FeaturesInfo | None
@@ -48,8 +48,10 @@ class CandidateFolders:
     metrics: MetricsInfo
 
     @classmethod
-    def read(cls, features_dir: str, head_dir: str, model_dir: str, eval_dir: str) -> CandidateFolders:
-        """Read the step JSONs and check the model file exists: one-line errors before anything is logged."""
+    def read(cls, features_dir: str | None, head_dir: str | None, model_dir: str, eval_dir: str) -> CandidateFolders:
+        """Read the step JSONs and check the model file exists: one-line errors before anything is logged.
+
+        No features or head folder (None): a candidate not made from one backbone's features (an ensemble)."""
         keras_uri = storage.join(model_dir, contract.MODEL_KERAS)
         if not storage.exists(keras_uri):
             raise BakeoffError(f"missing {keras_uri}; run finetune first")
@@ -58,8 +60,8 @@ class CandidateFolders:
             head_dir,
             model_dir,
             eval_dir,
-            features=FeaturesInfo.read_if_present(features_dir),
-            head=HeadInfo.read_if_present(head_dir),
+            features=FeaturesInfo.read_if_present(features_dir) if features_dir else None,
+            head=HeadInfo.read_if_present(head_dir) if head_dir else None,
             model=ModelInfo.read(model_dir),
             metrics=MetricsInfo.read(eval_dir),
         )
@@ -89,8 +91,8 @@ class CandidateFolders:
 def log_candidate(
     parent_run_id: str,
     *,
-    features_dir: str,
-    head_dir: str,
+    features_dir: str | None,
+    head_dir: str | None,
     model_dir: str,
     eval_dir: str,
     model_name: str,
@@ -251,4 +253,5 @@ def _log_step_files(c, run_id: str, folders: CandidateFolders, tmp: str) -> None
         (folders.head_dir, contract.HEAD_SEARCH_MD),  # kind "search": every head tried on val, the kept one marked
         (folders.model_dir, contract.MODEL_JSON),
     ):
-        log_files(c, run_id, folder, (name,), contract.CONFIG_ARTIFACTS, tmp)
+        if folder:
+            log_files(c, run_id, folder, (name,), contract.CONFIG_ARTIFACTS, tmp)

@@ -1,5 +1,5 @@
 """The leaderboard: candidate runs of one or more pipeline runs as a table, in the order the gate chooses them:
-best VAL accuracy first (ties: val macro F1), test numbers beside them as the honest estimate.
+best VAL accuracy first (ties: val macro F1, then run id), test numbers beside them as the honest estimate.
 
 Read back from MLflow (not from the step folders), so ``bakeoff compare`` works on any machine that reaches the
 tracking server, across pipeline runs.
@@ -13,7 +13,8 @@ from bakeoff import contract
 from bakeoff.errors import BakeoffError
 from bakeoff.tracking.store import client, ensure_configured
 
-LEADERBOARD_SORT = ["val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
+# ties broken by run id, as `registry.pick_challenger` does: the first row is always the challenger, never a test pick
+LEADERBOARD_SORT = ["val_accuracy", "val_f1_macro", "run_id"]
 FINISHED, FAILED = "FINISHED", "FAILED"  # MLflow run statuses
 # the columns the Markdown leaderboard (MLflow artifact, KFP Markdown output) shows, in order
 LEADERBOARD_COLUMNS = (

@@ -35,8 +35,9 @@ RUN = f"container-dag-{uuid.uuid4().hex[:8]}"
 CLASSES = "sneaker,bag,trouser"
 PER_CLASS = 12
 BACKBONES = ["mobilenet_v2", "vgg16"]
-# fingerprint, ingest, open_run; features, train_head, finetune, evaluate per backbone; select_and_register, insight
-TASKS = 3 + 4 * len(BACKBONES) + 2
+# fingerprint, ingest, open_run; features, train_head, finetune, evaluate per backbone; ensemble,
+# select_and_register, insight
+TASKS = 3 + 4 * len(BACKBONES) + 3
 
 
 def _image_facts() -> dict:
@@ -179,7 +180,8 @@ def test_whole_pipeline_runs_every_task_inside_the_image(
 
     # The run's outcome: both backbones trained and evaluated, the first candidate promoted (no champion yet).
     assert result["decision"]["promoted"] is True, result["decision"]
-    assert {row["backbone"] for row in result["rows"]} == set(BACKBONES)
+    singles = [row for row in result["rows"] if not row["backbone"].startswith("ensemble:")]
+    assert {row["backbone"] for row in singles} == set(BACKBONES)  # (+ the ensemble's row when one was made)
     assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in result["rows"])
 
     # Every task ran in a container of THIS image and succeeded there ...
@@ -187,7 +189,7 @@ def test_whole_pipeline_runs_every_task_inside_the_image(
     containers = result["containers"]
     assert len(containers) == TASKS, [c["function"] for c in containers]
     assert sorted(c["function"] for c in containers) == sorted(
-        ["fingerprint", "ingest", "open_run", "select_and_register", "insight"]
+        ["fingerprint", "ingest", "open_run", "ensemble", "select_and_register", "insight"]
         + ["features", "train_head", "finetune", "evaluate"] * len(BACKBONES)
     )
     assert {c["image_id"].removeprefix("sha256:") for c in containers} == {facts["id"]}
@@ -206,7 +208,7 @@ def test_whole_pipeline_runs_every_task_inside_the_image(
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert {r.data.params.get("backbone") for r in children} == set(BACKBONES)
+    assert {r.data.params.get("backbone") for r in children} - {None} >= set(BACKBONES)
     commit = facts["env"]["BAKEOFF_GIT_COMMIT"]
     assert commit not in ("", "unknown"), "build.sh must pass the git commit into the image"
     assert {r.data.tags.get("bakeoff.git_commit") for r in runs} == {commit}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,18 +14,12 @@ from bakeoff.cli import main
 from bakeoff.ingest import ingest
 from bakeoff.manifest import read_manifest
 
+from support import tree_hashes
+
 pytestmark = pytest.mark.skipif(
     not (demo_data.FASHION_MNIST_DIR / demo_data.IMAGES_FILE).exists(),
     reason="needs Debian's dataset-fashion-mnist (make apt-runtime)",
 )
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_demo_data_layout_and_determinism(tmp_path, capsys):
@@ -59,7 +52,7 @@ def test_demo_data_layout_and_determinism(tmp_path, capsys):
     ):
         assert (raw / name).exists(), name
     main(["demo-data", "--out", str(tmp_path / "b"), "--per-class", "6", "--classes", "maglietta,trouser,borsa"])
-    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")  # same seed, same bytes
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")  # same seed, same bytes
     main(["demo-data", "--out", str(tmp_path / "b"), "--per-class", "4", "--classes", "maglietta,trouser,borsa"])
     assert len(list((tmp_path / "b" / "raw-img" / "borsa").iterdir())) == 4  # stale files replaced
 

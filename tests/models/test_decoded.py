@@ -13,6 +13,8 @@ from bakeoff import decoded, manifest, storage
 from bakeoff.data import image_dataset
 from bakeoff.errors import BakeoffError
 
+from support.limits import small_filesystem
+
 
 def _all(ds) -> np.ndarray:
     return np.concatenate([b.numpy() for b in ds])
@@ -113,3 +115,47 @@ def test_an_s3_dataset_is_decoded_into_a_local_tensor(tiny_dataset, s3_server, t
     assert tensor.path.is_relative_to(tmp_path / "dec")
     local = manifest.read_manifest(tiny_dataset)
     np.testing.assert_array_equal(_all(tensor.dataset(remote, 5)), _all(image_dataset(local, 32, batch_size=5)))
+
+
+def test_a_cold_forward_pass_streams_the_decoding_and_leaves_the_tensor(tiny_dataset, tmp_path, monkeypatch):
+    """The first backbone at a size gets uint8 batches straight from the decoder; the tensor is committed after the
+    last one, and later readers (any selection, any order) read it without decoding."""
+    folder = tmp_path / "dec"
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", str(folder))
+    df = manifest.read_manifest(tiny_dataset)
+    batches = decoded.inference_batches(df, df, 32, batch_size=5)
+    first = next(batches)
+    assert first.dtype == np.uint8 and first.shape == (5, 32, 32, 3)
+    assert not list(folder.glob("*.npy"))  # nothing is committed mid-stream
+    np.testing.assert_array_equal(np.concatenate([first, *batches]), _all(image_dataset(df, 32, batch_size=5)))
+    tensor = decoded.decoded_images(df, 32)
+    stamp = tensor.path.stat().st_mtime_ns
+    rows = pd.concat([df.iloc[[9, 1]], df.iloc[[1, 4]]]).reset_index(drop=True)
+    later = list(decoded.inference_batches(df, rows, 32, batch_size=3))
+    assert [len(b) for b in later] == [3, 1]  # bounded batches, the last one partial
+    np.testing.assert_array_equal(np.concatenate(later), _all(image_dataset(rows, 32, batch_size=3)))
+    assert tensor.path.stat().st_mtime_ns == stamp and sorted(p.suffix for p in folder.iterdir()) == [".json", ".npy"]
+
+
+def test_a_consumer_that_stops_early_leaves_no_tensor_behind(tiny_dataset, tmp_path, monkeypatch):
+    folder = tmp_path / "dec"
+    monkeypatch.setenv("BAKEOFF_DECODED_CACHE", str(folder))
+    df = manifest.read_manifest(tiny_dataset)
+    batches = decoded.inference_batches(df, df, 32, batch_size=5)
+    next(batches)
+    batches.close()  # what an exception in the forward pass does to the generator
+    assert list(folder.iterdir()) == []  # no tensor, no sidecar, no temp file
+    assert decoded.decoded_images(df, 32).array().shape == (12, 32, 32, 3)  # the next run builds it whole
+
+
+def test_a_full_disk_mid_stream_still_serves_every_batch(tiny_dataset, tmp_path, monkeypatch):
+    """A write that fails after some batches went out costs the tensor (one warning), not the run: the rest of the
+    batches keep coming, and nothing half-written is left for a later run to trust."""
+    df = manifest.read_manifest(tiny_dataset)
+    expected = _all(image_dataset(df, 32, batch_size=5))
+    with small_filesystem(tmp_path / "small", 20_000) as (folder, _error):
+        monkeypatch.setenv("BAKEOFF_DECODED_CACHE", str(folder / "dec"))
+        with pytest.warns(UserWarning, match=f"decoded-image cache off for this run: cannot write {folder / 'dec'}"):
+            got = np.concatenate(list(decoded.inference_batches(df, df, 32, batch_size=5)))
+        assert list((folder / "dec").iterdir()) == []
+    np.testing.assert_array_equal(got, expected)  # 12 images x 3 KB: the second batch's write hit the limit

@@ -74,6 +74,7 @@ def test_dag_fans_out_over_backbones_and_collects(compiled):
         "ingest",
         "open-run",
         "for-loop-2",
+        "ensemble",
         "select-and-register",
         "insight",
     }
@@ -87,8 +88,12 @@ def test_dag_fans_out_over_backbones_and_collects(compiled):
     branch = spec.components["comp-for-loop-2"].dag.tasks
     assert set(branch) == {"features", "train-head", "finetune", "evaluate"}
     assert list(branch["finetune"].dependent_tasks) == ["train-head"]
+    # the ensemble collects every branch's candidate run and hands select-and-register the list with its own
+    combine = body["ensemble"].inputs
+    assert combine.parameters["candidate_run_ids"].task_output_parameter.producer_task == "for-loop-2"
+    assert combine.parameters["max_members"].component_input_parameter == "pipelinechannel--ensemble_max_members"
     select = body["select-and-register"].inputs
-    assert select.parameters["candidate_run_ids"].task_output_parameter.producer_task == "for-loop-2"
+    assert select.parameters["candidate_run_ids"].task_output_parameter.producer_task == "ensemble"
     assert select.artifacts["candidate_metrics"].task_output_artifact.producer_task == "for-loop-2"
     assert select.parameters["parent_run_id"].task_output_parameter.producer_task == "open-run"
     # the leaderboard Markdown and the decision are select-and-register's outputs (KFP allows no pipeline
@@ -172,7 +177,8 @@ def test_gpu_only_on_features_and_finetune(compiled):
         assert dict(config.node_selector.labels) == {"bakeoff.io/pool": "gpu"}
         [toleration] = config.tolerations
         assert (toleration.key, toleration.operator, toleration.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
-    cpu_steps = ("validate", "fingerprint", "ingest", "open-run", "train-head", "evaluate", "select-and-register")
+    cpu_steps = ("validate", "fingerprint", "ingest", "open-run", "train-head", "evaluate", "ensemble")
+    cpu_steps += ("select-and-register",)
     for name in (*cpu_steps, "insight"):
         container = _container(spec, name)
         assert container["image"] == CPU_IMAGE
@@ -195,6 +201,7 @@ def test_caching_and_retries(compiled):
         "features",
         "finetune",
         "evaluate",
+        "ensemble",
         "select-and-register",
         "insight",
         "finalize",
@@ -217,13 +224,14 @@ def test_secrets_arrive_as_env_from_kubernetes_secrets(compiled):
         "train-head",
         "finetune",
         "evaluate",
+        "ensemble",
         "select-and-register",
         "insight",
         "finalize",
     ):
         secrets = {s.secret_name: {e.env_var for e in s.key_to_env} for s in k8s[f"exec-{name}"].secret_as_env}
         assert secrets["bakeoff-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-        talks_to_mlflow = name in ("open-run", "evaluate", "select-and-register", "insight", "finalize")
+        talks_to_mlflow = name in ("open-run", "evaluate", "ensemble", "select-and-register", "insight", "finalize")
         assert ("bakeoff-mlflow" in secrets) == talks_to_mlflow
         if talks_to_mlflow:
             assert secrets["bakeoff-mlflow"] == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}

@@ -88,6 +88,7 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
         "done    ingest",
         "done    features #2",
         "done    evaluate #2",
+        "done    ensemble",
         "select-and-register",
         "leaderboard",
         "gate (mcnemar)",
@@ -99,7 +100,10 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
         assert expected in out, expected
     decision = result["decision"]
     assert decision["promoted"] is True  # no champion yet
-    assert {row["backbone"] for row in result["rows"]} == {"mobilenet_v2", "vgg16"}
+    singles = {row["backbone"] for row in result["rows"] if not row["backbone"].startswith("ensemble:")}
+    assert singles == {"mobilenet_v2", "vgg16"}
+    # the ensemble candidate (when a second member helped on val) is one more row, ranked like the others
+    assert len(result["rows"]) - len(singles) in (0, 1)
     assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in result["rows"])
     assert "| backbone" in result["leaderboard"] and "vgg16" in result["leaderboard"]
 
@@ -111,7 +115,11 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     [experiment] = [e for e in client.search_experiments() if e.name == "e2e"]
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    everyone = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in everyone if "bakeoff.ensemble_members" not in r.data.tags]
+    for ensemble in [r for r in everyone if r not in children]:  # its members are this run's two candidates
+        assert set(ensemble.data.tags["bakeoff.ensemble_members"].split(",")) == {r.info.run_id for r in children}
+        assert ensemble.data.metrics["val_accuracy"] >= max(r.data.metrics["val_accuracy"] for r in children)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.data.params.get("backbone") for r in children} == {"mobilenet_v2", "vgg16"}
@@ -142,7 +150,9 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
 
     # insight after the gate: the challenger's learning curve and suspected label errors, in KFP and MLflow
     insight = result["insight"]
-    assert insight["backbone"] == decision["challenger_backbone"] and insight["skipped"] == {}
+    # (an ensemble's insight reads its first member's features: the best single candidate on val)
+    assert insight["backbone"] == decision["challenger_backbone"].removeprefix("ensemble:").split("+")[0]
+    assert insight["skipped"] == {}
     assert "Learning curve" in Path(insight["learning_curve_html"]).read_text()
     assert "Suspected label errors" in Path(insight["label_issues_html"]).read_text()
     parent = parents[0].info.run_id
@@ -154,7 +164,7 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
     capsys.readouterr()
     assert main(["compare", "--last", "5", "--output", "json"]) == 0
     board = json.loads(capsys.readouterr().out)
-    assert {row["backbone"] for row in board} == {"mobilenet_v2", "vgg16"}
+    assert {row["backbone"] for row in board} >= {"mobilenet_v2", "vgg16"}
     assert "champion" in {row["aliases"] for row in board}
 
 
@@ -198,3 +208,46 @@ def test_failing_task_is_one_line_error_naming_task_and_log(workspace, capsys):
     assert code == 1  # the form was valid, the pipeline ran and failed: exit 1, not the usage error's 2
     assert err.startswith("error: task 'ingest' failed:") and "classes" in err and "pipeline.log" in err
     assert "\n" not in err
+
+
+def test_kfp_ui_and_mlflow_show_the_candidates_the_val_choice_the_curve_and_the_label_issues(first_run):
+    """Issue 10's last "done means": what a person opens (the KFP task artifacts, the MLflow runs) shows every
+    candidate head tried, that the challenger is the val winner, the learning curve and the label-issue report."""
+    from mlflow import MlflowClient
+
+    code, _, result, run_dir = first_run
+    assert code == 0, (run_dir / "pipeline.log").read_text()[-3000:]
+    root = Path(result["pipeline_root"])
+    decision = result["decision"]
+
+    # KFP UI: each branch's train-head shows its search table (every head tried on val, exactly one kept)
+    heads = sorted(root.glob("*/for-loop-*-iteration-*/train-head/executor_output.json"))
+    assert len(heads) == 2
+    for path in heads:
+        table = Path(json.loads(path.read_text())["artifacts"]["search"]["artifacts"][0]["uri"]).read_text()
+        assert table.startswith("# Head search (chosen on val)") and table.count("**yes**") == 1
+    # ... and select-and-register's leaderboard: val beside test, best val first, and that row is the challenger
+    board = result["leaderboard"]
+    header = next(line for line in board.splitlines() if line.startswith("| backbone"))
+    assert header.index("val_accuracy") < header.index("test_accuracy")
+    ranks = [(row["val_accuracy"], row["val_f1_macro"]) for row in result["rows"]]
+    assert ranks == sorted(ranks, reverse=True)
+    assert result["rows"][0]["run_id"] == decision["challenger_run_id"]  # ties on val: both break them by run id
+    assert f"challenger {decision['challenger_run_id']}" in board
+    # ... and the insight task's two reports
+    assert "Learning curve" in Path(result["insight"]["learning_curve_html"]).read_text()
+    assert "Suspected label errors" in Path(result["insight"]["label_issues_html"]).read_text()
+
+    # MLflow: every candidate run carries its search table; the parent the leaderboard (val column), the gate's
+    # report and the insight files, learning curve and label issues as pages a browser shows
+    client = MlflowClient(tracking_uri=result["tracking_uri"], registry_uri=result["tracking_uri"])
+    for row in result["rows"]:
+        configs = {f.path for f in client.list_artifacts(row["run_id"], "config")}
+        assert "config/search.md" in configs, configs
+    parent = client.get_run(decision["challenger_run_id"]).data.tags["mlflow.parentRunId"]
+    top = {f.path for f in client.list_artifacts(parent)}
+    assert {"leaderboard.md", "gate_report.md"} <= top, top
+    leaderboard = Path(client.download_artifacts(parent, "leaderboard.md")).read_text()
+    assert "val_accuracy" in leaderboard and decision["challenger_run_id"] in leaderboard
+    insight = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(parent, "insight")}
+    assert {"learning_curve.html", "learning_curve.md", "label_issues.html", "label_issues.csv"} <= insight

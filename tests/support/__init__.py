@@ -18,7 +18,7 @@ from support.candidates import (
     threshold_model,
     write_candidate_folders,
 )
-from support.datasets import build_tiny_dataset, write_dataset
+from support.datasets import build_tiny_dataset, tree_hashes, write_dataset
 from support.images import encode, exif_jpeg, photo, write_image
 from support.limits import as_unprivileged, call_in_child, limit_file_size, small_filesystem, temp_leftovers
 from support.local_runs import local_run_env
@@ -56,6 +56,7 @@ __all__ = [
     "stop_process_group",
     "temp_leftovers",
     "threshold_model",
+    "tree_hashes",
     "wait_http",
     "wait_until_gone",
     "write_candidate_folders",

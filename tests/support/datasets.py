@@ -90,3 +90,12 @@ def build_tiny_dataset(
             )
     manifest.write_manifest(pd.DataFrame(rows), root)
     return root
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative, '/'-separated) -> its sha256: "same seed, same bytes" in one compare."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }

@@ -231,3 +231,20 @@ def test_log_candidate_checks_inputs_first_and_never_leaves_a_run_running(
     with pytest.raises(MlflowException, match="Invalid value"):
         tracking.log_candidate(parent, model_name=model_name, params={"bad?key": 1}, **good.dirs)
     assert [run.info.status for run in children()] == ["FAILED"]
+
+
+def test_leaderboard_breaks_val_ties_as_the_gate_does_never_by_test(tracking_env, dataset, candidates, model_name):
+    """Candidates tied on val accuracy and val F1: the first row is the challenger the gate would pick (by run id),
+    whichever has the better test score (test is never read for a choice, the order included)."""
+    from mlflow import MlflowClient
+
+    experiment = "tracking-leaderboard-ties"
+    parent, children, _, _ = _pipeline(dataset, candidates, model_name, [127.5, 160.46, 201.03], experiment)
+    client = MlflowClient()
+    by_id = sorted(children)
+    for rank, run_id in enumerate(by_id):  # the smallest run id gets the best test score
+        for key, value in {"val_accuracy": 0.9, "val_f1_macro": 0.8, "test_accuracy": 1.0 - rank / 10}.items():
+            client.log_metric(run_id, key, value)
+    board = tracking.leaderboard(experiment, parent_run_id=parent)
+    assert list(board["run_id"]) == by_id[::-1]
+    assert board.iloc[0]["run_id"] == registry.pick_challenger([client.get_run(r) for r in children]).info.run_id
