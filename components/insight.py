@@ -33,9 +33,9 @@ def insight(
     tracking.configure()
     chosen = json.loads(decision)
     run = tracking.client().get_run(chosen["challenger_run_id"])
-    backbone, cut = features_subject(run, chosen["challenger_backbone"])
+    backbone, cut, size = features_subject(run, chosen["challenger_backbone"])
     record = insight_for_challenger(
-        dataset.path, [item.path for item in features], backbone, cut, report.path, seed=seed
+        dataset.path, [item.path for item in features], backbone, cut, report.path, seed=seed, image_size=size
     )
     tracking.log_insight(parent_run_id, report.path, dataset.path, record)
     for output, name, key in (

@@ -11,7 +11,7 @@ import time
 from bakeoff import storage
 from bakeoff.contract import INSIGHT_JSON, FeaturesInfo
 from bakeoff.errors import BakeoffError
-from bakeoff.features import load_features
+from bakeoff.features import load_features, size_key, tap_key
 from bakeoff.insight.label_issues import write_label_issues
 from bakeoff.insight.learning_curve import write_learning_curve
 
@@ -29,7 +29,14 @@ def pick_features(features_dirs: list[str], backbone: str, cut: str | None = Non
 
 
 def insight_for_challenger(
-    dataset_dir: str, features_dirs: list[str], backbone: str, cut: str | None, out_dir: str, *, seed: int = 0
+    dataset_dir: str,
+    features_dirs: list[str],
+    backbone: str,
+    cut: str | None,
+    out_dir: str,
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
 ) -> dict:
     """:func:`run_insight` on the challenger's features; when none match (say, a candidate that is not one
     backbone's), both reports are recorded as skipped with the reason instead of failing after the gate."""
@@ -39,14 +46,39 @@ def insight_for_challenger(
         record = {"backbone": backbone, "cut": cut, "skipped": dict.fromkeys(REPORTS, str(exc))}
         storage.write_json(storage.join(out_dir, INSIGHT_JSON), record)
         return record
-    return run_insight(dataset_dir, features_dir, out_dir, seed=seed)
+    return run_insight(dataset_dir, features_dir, out_dir, seed=seed, cut=cut, image_size=image_size)
 
 
-def run_insight(dataset_dir: str, features_dir: str, out_dir: str, *, seed: int = 0) -> dict:
+def chosen_array(arrays: dict, info: dict, cut: str | None, image_size: int | None) -> str:
+    """The features.npz array of the candidate's own feature set: its tap layer (the chosen tap is the model's
+    cut) at its input size; ``features`` (the top, at the base size) when the folder has no such array."""
+    name = "features" if not cut or cut == info.get("cut") else tap_key(cut)
+    if image_size and image_size != info.get("image_size"):
+        name = size_key(image_size, name)
+    return name if name in arrays else "features"
+
+
+def run_insight(
+    dataset_dir: str,
+    features_dir: str,
+    out_dir: str,
+    *,
+    seed: int = 0,
+    cut: str | None = None,
+    image_size: int | None = None,
+) -> dict:
     """Write the learning curve and label-issue files to ``out_dir`` and ``insight.json`` (numbers, verdict,
-    seconds, and the reason for any report skipped); returns that record."""
+    seconds, which feature array, and the reason for any report skipped); returns that record. ``cut`` and
+    ``image_size`` name the candidate's feature set (:func:`chosen_array`)."""
     arrays, info = load_features(features_dir)
-    record: dict = {"backbone": info.get("backbone"), "cut": info.get("cut"), "skipped": {}}
+    name = chosen_array(arrays, info, cut, image_size)
+    arrays = {**arrays, "features": arrays[name]}
+    record: dict = {
+        "backbone": info.get("backbone"),
+        "cut": cut if name != "features" else info.get("cut"),
+        "features_array": name,
+        "skipped": {},
+    }
     makers = {
         "learning_curve": lambda: write_learning_curve(arrays, out_dir, str(info.get("backbone")), seed=seed),
         "label_issues": lambda: write_label_issues(arrays, dataset_dir, out_dir, seed=seed),

@@ -118,11 +118,16 @@ def log_ensemble(
     return run_id, message
 
 
-def features_subject(run, backbone: str | None = None) -> tuple[str, str | None]:
-    """(backbone, cut) whose cached features describe a candidate run (of ``backbone``; default: its tag): its
-    own, or an ensemble's first member's (the best single candidate on val), so the learning curve and label
-    issues have features to read."""
+def features_subject(run, backbone: str | None = None) -> tuple[str, str | None, int | None]:
+    """(backbone, cut, input size) whose cached features describe a candidate run (of ``backbone``; default: its
+    tag): its own, or an ensemble's first member's (the best single candidate on val; at its base size), so the
+    learning curve and label issues read the feature set the candidate was chosen with."""
     params = run.data.params
     if members := params.get("ensemble_members"):
-        return members.split(",")[0], (params.get("ensemble_member_cuts") or "").split(",")[0] or None
-    return backbone or run.data.tags.get(contract.BACKBONE_TAG, ""), params.get("cut") or None
+        return members.split(",")[0], (params.get("ensemble_member_cuts") or "").split(",")[0] or None, None
+    size = params.get("image_size", "")
+    return (
+        backbone or run.data.tags.get(contract.BACKBONE_TAG, ""),
+        params.get("cut") or None,
+        int(size) if size.isdigit() else None,
+    )

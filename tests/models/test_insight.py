@@ -205,3 +205,26 @@ def test_reports_that_cannot_be_made_are_skipped_with_a_reason(flipped, tmp_path
     lonely[np.flatnonzero(np.isin(arrays["split"], ("train", "val")))[0]] = "unique"
     with pytest.raises(BakeoffError, match="at least two train\\+val images of every class"):
         find_issues({**arrays, "label": lonely.astype(str)})
+
+
+def test_insight_reads_the_chosen_candidates_own_feature_set(flipped, tmp_path):
+    """A candidate chosen on a tap layer (its model's cut) gets its learning curve and label issues from that
+    layer's vectors, not the top's; a cut or size the folder lacks falls back to the top features."""
+    from bakeoff.features import load_features, size_key, tap_key
+    from bakeoff.insight.run import chosen_array, run_insight
+
+    arrays, info = load_features(flipped["features"])
+    tap = "block_13_expand_relu"
+    assert chosen_array(arrays, info, tap, 64) == tap_key(tap)
+    assert chosen_array(arrays, info, None, None) == chosen_array(arrays, info, info["cut"], 64) == "features"
+    assert chosen_array(arrays, info, "no_such_layer", 64) == "features"
+    assert chosen_array(
+        {**arrays, size_key(96, tap_key(tap)): arrays[tap_key(tap)]}, info, tap, 96
+    ) == "s96_" + tap_key(tap)
+    assert chosen_array(arrays, info, tap, 96) == "features"  # no array at 96 px: the top at the base size
+
+    top = run_insight(flipped["dataset"], flipped["features"], str(tmp_path / "top"))
+    own = run_insight(flipped["dataset"], flipped["features"], str(tmp_path / "tap"), cut=tap, image_size=64)
+    assert (top["features_array"], own["features_array"]) == ("features", tap_key(tap)) and own["cut"] == tap
+    curve = (tmp_path / "tap" / "learning_curve.csv").read_text()
+    assert curve != (tmp_path / "top" / "learning_curve.csv").read_text()  # other vectors, other numbers
