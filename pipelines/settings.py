@@ -139,11 +139,12 @@ class Parameters(BaseModel):
         "if it beats it on validation.",
     )
     ensemble_max_members: int = Field(
-        3,
+        0,
         ge=0,
         description="Most backbones averaged into one ensemble candidate, chosen on validation by greedy forward "
         "selection (added only while validation improves); it competes at the gate like any candidate; "
-        "0 or 1: no ensemble.",
+        "0 or 1: no ensemble (the default: the step costs about 8% of a default run and gained at most one "
+        "test image on the two tasks measured; try 3).",
     )
     finetune_lr: float = Field(
         1e-5,

@@ -62,6 +62,8 @@ def _run(root: Path, backbones: str) -> tuple[int, str, dict, Path]:
                 "3",
                 "--finetune-epochs",
                 "1",
+                "--ensemble-max-members",  # opt-in (off by default): the e2e run exercises the ensemble step's work
+                "3",
                 "--experiment",
                 "e2e",
                 "--model-name",
