@@ -140,7 +140,11 @@ def test_first_run_trains_both_backbones_and_promotes_a_champion(workspace, firs
         assert child.inputs.dataset_inputs[0].dataset.digest == parents[0].inputs.dataset_inputs[0].dataset.digest
 
     # KFP's own artifacts: ClassificationMetrics for the UI (confusion matrix + ROC) on every branch
-    outputs = list(Path(result["pipeline_root"]).glob("*/for-loop-*-iteration-*/evaluate/executor_output.json"))
+    outputs = list(
+        Path(result["pipeline_root"]).glob(
+            f"bakeoff-{run_dir.name}-*/for-loop-*-iteration-*/evaluate/executor_output.json"
+        )
+    )
     assert len(outputs) == 2
     for path in outputs:
         artifacts = json.loads(path.read_text())["artifacts"]
@@ -223,7 +227,8 @@ def test_kfp_ui_and_mlflow_show_the_candidates_the_val_choice_the_curve_and_the_
     decision = result["decision"]
 
     # KFP UI: each branch's train-head shows its search table (every head tried on val, exactly one kept)
-    heads = sorted(root.glob("*/for-loop-*-iteration-*/train-head/executor_output.json"))
+    # this run's tasks only: other tests of the module run more pipelines into the same root
+    heads = sorted(root.glob(f"bakeoff-{run_dir.name}-*/for-loop-*-iteration-*/train-head/executor_output.json"))
     assert len(heads) == 2
     for path in heads:
         table = Path(json.loads(path.read_text())["artifacts"]["search"]["artifacts"][0]["uri"]).read_text()
