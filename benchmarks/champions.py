@@ -103,15 +103,18 @@ def run_side_by_side(runs: list[Run], loads: list[float]) -> None:
                 proc = subprocess.Popen(run.command, cwd=run.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
             procs.append((run, time.time(), proc))
         pending = list(procs)
+        sampled = 0.0
         while pending:
-            loads.append(os.getloadavg()[0])
+            if time.time() - sampled >= 5:  # the load every 5 s; each run's end to within 0.2 s
+                loads.append(os.getloadavg()[0])
+                sampled = time.time()
             for item in list(pending):
                 run, started, proc = item
                 if proc.poll() is not None:
                     run.wall_s, run.returncode = time.time() - started, proc.returncode
                     pending.remove(item)
             if pending:
-                time.sleep(5)
+                time.sleep(0.2)
     finally:
         for _, _, proc in procs:
             if proc.poll() is None:
