@@ -207,13 +207,17 @@ def _decode_into(
         header, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
     )
     digest = hashlib.sha256(header.getvalue())
-    batches = iter(image_dataset(df, image_size, batch_size=batch_size))
+    import tensorflow as tf
+
+    # the cast to uint8 runs in tf.data's threads (exact: the reader yields whole numbers in 0..255)
+    batches = iter(image_dataset(df, image_size, batch_size=batch_size).map(lambda x: tf.cast(x, tf.uint8)))
     written = 0
     try:
-        with storage.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # no fsync (durable=False): a cache entry, and every open re-checks it against its sidecar's sha256
+        with storage.atomic_path(path, durable=False) as tmp, open(tmp, "wb") as handle:
             handle.write(header.getvalue())
             for batch in batches:
-                block = batch.numpy().astype(np.uint8)
+                block = batch.numpy()
                 yield block
                 handle.write(memoryview(block).cast("B"))
                 digest.update(block)
@@ -236,7 +240,7 @@ def _decode_into(
             raise  # a bad image or a changed s3 object is the data's problem, not the cache's
         warnings.warn(f"decoded-image cache off for this run: {exc}", stacklevel=2)
         for batch in batches:
-            yield batch.numpy().astype(np.uint8)
+            yield batch.numpy()
         return None
 
 
