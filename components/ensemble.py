@@ -19,6 +19,9 @@ def ensemble(
 ) -> List[str]:
     """Returns the candidate run ids with the ensemble's appended, or unchanged (with the reason printed) when
     no ensemble is made: fewer than 2 candidates, ``max_members`` below 2, or no second one helps on val."""
+    if max_members < 2:  # the default: pass the list on without importing MLflow (seconds of a default run)
+        print(f"ensemble_max_members is {max_members}: no ensemble")
+        return list(candidate_run_ids)
     from bakeoff import tracking
     from bakeoff.tracking.ensemble_run import log_ensemble
 
