@@ -21,7 +21,9 @@ warning), not the run.
 
 Reads: the file is opened with ``np.load(mmap_mode="r")`` (header, shape, dtype checked) and batches are copied out
 with ``os.preadv`` rather than through the mapping, so the process's resident memory stays flat in dataset size
-(the OS page cache still keeps a hot tensor in RAM, outside the process). tf.data prefetches two batches.
+(the OS page cache still keeps a hot tensor in RAM, outside the process). Forward-only readers get plain uint8 batches
+(``inference_batches``, one read ahead; a cold run streams them from the decoder while the tensor is written);
+``model.fit``/``predict`` get a tf.data dataset (``image_batches``) that prefetches two.
 """
 
 from __future__ import annotations
