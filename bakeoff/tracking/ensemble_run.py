@@ -56,9 +56,13 @@ def logged_probabilities(members: list[Member], dataset_dir: str) -> dict[str, d
     import mlflow.artifacts
     import pandas as pd
 
+    from bakeoff import manifest
     from bakeoff.contract import prob_column
-    from bakeoff.evaluate import split_rows
 
+    df = manifest.read_manifest(dataset_dir, resolve=False)  # once: each split's images in manifest order
+    expected = {
+        split: df.loc[df["split"] == split, "sha256"].astype(str).tolist() for split in contract.SPLIT_PREDICTIONS
+    }
     out: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for member in members:
@@ -68,10 +72,9 @@ def logged_probabilities(members: list[Member], dataset_dir: str) -> dict[str, d
                         run_id=member.run_id, artifact_path=f"{contract.EVALUATION_ARTIFACTS}/{name}", dst_path=tmp
                     )
                     preds = pd.read_parquet(path)
-                    rows = split_rows(dataset_dir, split, list(member.classes))[1]
-                except Exception:  # an older run without the file, or another dataset: predict instead
+                except Exception:  # an older run without the file, or an unreadable one: predict instead
                     continue
-                if preds["sha256"].astype(str).tolist() == rows["sha256"].astype(str).tolist():
+                if expected[split] and preds["sha256"].astype(str).tolist() == expected[split]:
                     out.setdefault(member.run_id, {})[split] = preds[
                         [prob_column(c) for c in member.classes]
                     ].to_numpy()
