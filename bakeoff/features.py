@@ -346,6 +346,15 @@ def size_key(size: int, array: str) -> str:
     return f"s{int(size)}_{array}"
 
 
+def array_key(meta: dict, cut: str | None, size: int | None = None, flipped: bool = False) -> str:
+    """The features.npz array of one feature set, given the folder's features.json ``meta``: the top (or the
+    folder's own cut) is ``features``, another layer its ``tap_<layer>``; mirrored images ``flip_``; an extra input
+    size ``s<size>_``. The one place that spells the naming, for the head search and the insight step."""
+    name = "features" if not cut or cut == meta.get("cut") else tap_key(cut)
+    name = flip_key(name) if flipped else name
+    return size_key(size, name) if size and size != meta.get("image_size") else name
+
+
 def _arrays_at(df, bb, resolved, size: int, cut, tap_names, precision: str, flip: bool, batch_size: int, root: str):
     """Every array of one input size ({name: table}, features/tap_*/flip_*) and its cache numbers: one forward pass
     per orientation over the misses, one extractor built at most."""

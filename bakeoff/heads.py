@@ -38,7 +38,7 @@ import numpy as np
 from bakeoff import env, storage
 from bakeoff.contract import HEAD_JSON, HEAD_KERAS, HEAD_SEARCH_MD
 from bakeoff.errors import BakeoffError
-from bakeoff.features import flip_key, load_features, size_key, tap_key
+from bakeoff.features import array_key, load_features
 
 SEARCH = "search"
 HEAD_KINDS = ("dense", "logreg", SEARCH)
@@ -283,13 +283,10 @@ def feature_sets(
     """(input size, cut layer (None: the top)) -> the vectors of every image: the features' own output plus each
     tap's, at the features' size and at each extra size. ``flipped``: the same sets on the mirrored images
     (``features --flip``), empty when they were not made."""
-    size = meta.get("image_size")
-    names = {meta.get("cut"): "features", **{tap: tap_key(tap) for tap in meta.get("taps") or {}}}
     sets = {}
-    for at in [size, *(meta.get("extra_image_sizes") or [])]:
-        for cut, name in names.items():
-            name = flip_key(name) if flipped else name
-            found = arrays.get(name if at == size else size_key(at, name))
+    for at in [meta.get("image_size"), *(meta.get("extra_image_sizes") or [])]:
+        for cut in [meta.get("cut"), *(meta.get("taps") or {})]:
+            found = arrays.get(array_key(meta, cut, at, flipped))
             if found is not None:
                 sets[(at, cut)] = found
     return sets

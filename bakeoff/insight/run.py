@@ -11,7 +11,7 @@ import time
 from bakeoff import storage
 from bakeoff.contract import INSIGHT_JSON, FeaturesInfo
 from bakeoff.errors import BakeoffError
-from bakeoff.features import load_features, size_key, tap_key
+from bakeoff.features import array_key, load_features
 from bakeoff.insight.label_issues import write_label_issues
 from bakeoff.insight.learning_curve import write_learning_curve
 
@@ -52,9 +52,7 @@ def insight_for_challenger(
 def chosen_array(arrays: dict, info: dict, cut: str | None, image_size: int | None) -> str:
     """The features.npz array of the candidate's own feature set: its tap layer (the chosen tap is the model's
     cut) at its input size; ``features`` (the top, at the base size) when the folder has no such array."""
-    name = "features" if not cut or cut == info.get("cut") else tap_key(cut)
-    if image_size and image_size != info.get("image_size"):
-        name = size_key(image_size, name)
+    name = array_key(info, cut, image_size)
     return name if name in arrays else "features"
 
 
